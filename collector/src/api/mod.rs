@@ -1,0 +1,91 @@
+//! The collector's HTTP API: Prometheus-compatible query routes, its own /metrics, health checks.
+//! Calls `query` for answers and the store only through its public reads; never sees SQL or protobuf.
+
+mod params;
+mod prom;
+
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+
+use crate::query::{Engine, QueryError};
+use crate::store::Store;
+use crate::telemetry::CollectorMetrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub engine: Arc<Engine>,
+    pub registry: Arc<Mutex<Registry>>,
+    pub metrics: CollectorMetrics,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/query", get(prom::query).post(prom::query))
+        .route("/api/v1/query_range", get(prom::query_range).post(prom::query_range))
+        .route("/api/v1/series", get(prom::series).post(prom::series))
+        .route("/api/v1/labels", get(prom::labels).post(prom::labels))
+        .route("/api/v1/label/{name}/values", get(prom::label_values))
+        .route("/api/v1/metadata", get(prom::metadata))
+        .route("/api/v1/status/buildinfo", get(prom::buildinfo))
+        .route("/api/v1/rules", get(prom::rules))
+        .route("/api/v1/query_exemplars", get(prom::exemplars).post(prom::exemplars))
+        .route("/metrics", get(self_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .with_state(state)
+}
+
+async fn self_metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let mut body = String::new();
+    let registry = state.registry.lock().expect("registry lock poisoned");
+    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+        Ok(()) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+                .into_response()
+        }
+        Err(e) => ApiError::Internal(format!("encoding metrics: {e}")).into_response(),
+    }
+}
+
+/// An API failure in Prometheus's error shape. Internal details are logged, not sent.
+#[derive(Debug)]
+pub enum ApiError {
+    BadData(String),
+    Execution(String),
+    Internal(String),
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Parse(m) | QueryError::BadData(m) => ApiError::BadData(m),
+            QueryError::Unsupported(m) | QueryError::Execution(m) => ApiError::Execution(m),
+            QueryError::Storage(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, msg) = match self {
+            ApiError::BadData(m) => (StatusCode::BAD_REQUEST, "bad_data", m),
+            ApiError::Execution(m) => (StatusCode::UNPROCESSABLE_ENTITY, "execution", m),
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "internal error answering an API call");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the collector's log".to_string())
+            }
+        };
+        let body = serde_json::json!({"status": "error", "errorType": kind, "error": msg});
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! Wire to domain: a protobuf `Batch` becomes label sets and samples, with invalid series set aside.
+//! Wire types stop here.
+
+use lookout_proto::v1::{Batch, Label};
+
+use crate::model::{LabelSet, Samples, METRIC_NAME};
+
+pub struct Decoded {
+    pub series: Vec<(LabelSet, Samples)>,
+    pub samples: u64,
+    pub invalid_series: u64,
+    /// What was wrong with the first invalid series, for the log line.
+    pub first_problem: String,
+}
+
+pub fn batch(batch: Batch) -> Decoded {
+    let mut out = Decoded {
+        series: Vec::with_capacity(batch.series.len()),
+        samples: 0,
+        invalid_series: 0,
+        first_problem: String::new(),
+    };
+    for s in batch.series {
+        match check(&s.labels, s.timestamps_ms.len(), s.values.len()) {
+            Ok(()) => {
+                out.samples += s.values.len() as u64;
+                let labels = LabelSet::from_pairs(s.labels.into_iter().map(|l| (l.name, l.value)));
+                out.series.push((labels, Samples { ts: s.timestamps_ms, values: s.values }));
+            }
+            Err(problem) => {
+                if out.invalid_series == 0 {
+                    out.first_problem = problem;
+                }
+                out.invalid_series += 1;
+            }
+        }
+    }
+    out
+}
+
+fn check(labels: &[Label], n_ts: usize, n_values: usize) -> Result<(), String> {
+    if n_ts != n_values {
+        return Err(format!("{n_ts} timestamps but {n_values} values"));
+    }
+    if !labels.iter().any(|l| l.name == METRIC_NAME && valid_metric_name(&l.value)) {
+        return Err("no valid __name__ label".into());
+    }
+    if let Some(l) = labels.iter().find(|l| !valid_label_name(&l.name)) {
+        return Err(format!("invalid label name {:?}", l.name));
+    }
+    Ok(())
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`, Prometheus's label name rule.
+pub fn valid_label_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`, Prometheus's metric name rule.
+pub fn valid_metric_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_' || c == b':')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lookout_proto::v1::SeriesSamples;
+
+    fn l(n: &str, v: &str) -> Label {
+        Label { name: n.into(), value: v.into() }
+    }
+
+    #[test]
+    fn invalid_series_are_skipped_and_valid_ones_kept() {
+        let good = SeriesSamples {
+            labels: vec![l("__name__", "up"), l("job", "x")],
+            timestamps_ms: vec![1],
+            values: vec![1.0],
+        };
+        let uneven = SeriesSamples { labels: vec![l("__name__", "up")], timestamps_ms: vec![1, 2], values: vec![1.0] };
+        let no_name = SeriesSamples { labels: vec![l("job", "x")], timestamps_ms: vec![1], values: vec![1.0] };
+        let bad_label = SeriesSamples {
+            labels: vec![l("__name__", "up"), l("0bad", "x")],
+            timestamps_ms: vec![1],
+            values: vec![1.0],
+        };
+        let d = batch(Batch { seq: 1, series: vec![uneven, good, no_name, bad_label], ..Default::default() });
+        assert_eq!(d.series.len(), 1);
+        assert_eq!(d.invalid_series, 3);
+        assert_eq!(d.first_problem, "2 timestamps but 1 values");
+        assert_eq!(d.series[0].0.get("job"), Some("x"));
+    }
+}

@@ -1,0 +1,147 @@
+//! The gRPC ingest server: authenticates agents, decodes batches, commits them, then acks.
+//! The only module that sees `lookout_proto`; it hands the store plain `model` types.
+
+mod convert;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use lookout_proto::v1::{
+    agent_message, collector_message, ingest_server::Ingest, Ack, AgentMessage, CollectorMessage, Welcome,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::store::Store;
+use crate::telemetry::CollectorMetrics;
+pub use lookout_proto::v1::ingest_server::IngestServer;
+
+/// Largest batch a collector accepts after decompression; agents seal at 1 MiB, so 64 MiB leaves room
+/// for replays merged by a later spool without letting one peer exhaust memory.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+pub struct IngestService {
+    store: Arc<Store>,
+    tokens: Arc<Vec<String>>,
+    metrics: CollectorMetrics,
+}
+
+impl IngestService {
+    /// `tokens` empty means no authentication (only `lookout up` and loopback listeners allow that).
+    pub fn new(store: Arc<Store>, tokens: Vec<String>, metrics: CollectorMetrics) -> Self {
+        IngestService { store, tokens: Arc::new(tokens), metrics }
+    }
+
+    /// The tonic service with gzip both ways and the message size bound.
+    pub fn into_server(self) -> IngestServer<Self> {
+        IngestServer::new(self)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        if self.tokens.is_empty() {
+            return Ok(());
+        }
+        let given =
+            req.metadata().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(t) if self.tokens.iter().any(|k| k == t) => Ok(()),
+            Some(_) => Err(Status::unauthenticated("unknown bearer token")),
+            None => Err(Status::unauthenticated("missing bearer token (authorization: Bearer <token>)")),
+        }
+    }
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<CollectorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type StreamStream = Outbound;
+
+    async fn stream(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<Outbound>, Status> {
+        self.authorize(&req)?;
+        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
+        let mut inbound = req.into_inner();
+        let hello = match inbound.message().await? {
+            Some(AgentMessage { msg: Some(agent_message::Msg::Hello(h)) }) => h,
+            _ => return Err(Status::invalid_argument("the first message of a stream must be Hello")),
+        };
+        if hello.agent_id.is_empty() {
+            return Err(Status::invalid_argument("Hello.agent_id is empty"));
+        }
+        let (tx, rx) = mpsc::channel::<Result<CollectorMessage, Status>>(256);
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let committed = store.committed_seq(&hello.agent_id);
+        tracing::info!(agent = %hello.agent_id, host = %hello.host, %peer, committed, "agent connected");
+        let welcome = collector_message::Msg::Welcome(Welcome {
+            committed_seq: committed,
+            collector_version: env!("CARGO_PKG_VERSION").to_string(),
+        });
+        tx.send(Ok(CollectorMessage { msg: Some(welcome) })).await.map_err(|_| Status::cancelled("stream closed"))?;
+        metrics.connected_agents.inc();
+        tokio::spawn(async move {
+            let result = serve_agent(&store, &metrics, &hello.agent_id, &hello.host, &mut inbound, &tx).await;
+            metrics.connected_agents.dec();
+            match result {
+                Ok(()) => tracing::info!(agent = %hello.agent_id, "agent disconnected"),
+                Err(e) => {
+                    tracing::warn!(agent = %hello.agent_id, error = %e, "agent stream ended with an error")
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn serve_agent(
+    store: &Arc<Store>,
+    metrics: &CollectorMetrics,
+    agent_id: &str,
+    host: &str,
+    inbound: &mut Streaming<AgentMessage>,
+    tx: &mpsc::Sender<Result<CollectorMessage, Status>>,
+) -> Result<(), Status> {
+    while let Some(msg) = inbound.message().await? {
+        match msg.msg {
+            Some(agent_message::Msg::Batch(batch)) => {
+                let seq = batch.seq;
+                let decoded = convert::batch(batch);
+                if decoded.invalid_series > 0 {
+                    metrics.invalid_series.inc_by(decoded.invalid_series);
+                    tracing::warn!(agent = agent_id, seq, count = decoded.invalid_series, first = %decoded.first_problem, "invalid series skipped");
+                }
+                let bytes = decoded.samples;
+                let (store, agent, host) = (store.clone(), agent_id.to_string(), host.to_string());
+                let now = now_ms();
+                let outcome =
+                    tokio::task::spawn_blocking(move || store.append(&agent, &host, seq, now, decoded.series))
+                        .await
+                        .map_err(|e| Status::internal(format!("store task failed: {e}")))?
+                        .map_err(|e| {
+                            tracing::error!(error = %e, "cannot commit a batch");
+                            Status::unavailable("the collector cannot commit right now; retry")
+                        })?;
+                metrics.record_batch(&outcome, bytes);
+                let ack = CollectorMessage { msg: Some(collector_message::Msg::Ack(Ack { seq })) };
+                if tx.send(Ok(ack)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Some(agent_message::Msg::CommandResult(r)) => {
+                tracing::info!(agent = agent_id, command = %r.id, ok = r.ok, message = %r.message, "command result");
+            }
+            Some(agent_message::Msg::Hello(_)) => return Err(Status::invalid_argument("Hello sent twice")),
+            None => return Err(Status::invalid_argument("empty AgentMessage")),
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,103 @@
+//! lookout-collector: receives what agents send, stores it in SQLite and answers Prometheus-style
+//! queries. See ARCHITECTURE.md for the module map and what may depend on what.
+
+pub mod api;
+pub mod config;
+pub mod ingest;
+pub mod model;
+pub mod query;
+pub mod store;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::CollectorConfig;
+
+/// A running collector: where it listens, and a handle that ends when it has stopped.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub store: Arc<store::Store>,
+    pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Opens the store, binds both listeners and serves until `shutdown` is cancelled.
+pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let options = store::StoreOptions { retention: cfg.retention, ..Default::default() };
+    let data_dir = cfg.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&data_dir, options))
+        .await?
+        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    let store = Arc::new(store);
+    let mut registry = Registry::default();
+    let metrics = telemetry::CollectorMetrics::register(&mut registry);
+
+    let http = TcpListener::bind(cfg.http_listen)
+        .await
+        .with_context(|| format!("binding the HTTP API to {}", cfg.http_listen))?;
+    let grpc = TcpListener::bind(cfg.grpc_listen)
+        .await
+        .with_context(|| format!("binding gRPC ingest to {}", cfg.grpc_listen))?;
+    let (http_addr, grpc_addr) = (http.local_addr()?, grpc.local_addr()?);
+
+    let state = api::AppState {
+        store: store.clone(),
+        engine: Arc::new(query::Engine::default()),
+        registry: Arc::new(Mutex::new(registry)),
+        metrics: metrics.clone(),
+    };
+    let router = api::router(state);
+    let ingest = ingest::IngestService::new(store.clone(), cfg.ingest.tokens.clone(), metrics).into_server();
+
+    let s1 = shutdown.clone();
+    let http_task =
+        tokio::spawn(async move { axum::serve(http, router).with_graceful_shutdown(s1.cancelled_owned()).await });
+    let s2 = shutdown.clone();
+    let grpc_task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(ingest)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), s2.cancelled_owned())
+            .await
+    });
+    let retention_store = store.clone();
+    let s3 = shutdown.clone();
+    let housekeeping = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = s3.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let st = retention_store.clone();
+            let now = now_ms();
+            match tokio::task::spawn_blocking(move || st.enforce_retention(now)).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(chunks = n, "retention deleted old chunks"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "retention failed"),
+                _ => {}
+            }
+        }
+    });
+    let final_store = store.clone();
+    let done = tokio::spawn(async move {
+        let (h, g) = tokio::join!(http_task, grpc_task);
+        housekeeping.abort();
+        h?.context("HTTP API")?;
+        g?.context("gRPC ingest")?;
+        // A clean stop leaves an empty head log, so the next start has nothing to replay.
+        tokio::task::spawn_blocking(move || final_store.checkpoint()).await??;
+        Ok(())
+    });
+    Ok(Running { http_addr, grpc_addr, store, done })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

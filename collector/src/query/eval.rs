@@ -1,0 +1,356 @@
+//! Column-wise evaluation: every node yields its value at all steps of the query at once, and every
+//! selector reads the store once for the whole query, then walks its samples with cursors.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{AtModifier, Expr, MatrixSelector, Offset, VectorSelector};
+
+use super::{aggregate, binary, functions, QueryError};
+use crate::model::{is_stale, LabelSet, MatchOp, Matcher, Samples, SeriesData, METRIC_NAME};
+
+/// Prometheus's default `--query.max-samples`: a query holding more points than this is refused.
+pub(crate) const MAX_SAMPLES: usize = 50_000_000;
+
+pub(crate) const DUPLICATE_LABELSET: &str = "vector cannot contain metrics with the same labelset";
+
+/// One series of an instant-vector expression: its value at each step, `None` where it has none.
+#[derive(Debug, Clone)]
+pub(crate) struct Series {
+    pub labels: LabelSet,
+    pub vals: Vec<Option<f64>>,
+}
+
+/// The value of an expression at every step of the query.
+pub(crate) enum Val {
+    Scalar(Vec<f64>),
+    Str(String),
+    Vector(Vec<Series>),
+}
+
+/// When a selector reads: its offset and, with `@`, the fixed time it is evaluated at.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SelTime {
+    pub offset: i64,
+    pub at: Option<i64>,
+}
+
+/// The samples a range selector read, stale markers removed, and how to window them per step.
+pub(crate) struct RangeData {
+    pub series: Vec<SeriesData>,
+    pub range: i64,
+    pub st: SelTime,
+}
+
+/// The evaluation of one query: its steps and where it reads from.
+pub(crate) struct Ctx<'a> {
+    pub src: &'a dyn super::Queryable,
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+    /// Number of steps: start + i*step for i in 0..n.
+    pub n: usize,
+    pub lookback: i64,
+}
+
+pub(crate) fn exec(msg: impl Into<String>) -> QueryError {
+    QueryError::Execution(msg.into())
+}
+
+pub(crate) fn unsupported(msg: impl Into<String>) -> QueryError {
+    QueryError::Unsupported(msg.into())
+}
+
+pub(crate) fn dur_ms(d: &Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => dur_ms(&d),
+        Err(e) => dur_ms(&e.duration()).saturating_neg(),
+    }
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(src: &'a dyn super::Queryable, start: i64, end: i64, step: i64, lookback: i64) -> Self {
+        let step = step.max(1);
+        // i128: start and end may be anywhere in i64; the caller has bounded the number of steps.
+        let n = ((end as i128 - start as i128).max(0) / step as i128) as usize + 1;
+        Ctx { src, start, end, step, n, lookback }
+    }
+
+    pub fn ts(&self, i: usize) -> i64 {
+        (self.start as i128 + i as i128 * self.step as i128) as i64
+    }
+
+    pub fn eval(&self, e: &Expr) -> Result<Val, QueryError> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; self.n])),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr),
+            Expr::Unary(u) => match self.eval(&u.expr)? {
+                Val::Scalar(v) => Ok(Val::Scalar(v.into_iter().map(|x| -x).collect())),
+                Val::Vector(series) => {
+                    let negated = series
+                        .into_iter()
+                        .map(|s| Series {
+                            labels: s.labels.without_name(),
+                            vals: s.vals.into_iter().map(|v| v.map(|x| -x)).collect(),
+                        })
+                        .collect();
+                    Ok(Val::Vector(merge_series(negated, true)?))
+                }
+                Val::Str(_) => Err(exec("unary expression only allowed on expressions of type scalar or vector")),
+            },
+            Expr::Binary(b) => binary::eval_binary(self, b),
+            Expr::Aggregate(a) => aggregate::eval_aggregate(self, a),
+            Expr::Call(c) => functions::eval_call(self, c),
+            Expr::VectorSelector(vs) => Ok(Val::Vector(self.vector_selector(vs, false)?)),
+            Expr::MatrixSelector(_) => Err(exec("a range vector is only allowed as a function argument here")),
+            Expr::Subquery(_) => Err(unsupported("subqueries are not supported yet")),
+            Expr::Extension(_) => Err(unsupported("extension expressions are not supported")),
+        }
+    }
+
+    pub fn eval_vector(&self, e: &Expr) -> Result<Vec<Series>, QueryError> {
+        match self.eval(e)? {
+            Val::Vector(v) => Ok(v),
+            _ => Err(exec(format!("expected an instant vector, got: {e}"))),
+        }
+    }
+
+    pub fn eval_scalar(&self, e: &Expr) -> Result<Vec<f64>, QueryError> {
+        match self.eval(e)? {
+            Val::Scalar(v) => Ok(v),
+            _ => Err(exec(format!("expected a scalar, got: {e}"))),
+        }
+    }
+
+    pub fn eval_string(&self, e: &Expr) -> Result<String, QueryError> {
+        match self.eval(e)? {
+            Val::Str(s) => Ok(s),
+            _ => Err(exec(format!("expected a string, got: {e}"))),
+        }
+    }
+
+    fn sel_time(&self, vs: &VectorSelector) -> SelTime {
+        let offset = match &vs.offset {
+            None => 0,
+            Some(Offset::Pos(d)) => dur_ms(d),
+            Some(Offset::Neg(d)) => dur_ms(d).saturating_neg(),
+        };
+        let at = vs.at.as_ref().map(|a| match a {
+            AtModifier::Start => self.start,
+            AtModifier::End => self.end,
+            AtModifier::At(t) => system_time_ms(t),
+        });
+        SelTime { offset, at }
+    }
+
+    /// The time a selector reads at for step i: the step's time (or its `@` time) less its offset.
+    pub fn eff(&self, st: &SelTime, i: usize) -> i64 {
+        st.at.unwrap_or_else(|| self.ts(i)).saturating_sub(st.offset)
+    }
+
+    /// Reads every sample any step can need, in one call: (first step - window, last step].
+    fn select(&self, vs: &VectorSelector, window: i64) -> Result<(Vec<SeriesData>, SelTime), QueryError> {
+        let matchers = convert_matchers(vs)?;
+        let st = self.sel_time(vs);
+        let (lo, hi) = (self.eff(&st, 0), self.eff(&st, self.n - 1));
+        let data = self.src.select(&matchers, lo.saturating_sub(window).saturating_add(1), hi)?;
+        if data.len().saturating_mul(self.n) > MAX_SAMPLES {
+            return Err(exec("query processing would load too many samples into memory in query execution"));
+        }
+        Ok((data, st))
+    }
+
+    /// An instant vector selector at every step: per series the newest sample in (t - lookback, t], absent
+    /// where that sample is a stale marker. With `timestamps` the value is the sample's time in seconds
+    /// (for `timestamp()`), and the metric name is dropped.
+    pub fn vector_selector(&self, vs: &VectorSelector, timestamps: bool) -> Result<Vec<Series>, QueryError> {
+        let (data, st) = self.select(vs, self.lookback)?;
+        let mut out = Vec::with_capacity(data.len());
+        for s in data {
+            let (ts, values) = (&s.samples.ts, &s.samples.values);
+            let mut vals = vec![None; self.n];
+            let mut cur = 0;
+            let mut any = false;
+            for (i, slot) in vals.iter_mut().enumerate() {
+                let e = self.eff(&st, i);
+                while cur < ts.len() && ts[cur] <= e {
+                    cur += 1;
+                }
+                if cur == 0 {
+                    continue;
+                }
+                let j = cur - 1;
+                if ts[j] > e.saturating_sub(self.lookback) && !is_stale(values[j]) {
+                    *slot = Some(if timestamps { ts[j] as f64 / 1000.0 } else { values[j] });
+                    any = true;
+                }
+            }
+            if any {
+                let labels = if timestamps { s.labels.without_name() } else { s.labels };
+                out.push(Series { labels, vals });
+            }
+        }
+        if timestamps {
+            return merge_series(out, false);
+        }
+        Ok(out)
+    }
+
+    /// Reads a range selector's samples for all steps, with stale markers removed.
+    pub fn range_data(&self, ms: &MatrixSelector) -> Result<RangeData, QueryError> {
+        let range = dur_ms(&ms.range);
+        let (mut series, st) = self.select(&ms.vs, range)?;
+        for s in &mut series {
+            if s.samples.values.iter().any(|v| is_stale(*v)) {
+                let (ts, vals) = (std::mem::take(&mut s.samples.ts), std::mem::take(&mut s.samples.values));
+                for (t, v) in ts.into_iter().zip(vals) {
+                    if !is_stale(v) {
+                        s.samples.ts.push(t);
+                        s.samples.values.push(v);
+                    }
+                }
+            }
+        }
+        Ok(RangeData { series, range, st })
+    }
+
+    /// Calls `f(step, timestamps, values, t)` with each step's window (t - range, t] of `s`, where t is the
+    /// selector's read time for that step. Both window edges only move forward, so this is linear.
+    pub fn windows(&self, rd: &RangeData, s: &Samples, mut f: impl FnMut(usize, &[i64], &[f64], i64)) {
+        let (mut lo, mut hi) = (0, 0);
+        let ts = &s.ts;
+        for i in 0..self.n {
+            let e = self.eff(&rd.st, i);
+            while hi < ts.len() && ts[hi] <= e {
+                hi += 1;
+            }
+            let left = e.saturating_sub(rd.range);
+            while lo < hi && ts[lo] <= left {
+                lo += 1;
+            }
+            if lo > hi {
+                lo = hi;
+            }
+            f(i, &ts[lo..hi], &s.values[lo..hi], e);
+        }
+    }
+
+    /// A range selector at the top level of an instant query: the raw samples of each window.
+    pub fn raw_matrix(&self, ms: &MatrixSelector) -> Result<Vec<SeriesData>, QueryError> {
+        let rd = self.range_data(ms)?;
+        let mut out = Vec::new();
+        for s in &rd.series {
+            let mut samples = Samples::default();
+            self.windows(&rd, &s.samples, |_, ts, vs, _| {
+                samples.ts.extend_from_slice(ts);
+                samples.values.extend_from_slice(vs);
+            });
+            if !samples.ts.is_empty() {
+                out.push(SeriesData { labels: s.labels.clone(), samples });
+            }
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+}
+
+/// The selector's matchers as the store takes them, with the metric name as a `__name__` matcher.
+pub(crate) fn convert_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, QueryError> {
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(unsupported("the \"or\" operator inside label matchers is not supported"));
+    }
+    let mut out = Vec::with_capacity(vs.matchers.matchers.len() + 1);
+    if let Some(name) = &vs.name {
+        out.push(Matcher::equal(METRIC_NAME, name));
+    }
+    for m in &vs.matchers.matchers {
+        let (op, parsed) = match &m.op {
+            PMatchOp::Equal => ("=", None),
+            PMatchOp::NotEqual => ("!=", None),
+            PMatchOp::Re(r) => ("=~", Some(MatchOp::Regex(r.clone()))),
+            PMatchOp::NotRe(r) => ("!~", Some(MatchOp::NotRegex(r.clone()))),
+        };
+        match (Matcher::new(&m.name, op, &m.value), parsed) {
+            (Ok(mm), _) => out.push(mm),
+            // Go accepts some regexes Rust does not (e.g. a literal `{`); the parser has already
+            // rewritten and anchored those, so its compiled form is used.
+            (Err(_), Some(op)) => out.push(Matcher { name: m.name.clone(), value: m.value.clone(), op }),
+            (Err(e), None) => return Err(exec(e.to_string())),
+        }
+    }
+    Ok(out)
+}
+
+/// Collects per-step results under their label sets. Two results with the same labels at the same step
+/// are Prometheus's "same labelset" error; at different steps they are one series.
+pub(crate) struct Out {
+    n: usize,
+    index: HashMap<LabelSet, usize>,
+    pub series: Vec<Series>,
+}
+
+impl Out {
+    pub fn new(n: usize) -> Self {
+        Out { n, index: HashMap::new(), series: Vec::new() }
+    }
+
+    pub fn idx(&mut self, labels: LabelSet) -> usize {
+        if let Some(&i) = self.index.get(&labels) {
+            return i;
+        }
+        let i = self.series.len();
+        self.series.push(Series { labels: labels.clone(), vals: vec![None; self.n] });
+        self.index.insert(labels, i);
+        i
+    }
+
+    pub fn put(&mut self, idx: usize, step: usize, v: f64) -> Result<(), QueryError> {
+        let slot = &mut self.series[idx].vals[step];
+        if slot.is_some() {
+            return Err(exec(DUPLICATE_LABELSET));
+        }
+        *slot = Some(v);
+        Ok(())
+    }
+
+    pub fn finish(self) -> Vec<Series> {
+        self.series.into_iter().filter(|s| s.vals.iter().any(Option::is_some)).collect()
+    }
+}
+
+/// Drops series without points and joins series whose labels became equal. `strict` refuses any such
+/// pair (as Prometheus does after functions over range vectors, unary minus and label_replace); otherwise
+/// only a pair with values at the same step is refused (as its per-step evaluation does).
+pub(crate) fn merge_series(series: Vec<Series>, strict: bool) -> Result<Vec<Series>, QueryError> {
+    let mut index: HashMap<LabelSet, usize> = HashMap::with_capacity(series.len());
+    let mut out: Vec<Series> = Vec::with_capacity(series.len());
+    for s in series {
+        if !s.vals.iter().any(Option::is_some) {
+            continue;
+        }
+        match index.get(&s.labels) {
+            None => {
+                index.insert(s.labels.clone(), out.len());
+                out.push(s);
+            }
+            Some(_) if strict => return Err(exec(DUPLICATE_LABELSET)),
+            Some(&i) => {
+                for (slot, v) in out[i].vals.iter_mut().zip(s.vals) {
+                    if v.is_some() {
+                        if slot.is_some() {
+                            return Err(exec(DUPLICATE_LABELSET));
+                        }
+                        *slot = v;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,256 @@
+//! PromQL engine: parses with promql-parser and evaluates instant and range queries over a `Queryable`,
+//! with Prometheus 3 semantics; every construct it does not implement is refused with `Unsupported`.
+
+mod aggregate;
+mod binary;
+mod eval;
+mod functions;
+mod histogram;
+mod range_fns;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_ops;
+#[cfg(test)]
+mod tests_prop;
+
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::Expr;
+
+use crate::model::{LabelSet, Matcher, Samples, SeriesData};
+use eval::{Ctx, Val};
+
+/// Where the engine reads series from. The store implements it; tests implement it over vectors.
+pub trait Queryable: Send + Sync {
+    /// Every series whose labels pass all `matchers`, with its samples whose timestamps t satisfy
+    /// start_ms <= t <= end_ms, in time order.
+    fn select(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Result<Vec<SeriesData>, QueryError>;
+}
+
+/// Why a query failed; the API maps each kind to Prometheus's HTTP status and error type.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// HTTP 400 bad_data: the query does not parse.
+    #[error("{0}")]
+    Parse(String),
+    /// HTTP 400 bad_data: the request's parameters are wrong (step, resolution, expression type).
+    #[error("{0}")]
+    BadData(String),
+    /// HTTP 422 execution: valid PromQL that this engine does not implement; the message names it.
+    #[error("{0}")]
+    Unsupported(String),
+    /// HTTP 422 execution: evaluation failed as it does in Prometheus (e.g. duplicate series).
+    #[error("{0}")]
+    Execution(String),
+    /// HTTP 500/503: the store failed.
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// The result of an instant query, in Prometheus's four result types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar { t_ms: i64, v: f64 },
+    String { t_ms: i64, s: String },
+    Vector(Vec<InstantSample>),
+    Matrix(Vec<SeriesData>),
+}
+
+/// One element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstantSample {
+    pub labels: LabelSet,
+    pub t_ms: i64,
+    pub v: f64,
+}
+
+/// Evaluates PromQL. Stateless apart from its settings, so one can be shared by all requests.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// How far back an instant vector selector looks for a sample (Prometheus's default 5 m).
+    pub lookback_ms: i64,
+    /// Most points a range query may have per series: (end - start) / step above this is refused.
+    pub max_points_per_series: i64,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine { lookback_ms: 300_000, max_points_per_series: 11_000 }
+    }
+}
+
+impl Engine {
+    /// Instant query at t_ms. A matrix selector at the top level returns Value::Matrix, as Prometheus does.
+    pub fn instant(&self, src: &dyn Queryable, query: &str, t_ms: i64) -> Result<Value, QueryError> {
+        let expr = parse(query)?;
+        let ctx = Ctx::new(src, t_ms, t_ms, 1, self.lookback_ms);
+        if let Expr::MatrixSelector(ms) = unwrap_parens(&expr) {
+            return Ok(Value::Matrix(ctx.raw_matrix(ms)?));
+        }
+        Ok(match ctx.eval(&expr)? {
+            Val::Scalar(v) => Value::Scalar { t_ms, v: v[0] },
+            Val::Str(s) => Value::String { t_ms, s },
+            Val::Vector(series) => {
+                let mut out: Vec<InstantSample> = series
+                    .into_iter()
+                    .filter_map(|s| s.vals[0].map(|v| InstantSample { labels: s.labels, t_ms, v }))
+                    .collect();
+                sort_instant(&expr, &mut out);
+                Value::Vector(out)
+            }
+        })
+    }
+
+    /// Range query: evaluates at start, start+step, ... <= end. Returns a matrix (a scalar expression becomes
+    /// one series with no labels). Rejects (end-start)/step > max_points_per_series with BadData as
+    /// Prometheus does, and step <= 0.
+    pub fn range(
+        &self,
+        src: &dyn Queryable,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<SeriesData>, QueryError> {
+        if end_ms < start_ms {
+            return Err(QueryError::BadData("end timestamp must not be before start time".into()));
+        }
+        if step_ms <= 0 {
+            return Err(QueryError::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if (end_ms as i128 - start_ms as i128) / step_ms as i128 > self.max_points_per_series as i128 {
+            return Err(QueryError::BadData(format!(
+                "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
+                thousands(self.max_points_per_series)
+            )));
+        }
+        let expr = parse(query)?;
+        match expr.value_type() {
+            ValueType::Scalar | ValueType::Vector => {}
+            other => {
+                return Err(QueryError::BadData(format!(
+                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                    type_name(other)
+                )))
+            }
+        }
+        let ctx = Ctx::new(src, start_ms, end_ms, step_ms, self.lookback_ms);
+        let mut out = match ctx.eval(&expr)? {
+            Val::Scalar(v) => {
+                let ts = (0..ctx.n).map(|i| ctx.ts(i)).collect();
+                vec![SeriesData { labels: LabelSet::default(), samples: Samples { ts, values: v } }]
+            }
+            Val::Str(_) => {
+                return Err(QueryError::BadData(
+                    "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),
+                ))
+            }
+            Val::Vector(series) => series
+                .into_iter()
+                .filter_map(|s| {
+                    let mut samples = Samples::default();
+                    for (i, v) in s.vals.iter().enumerate() {
+                        if let Some(v) = v {
+                            samples.ts.push(ctx.ts(i));
+                            samples.values.push(*v);
+                        }
+                    }
+                    (!samples.ts.is_empty()).then_some(SeriesData { labels: s.labels, samples })
+                })
+                .collect::<Vec<_>>(),
+        };
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+}
+
+/// Parses a query, turning the parser's message into `QueryError::Parse`. Where the lexer failed, the
+/// message gets Prometheus's `line:col: parse error:` prefix, found by lexing ever longer prefixes.
+fn parse(query: &str) -> Result<Expr, QueryError> {
+    let res = std::panic::catch_unwind(|| promql_parser::parser::parse(query));
+    match res {
+        Ok(Ok(e)) => Ok(e),
+        Ok(Err(msg)) => Err(QueryError::Parse(match lex_error_position(query, &msg) {
+            Some((line, col)) => format!("{line}:{col}: parse error: {msg}"),
+            None => format!("parse error: {msg}"),
+        })),
+        Err(_) => Err(QueryError::Parse("parse error: the parser failed on this input".into())),
+    }
+}
+
+/// The 1-based line and column where the lexer first reports `msg`, if it is a lexer error at all.
+fn lex_error_position(query: &str, msg: &str) -> Option<(usize, usize)> {
+    let lex = |s: &str| std::panic::catch_unwind(|| promql_parser::parser::lexer(s).err()).ok().flatten();
+    if query.len() > 4096 || lex(query).as_deref() != Some(msg) {
+        return None;
+    }
+    let ends = query.char_indices().map(|(i, c)| i + c.len_utf8());
+    let end = ends.into_iter().find(|&e| lex(&query[..e]).as_deref() == Some(msg))?;
+    // The offending character is the last one of the shortest prefix that fails the same way.
+    let before = &query[..end];
+    let last_start = before.char_indices().last().map_or(0, |(i, _)| i);
+    let line = before[..last_start].matches('\n').count() + 1;
+    let line_start = before[..last_start].rfind('\n').map_or(0, |i| i + 1);
+    let col = before[line_start..last_start].chars().count() + 1;
+    Some((line, col))
+}
+
+pub(crate) fn unwrap_parens(mut e: &Expr) -> &Expr {
+    while let Expr::Paren(p) = e {
+        e = &p.expr;
+    }
+    e
+}
+
+fn type_name(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Vector => "instant vector",
+        ValueType::Scalar => "scalar",
+        ValueType::Matrix => "range vector",
+        ValueType::String => "string",
+    }
+}
+
+/// 11000 -> "11,000", as Prometheus prints the resolution limit.
+fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let first = match digits.len() % 3 {
+        0 => 3.min(digits.len()),
+        r => r,
+    };
+    let mut out = digits[..first].to_string();
+    for chunk in digits.as_bytes()[first..].chunks(3) {
+        out.push(',');
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+    }
+    if n < 0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// Orders an instant vector: by value where the outermost operation is `sort`, `sort_desc`, `topk` or
+/// `bottomk` (as Prometheus returns them), otherwise by labels so that answers are stable.
+fn sort_instant(expr: &Expr, out: &mut [InstantSample]) {
+    let by_value = |desc: bool| {
+        move |a: &InstantSample, b: &InstantSample| {
+            let (x, y) = if desc { (b.v, a.v) } else { (a.v, b.v) };
+            // NaN goes last either way.
+            match (a.v.is_nan(), b.v.is_nan()) {
+                (true, false) => std::cmp::Ordering::Greater,
+                (false, true) => std::cmp::Ordering::Less,
+                _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+            }
+        }
+    };
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    match unwrap_parens(expr) {
+        Expr::Call(c) if c.func.name == "sort" => out.sort_by(by_value(false)),
+        Expr::Call(c) if c.func.name == "sort_desc" => out.sort_by(by_value(true)),
+        Expr::Aggregate(a) if a.op.to_string() == "topk" => out.sort_by(by_value(true)),
+        Expr::Aggregate(a) if a.op.to_string() == "bottomk" => out.sort_by(by_value(false)),
+        _ => {}
+    }
+}

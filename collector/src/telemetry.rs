@@ -1,0 +1,59 @@
+//! The collector's own metrics (`lookout_collector_*`), registered on a registry passed in.
+//! Counting only: nothing here decides or stores anything.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::store::AppendOutcome;
+
+#[derive(Clone, Default)]
+pub struct CollectorMetrics {
+    pub batches: Counter,
+    pub duplicate_batches: Counter,
+    pub samples: Counter,
+    pub out_of_order_samples: Counter,
+    pub invalid_series: Counter,
+    pub new_series: Counter,
+    pub connected_agents: Gauge,
+    pub queries: Counter,
+}
+
+impl CollectorMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = CollectorMetrics::default();
+        let r = registry.sub_registry_with_prefix("lookout_collector");
+        r.register("batches", "Batches committed from agents", m.batches.clone());
+        r.register(
+            "duplicate_batches",
+            "Batches skipped because their seq was already committed",
+            m.duplicate_batches.clone(),
+        );
+        r.register("samples", "Samples committed", m.samples.clone());
+        r.register(
+            "out_of_order_samples",
+            "Samples dropped because their series already had a newer one",
+            m.out_of_order_samples.clone(),
+        );
+        r.register(
+            "invalid_series",
+            "Series skipped because their labels or sample arrays were invalid",
+            m.invalid_series.clone(),
+        );
+        r.register("new_series", "Series created", m.new_series.clone());
+        r.register("connected_agents", "Agents with an open ingest stream", m.connected_agents.clone());
+        r.register("queries", "PromQL queries answered", m.queries.clone());
+        m
+    }
+
+    pub fn record_batch(&self, o: &AppendOutcome, _received_samples: u64) {
+        if o.duplicate {
+            self.duplicate_batches.inc();
+            return;
+        }
+        self.batches.inc();
+        self.samples.inc_by(o.samples);
+        self.out_of_order_samples.inc_by(o.out_of_order);
+        self.new_series.inc_by(o.new_series);
+    }
+}
