@@ -1,0 +1,117 @@
+//! lookout-agent: discovers this host's containers, reads their cgroup, network and the host's
+//! metrics every interval, and ships them to a collector. See ARCHITECTURE.md for the module map.
+
+pub mod config;
+pub mod discover;
+pub mod expose;
+pub mod metrics;
+pub mod model;
+pub mod sampler;
+pub mod ship;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+pub use config::AgentConfig;
+
+/// A running agent: where its /metrics listens, its send queue, and a handle that ends when it stops.
+pub struct Running {
+    pub metrics_addr: SocketAddr,
+    pub agent_id: String,
+    pub queue: Arc<ship::Queue>,
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Starts discovery, sampling, shipping and the /metrics endpoint; they run until `shutdown`.
+pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let host = cfg.host_name();
+    let agent_id = agent_id(&cfg.state_dir, &host)?;
+    let mut registry = Registry::default();
+    let metrics = telemetry::AgentMetrics::register(&mut registry);
+
+    let ship_cfg = ship::ShipConfig {
+        agent_id: agent_id.clone(),
+        host: host.clone(),
+        collectors: cfg.collectors.clone(),
+        token: cfg.token.clone(),
+        include_labels: cfg.labels.include.clone(),
+        max_queue_bytes: (cfg.queue.max_mib as usize) << 20,
+    };
+    let (out, queue) = ship::spawn(ship_cfg, metrics.clone(), shutdown.clone());
+
+    let containers: discover::ContainerSet = Default::default();
+    let (changes_tx, mut changes_rx) = tokio::sync::mpsc::channel(1024);
+    let discovery = discover::Discovery::new(&cfg.docker_socket, containers.clone(), changes_tx);
+    tokio::spawn(discovery.run(shutdown.clone()));
+    let change_out = out.clone();
+    tokio::spawn(async move {
+        while let Some(c) = changes_rx.recv().await {
+            if change_out.send(ship::Outgoing::Change(c)).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let latest: Arc<RwLock<Arc<sampler::Tick>>> = Default::default();
+    let sampler = sampler::Sampler::new(
+        sampler::SamplerConfig {
+            host,
+            interval: cfg.interval,
+            cgroup_root: cfg.cgroup_root.clone(),
+            proc_root: cfg.proc_root.clone(),
+            include_labels: cfg.labels.include.clone(),
+        },
+        containers,
+        metrics.clone(),
+    );
+    let (s, l, m) = (shutdown.clone(), latest.clone(), metrics.clone());
+    let sampling = tokio::task::spawn_blocking(move || {
+        sampler.run(s, l, |tick| {
+            // Never block the sampler on a slow network: a tick that cannot be queued is counted.
+            if out.try_send(ship::Outgoing::Tick(tick)).is_err() {
+                m.dropped_ticks.inc();
+            }
+        })
+    });
+
+    let listener = tokio::net::TcpListener::bind(cfg.metrics_listen)
+        .await
+        .with_context(|| format!("binding the agent's /metrics to {}", cfg.metrics_listen))?;
+    let metrics_addr = listener.local_addr()?;
+    let router = expose::router(expose::ExposeState { latest, registry: Arc::new(Mutex::new(registry)) });
+    let s = shutdown.clone();
+    let http = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(s.cancelled_owned()).await {
+            tracing::error!(error = %e, "agent /metrics server failed");
+        }
+    });
+    let done = tokio::spawn(async move {
+        let _ = tokio::join!(sampling, http);
+    });
+    tracing::info!(%agent_id, metrics = %metrics_addr, collectors = ?cfg.collectors, "agent started");
+    Ok(Running { metrics_addr, agent_id, queue, done })
+}
+
+/// The agent's id: kept in `state_dir/agent-id` so it survives restarts (the collector de-duplicates
+/// by it); made from the host name and random bits the first time.
+fn agent_id(state_dir: &Path, host: &str) -> anyhow::Result<String> {
+    let file = state_dir.join("agent-id");
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    std::fs::create_dir_all(state_dir).with_context(|| format!("creating the state dir {}", state_dir.display()))?;
+    let id = format!("{host}-{:016x}", rand::random::<u64>());
+    let tmp = state_dir.join("agent-id.tmp");
+    std::fs::write(&tmp, format!("{id}\n")).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &file).with_context(|| format!("writing {}", file.display()))?;
+    Ok(id)
+}

@@ -1,0 +1,42 @@
+//! Metric readers: per-container cgroup and network counters under cAdvisor's names, and host
+//! counters under node_exporter's names, all as [`Sample`](crate::model::Sample)s.
+//!
+//! - [`cgroup`]: finds the cgroup layout ([`detect`] → [`Layout`]: v1, v2 or hybrid) and a
+//!   container's cgroup ([`resolve`] → [`CgroupDirs`]), and reads it every tick with
+//!   [`ContainerCgroup`], which keeps its stat files open and re-reads them with `pread` into a
+//!   reused buffer.
+//! - [`net`]: a container's interfaces from `/proc/<pid>/net/dev` ([`ContainerNet`]).
+//! - [`host`]: cpu, memory, load, network, disk and filesystem counters of the host ([`HostReader`]).
+//! - [`parse`]: the pure, allocation-free parsers behind them.
+//!
+//! Every reader takes its roots (`/sys/fs/cgroup`, `/proc`) as parameters so that tests can point it
+//! at fixture trees, and none panics on a file that vanished or holds garbage: a vanished file is
+//! skipped, a malformed one is reported with its path, line and text. Samples carry only the labels
+//! the reader knows (`interface`, `cpu`, `mode`, `device`, `mountpoint`); the caller adds identity.
+
+pub mod cgroup;
+mod cgroup_stats;
+pub mod host;
+pub mod net;
+pub mod parse;
+
+pub use cgroup::{detect, resolve, CgroupDirs, CgroupError, ContainerCgroup, Layout};
+pub use host::{HostError, HostReader};
+pub use net::{ContainerNet, NetError};
+
+/// The agent's `testdata` directory: `$LOOKOUT_AGENT_TESTDATA` when set (a crate built elsewhere
+/// from these sources), else `<CARGO_MANIFEST_DIR>/testdata`.
+#[cfg(test)]
+pub(crate) fn testdata() -> std::path::PathBuf {
+    match std::env::var_os("LOOKOUT_AGENT_TESTDATA") {
+        Some(dir) => dir.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata"),
+    }
+}
+
+#[cfg(test)]
+mod tests_docker;
+#[cfg(test)]
+mod tests_fixtures;
+#[cfg(test)]
+mod tests_host;

@@ -1,0 +1,155 @@
+//! Host metrics against the real /proc and against the fixture proc tree `testdata/proc`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::host::{excluded_disk, HostReader};
+use super::testdata;
+use crate::model::Sample;
+
+fn labelled<'a>(out: &'a [Sample], name: &str, key: &str) -> Vec<(&'a str, f64)> {
+    out.iter()
+        .filter(|s| s.name == name)
+        .map(|s| (s.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str()).unwrap_or(""), s.value))
+        .collect()
+}
+
+fn value(out: &[Sample], name: &str) -> Option<f64> {
+    out.iter().find(|s| s.name == name).map(|s| s.value)
+}
+
+#[test]
+fn real_proc() {
+    let mut host = HostReader::new(Path::new("/proc"));
+    let mut out = Vec::new();
+    host.read(&mut out);
+    assert!(host.last_errors().is_empty(), "{:?}", host.last_errors());
+
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kb: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert_eq!(value(&out, "node_memory_MemTotal_bytes"), Some(kb * 1024.0));
+    assert!(value(&out, "node_memory_MemAvailable_bytes").is_some_and(|v| v > 0.0 && v <= kb * 1024.0));
+
+    // Every cpu of /proc/stat has exactly the 8 modes.
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpus: BTreeSet<String> = stat
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.strip_prefix("cpu").filter(|n| !n.is_empty()).map(String::from))
+        .collect();
+    assert!(!cpus.is_empty());
+    let cpu_samples: Vec<&Sample> = out.iter().filter(|s| s.name == "node_cpu_seconds_total").collect();
+    assert_eq!(cpu_samples.len(), cpus.len() * 8);
+    for cpu in &cpus {
+        let modes: BTreeSet<&str> = cpu_samples
+            .iter()
+            .filter(|s| s.labels[0] == ("cpu", cpu.clone()))
+            .map(|s| s.labels[1].1.as_str())
+            .collect();
+        let want: BTreeSet<&str> = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"].into();
+        assert_eq!(modes, want, "cpu {cpu}");
+    }
+    assert!(cpu_samples.iter().any(|s| s.labels[1].1 == "idle" && s.value > 0.0));
+
+    for n in ["node_load1", "node_load5", "node_load15"] {
+        assert!(value(&out, n).is_some_and(|v| v >= 0.0), "{n}");
+    }
+    assert!(labelled(&out, "node_network_receive_bytes_total", "device").iter().any(|(d, _)| *d == "lo"));
+    let fs = labelled(&out, "node_filesystem_size_bytes", "mountpoint");
+    assert!(fs.iter().any(|(m, v)| *m == "/" && *v > 0.0), "{fs:?}");
+    assert!(fs.iter().all(|(m, _)| !m.starts_with("/proc") && !m.starts_with("/sys")), "{fs:?}");
+    let disks = labelled(&out, "node_disk_read_bytes_total", "device");
+    assert!(disks.iter().all(|(d, _)| !d.starts_with("loop") && !d.starts_with("ram")), "{disks:?}");
+}
+
+#[test]
+fn fixture_proc() {
+    let mut host = HostReader::new(&testdata().join("proc"));
+    let mut out = Vec::new();
+    host.read(&mut out);
+    assert!(host.last_errors().is_empty(), "{:?}", host.last_errors());
+
+    // cpu1 is offline: the labels are the kernel's numbers, not positions.
+    let user = labelled(&out, "node_cpu_seconds_total", "cpu");
+    assert_eq!(user.len(), 16);
+    let modes_of = |cpu: &str| -> Vec<(String, f64)> {
+        out.iter()
+            .filter(|s| s.name == "node_cpu_seconds_total" && s.labels[0].1 == cpu)
+            .map(|s| (s.labels[1].1.clone(), s.value))
+            .collect()
+    };
+    let cpu2 = modes_of("2");
+    let want = [
+        ("user", 49.16),
+        ("nice", 0.02),
+        ("system", 10.51),
+        ("idle", 4401.13),
+        ("iowait", 3.66),
+        ("irq", 0.02),
+        ("softirq", 0.96),
+        ("steal", 0.14),
+    ];
+    assert_eq!(cpu2.len(), 8);
+    for ((mode, v), (wm, wv)) in cpu2.iter().zip(want) {
+        assert_eq!(mode, wm);
+        assert!((v - wv).abs() < 1e-9, "{mode}: {v} vs {wv}");
+    }
+
+    assert_eq!(value(&out, "node_memory_MemTotal_bytes"), Some(24683360.0 * 1024.0));
+    assert_eq!(value(&out, "node_memory_MemAvailable_bytes"), Some(24096892.0 * 1024.0));
+    assert_eq!(value(&out, "node_load1"), Some(f64::from(0.24f32)));
+    assert_eq!(value(&out, "node_load15"), Some(f64::from(0.09f32)));
+
+    let rx = labelled(&out, "node_network_receive_bytes_total", "device");
+    assert_eq!(rx, vec![("docker0", 0.0), ("eth0", 148479399.0), ("lo", 3193.0)]);
+    let tx = labelled(&out, "node_network_transmit_bytes_total", "device");
+    assert_eq!(tx, vec![("docker0", 966.0), ("eth0", 470808.0), ("lo", 3193.0)]);
+
+    let read = labelled(&out, "node_disk_read_bytes_total", "device");
+    let names: Vec<&str> = read.iter().map(|(d, _)| *d).collect();
+    assert_eq!(names, ["sda", "nvme0n1", "vda", "dm-0", "mmcblk0p1"]);
+    assert_eq!(read[0].1, 3462402.0 * 512.0);
+    assert_eq!(labelled(&out, "node_disk_written_bytes_total", "device")[0].1, 2864368.0 * 512.0);
+
+    // Of the fixture's mounts only "/" and /var/lib/docker are real filesystems; the unmounted xfs
+    // cannot be statted and is skipped. /var/lib/docker need not exist on every machine.
+    let fs: Vec<&str> =
+        labelled(&out, "node_filesystem_size_bytes", "mountpoint").into_iter().map(|(m, _)| m).collect();
+    assert!(fs.contains(&"/"), "{fs:?}");
+    assert!(fs.iter().all(|m| *m == "/" || *m == "/var/lib/docker"), "{fs:?}");
+    let avail = labelled(&out, "node_filesystem_avail_bytes", "mountpoint");
+    let size = labelled(&out, "node_filesystem_size_bytes", "mountpoint");
+    assert!(avail.iter().zip(&size).all(|(a, s)| a.0 == s.0 && a.1 <= s.1 && s.1 > 0.0));
+}
+
+#[test]
+fn missing_files_are_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut host = HostReader::new(tmp.path());
+    let mut out = Vec::new();
+    host.read(&mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(host.last_errors().is_empty(), "{:?}", host.last_errors());
+    // A garbled file is skipped and reported; the others still count.
+    std::fs::write(tmp.path().join("loadavg"), "not a load average\n").unwrap();
+    std::fs::write(tmp.path().join("stat"), "cpu  1 2 3 4\ncpu0 1 2 x 4\ncpu1 100 0 0 0\n").unwrap();
+    host.read(&mut out);
+    assert_eq!(host.last_errors().len(), 2, "{:?}", host.last_errors());
+    let msg = host.last_errors().iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(msg.contains("stat:2") && msg.contains("cpu0 1 2 x 4") && msg.contains("loadavg"), "{msg}");
+    assert_eq!(out.len(), 8, "cpu1's 8 modes: {out:?}");
+}
+
+#[test]
+fn disk_exclusion_follows_node_exporter() {
+    for name in ["loop0", "ram12", "zram0", "fd0", "sda1", "hdb2", "vda15", "xvdf1", "nvme0n1p1", "nvme10n2p3"] {
+        assert!(excluded_disk(name), "{name} should be excluded");
+    }
+    for name in ["sda", "sdaa1", "vda", "xvdf", "nvme0n1", "dm-0", "md0", "mmcblk0", "mmcblk0p1", "loop", "sr0"] {
+        assert!(!excluded_disk(name), "{name} should be kept");
+    }
+}

@@ -1,0 +1,46 @@
+//! Plain domain types the agent's readers produce: container identity and metric samples.
+//! Nothing here knows the wire format; `ship` alone converts these to protobuf.
+
+use std::fmt;
+
+/// A Docker container id: 64 lowercase hex characters. Not to be confused with its name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContainerId(String);
+
+impl ContainerId {
+    /// Accepts only a full 64-hex id, so that a name or a short id never passes for one.
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+            .then(|| ContainerId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One reading of one metric. `labels` holds only the labels the reader itself knows (`cpu`, `mode`,
+/// `interface`, `device`, `mountpoint`, ...); identity labels (host, container, service, ...) are added
+/// by the caller.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub name: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn new(name: &'static str, value: f64) -> Self {
+        Sample { name, labels: Vec::new(), value }
+    }
+
+    pub fn with(name: &'static str, labels: Vec<(&'static str, String)>, value: f64) -> Self {
+        Sample { name, labels, value }
+    }
+}

@@ -1,0 +1,42 @@
+//! Domain to wire: ticks and container changes become protobuf series and events.
+//! The only place in the agent that builds `lookout_proto` messages.
+
+use lookout_proto::v1::{container_event::Kind, ContainerEvent, Label, SeriesSamples};
+
+use crate::discover::{ChangeKind, ContainerChange};
+use crate::sampler::Tick;
+
+pub fn tick_series(tick: &Tick, out: &mut Vec<SeriesSamples>) {
+    for r in &tick.readings {
+        let mut labels = Vec::with_capacity(r.identity.len() + r.sample.labels.len() + 1);
+        labels.push(Label { name: "__name__".into(), value: r.sample.name.into() });
+        labels.extend(r.identity.iter().map(|(k, v)| Label { name: k.clone(), value: v.clone() }));
+        labels.extend(r.sample.labels.iter().map(|(k, v)| Label { name: (*k).into(), value: v.clone() }));
+        out.push(SeriesSamples { labels, timestamps_ms: vec![tick.ts_ms], values: vec![r.sample.value] });
+    }
+}
+
+pub fn change_event(host: &str, include: &[String], c: &ContainerChange) -> ContainerEvent {
+    let kind = match c.kind {
+        ChangeKind::Discovered => Kind::Discovered,
+        ChangeKind::Started => Kind::Started,
+        ChangeKind::Died => Kind::Died,
+        ChangeKind::Destroyed => Kind::Destroyed,
+        ChangeKind::Renamed => Kind::Renamed,
+        ChangeKind::Oom => Kind::Oom,
+    };
+    let labels = match &c.container {
+        Some(container) => crate::discover::identity_labels(host, container, include)
+            .into_iter()
+            .map(|(name, value)| Label { name, value })
+            .collect(),
+        None => vec![Label { name: "host".into(), value: host.into() }],
+    };
+    ContainerEvent {
+        kind: kind as i32,
+        time_ms: c.time_ms,
+        container_id: c.id.as_str().to_string(),
+        labels,
+        message: String::new(),
+    }
+}

@@ -1,0 +1,233 @@
+//! Shipping: seals what the readers produce into batches (1 MiB or 1 s, whichever first), queues them
+//! bounded in memory, and streams them to a collector over one gRPC stream until each is acked.
+//! Delivery is at-least-once; the collector's per-agent seq makes it exactly-once in the store.
+
+mod convert;
+mod queue;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lookout_proto::v1::{
+    agent_message, collector_message, ingest_client::IngestClient, AgentMessage, Batch, CommandResult, Hello,
+};
+use prost::Message;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Endpoint;
+
+use crate::discover::ContainerChange;
+use crate::sampler::Tick;
+use crate::telemetry::AgentMetrics;
+pub use queue::Queue;
+
+/// A batch is sealed when it reaches this size...
+pub const SEAL_BYTES: usize = 1 << 20;
+/// ...or this age, whichever comes first.
+pub const SEAL_AGE: Duration = Duration::from_secs(1);
+/// Batches sent but not yet acked on one stream, at most.
+const WINDOW: u64 = 32;
+
+/// What the readers hand to shipping.
+#[derive(Debug)]
+pub enum Outgoing {
+    Tick(Tick),
+    Change(ContainerChange),
+}
+
+#[derive(Clone, Debug)]
+pub struct ShipConfig {
+    pub agent_id: String,
+    pub host: String,
+    pub collectors: Vec<String>,
+    pub token: Option<String>,
+    pub include_labels: Vec<String>,
+    pub max_queue_bytes: usize,
+}
+
+/// Starts the batcher and the connection; returns the sender the readers use and the queue (for tests
+/// and self-metrics).
+pub fn spawn(
+    cfg: ShipConfig,
+    metrics: AgentMetrics,
+    shutdown: CancellationToken,
+) -> (mpsc::Sender<Outgoing>, Arc<Queue>) {
+    let (tx, rx) = mpsc::channel(64);
+    let queue = Arc::new(Queue::new(cfg.max_queue_bytes, metrics.clone()));
+    tokio::spawn(batcher(cfg.clone(), rx, queue.clone(), shutdown.clone()));
+    tokio::spawn(connection(cfg, queue.clone(), metrics, shutdown));
+    (tx, queue)
+}
+
+async fn batcher(cfg: ShipConfig, mut rx: mpsc::Receiver<Outgoing>, queue: Arc<Queue>, shutdown: CancellationToken) {
+    let mut open = Batch::default();
+    let mut bytes = 0usize;
+    let mut opened: Option<Instant> = None;
+    loop {
+        let deadline = opened.map(|t| t + SEAL_AGE);
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                let before = open.series.len();
+                let events_before = open.container_events.len();
+                match &msg {
+                    Outgoing::Tick(t) => convert::tick_series(t, &mut open.series),
+                    Outgoing::Change(c) => open.container_events.push(convert::change_event(&cfg.host, &cfg.include_labels, c)),
+                }
+                bytes += open.series[before..].iter().map(|s| s.encoded_len() + 4).sum::<usize>()
+                    + open.container_events[events_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>();
+                opened.get_or_insert_with(Instant::now);
+                if bytes >= SEAL_BYTES {
+                    seal(&queue, &mut open, &mut bytes, &mut opened);
+                }
+            }
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded by the condition")).await }, if deadline.is_some() => {
+                seal(&queue, &mut open, &mut bytes, &mut opened);
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    if bytes > 0 {
+        seal(&queue, &mut open, &mut bytes, &mut opened);
+    }
+}
+
+fn seal(queue: &Queue, open: &mut Batch, bytes: &mut usize, opened: &mut Option<Instant>) {
+    let batch = std::mem::take(open);
+    queue.push(batch, *bytes);
+    *bytes = 0;
+    *opened = None;
+}
+
+/// How a stream ended.
+enum End {
+    Shutdown,
+    Closed,
+}
+
+async fn connection(cfg: ShipConfig, queue: Arc<Queue>, metrics: AgentMetrics, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    let mut attempt = 0usize;
+    let mut failures = 0u64;
+    loop {
+        let url = &cfg.collectors[attempt % cfg.collectors.len()];
+        let result = session(&cfg, url, &queue, &metrics, &shutdown).await;
+        metrics.connected.set(0);
+        match result {
+            Ok((End::Shutdown, _)) => return,
+            Ok((End::Closed, welcomed)) | Err((_, welcomed)) if welcomed => {
+                // It worked for a while: retry soon, same collector.
+                backoff = Duration::from_millis(200);
+                failures = 0;
+            }
+            Ok((End::Closed, _)) => attempt += 1,
+            Err((e, _)) => {
+                failures += 1;
+                metrics.connect_failures.inc();
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(collector = %url, error = %e, failures, queued = queue.len(), "cannot reach the collector; batches wait in the queue");
+                }
+                attempt += 1;
+            }
+        }
+        // Full jitter keeps a fleet of agents from reconnecting in lockstep after a collector restart.
+        let sleep = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(sleep) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// One stream: Hello, Welcome, then batches out and acks in. Returns whether the collector welcomed us.
+async fn session(
+    cfg: &ShipConfig,
+    url: &str,
+    queue: &Queue,
+    metrics: &AgentMetrics,
+    shutdown: &CancellationToken,
+) -> Result<(End, bool), (anyhow::Error, bool)> {
+    let fail = |e: anyhow::Error| (e, false);
+    let channel = Endpoint::from_shared(url.to_string())
+        .map_err(|e| fail(e.into()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let auth = cfg
+        .token
+        .as_ref()
+        .map(|t| format!("Bearer {t}").parse::<tonic::metadata::MetadataValue<_>>())
+        .transpose()
+        .map_err(|e| fail(anyhow::anyhow!("the token is not a valid header value: {e}")))?;
+    let mut client = IngestClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        if let Some(v) = &auth {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    })
+    .send_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Gzip);
+
+    let (tx, rx) = mpsc::channel::<AgentMessage>(WINDOW as usize);
+    let hello = Hello {
+        agent_id: cfg.agent_id.clone(),
+        host: cfg.host.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        resume_from_seq: queue.oldest_unacked(),
+    };
+    tx.send(AgentMessage { msg: Some(agent_message::Msg::Hello(hello)) }).await.map_err(|e| fail(e.into()))?;
+    let mut inbound = client.stream(ReceiverStream::new(rx)).await.map_err(|e| fail(e.into()))?.into_inner();
+    let committed = match inbound.message().await.map_err(|e| fail(e.into()))? {
+        Some(m) => match m.msg {
+            Some(collector_message::Msg::Welcome(w)) => w.committed_seq,
+            _ => return Err(fail(anyhow::anyhow!("the collector did not answer Hello with Welcome"))),
+        },
+        None => return Err(fail(anyhow::anyhow!("the collector closed the stream after Hello"))),
+    };
+    queue.committed(committed);
+    metrics.connected.set(1);
+    tracing::info!(collector = %url, committed, queued = queue.len(), "connected to the collector");
+    let welcomed = |e: anyhow::Error| (e, true);
+
+    let mut last_sent = 0u64;
+    let mut acked = committed;
+    loop {
+        while last_sent.saturating_sub(acked) < WINDOW {
+            let Some(batch) = queue.next_to_send(last_sent) else {
+                break;
+            };
+            last_sent = batch.seq;
+            metrics.sent_batches.inc();
+            if tx.send(AgentMessage { msg: Some(agent_message::Msg::Batch(batch)) }).await.is_err() {
+                return Ok((End::Closed, true));
+            }
+        }
+        tokio::select! {
+            msg = inbound.message() => match msg.map_err(|e| welcomed(e.into()))? {
+                None => return Ok((End::Closed, true)),
+                Some(m) => match m.msg {
+                    Some(collector_message::Msg::Ack(a)) => {
+                        acked = acked.max(a.seq);
+                        queue.committed(a.seq);
+                    }
+                    Some(collector_message::Msg::Command(c)) => {
+                        let result = CommandResult { id: c.id, ok: false, message: "this agent does not carry out commands yet".into() };
+                        let _ = tx.send(AgentMessage { msg: Some(agent_message::Msg::CommandResult(result)) }).await;
+                    }
+                    _ => {}
+                },
+            },
+            _ = queue.ready.notified() => {}
+            _ = shutdown.cancelled() => return Ok((End::Shutdown, true)),
+        }
+    }
+}
