@@ -1,0 +1,390 @@
+//! `lookout bench`: measurements anyone can rerun on their machine, printing the figures that
+//! docs/performance.md records. Real store files, real containers, real processes; no timed asserts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use lookout_collector::model::{LabelSet, Samples};
+use lookout_collector::store::{Store, StoreOptions};
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// Collector ingest: durable samples per second into the SQLite store, and bytes per sample on disk,
+    /// for realistic container series sampled every 10 s.
+    Ingest {
+        /// Containers to simulate (22 series each).
+        #[arg(long, default_value_t = 500)]
+        containers: usize,
+        /// Samples per series (8640 = one day at 10 s).
+        #[arg(long, default_value_t = 2880)]
+        samples: usize,
+        /// Samples per series in one batch (an agent that was away sends many at once).
+        #[arg(long, default_value_t = 30)]
+        per_batch: usize,
+        /// Where to put the database (a temporary directory when absent).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Agent cost: CPU and memory of a real agent process watching N real containers.
+    Agent {
+        #[arg(long, default_value_t = 100)]
+        containers: usize,
+        /// How long to measure after the warm-up.
+        #[arg(long, default_value = "120s", value_parser = super::humantime_duration)]
+        duration: Duration,
+        #[arg(long, default_value = "10s", value_parser = super::humantime_duration)]
+        interval: Duration,
+    },
+}
+
+pub fn run(what: Bench) -> std::process::ExitCode {
+    let result = match what {
+        Bench::Ingest { containers, samples, per_batch, dir } => ingest(containers, samples, per_batch, dir),
+        Bench::Agent { containers, duration, interval } => agent(containers, duration, interval),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A small deterministic generator, so every run measures the same data.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// One simulated container's series: the metrics the agent produces, with plausible behaviour.
+struct SimContainer {
+    labels: Vec<LabelSet>,
+    cpu_ns: u64,
+    user_ticks: u64,
+    sys_ticks: u64,
+    cpu_rate: f64,
+    mem_pages: i64,
+    rx: u64,
+    tx: u64,
+    reads: u64,
+    writes: u64,
+    psi_us: [u64; 6],
+}
+
+const SERIES: [&str; 22] = [
+    "container_cpu_usage_seconds_total",
+    "container_cpu_user_seconds_total",
+    "container_cpu_system_seconds_total",
+    "container_cpu_cfs_periods_total",
+    "container_cpu_cfs_throttled_periods_total",
+    "container_memory_usage_bytes",
+    "container_memory_working_set_bytes",
+    "container_memory_rss",
+    "container_memory_cache",
+    "container_spec_memory_limit_bytes",
+    "container_oom_events_total",
+    "container_fs_reads_bytes_total",
+    "container_fs_writes_bytes_total",
+    "container_network_receive_bytes_total",
+    "container_network_transmit_bytes_total",
+    "container_processes",
+    "container_last_seen",
+    "container_start_time_seconds",
+    "container_pressure_cpu_waiting_seconds_total",
+    "container_pressure_cpu_stalled_seconds_total",
+    "container_pressure_memory_waiting_seconds_total",
+    "container_pressure_io_waiting_seconds_total",
+];
+
+impl SimContainer {
+    fn new(i: usize, rng: &mut XorShift) -> Self {
+        let labels = SERIES
+            .iter()
+            .map(|name| {
+                LabelSet::from_pairs([
+                    ("__name__", name.to_string()),
+                    ("host", format!("host-{}", i / 50)),
+                    ("container", format!("app-{i}")),
+                    ("container_id", format!("{:064x}", i as u128 * 0x9e3779b97f4a7c15)),
+                    ("image", format!("shop/app{}:1.{}", i % 20, i % 7)),
+                    ("service", format!("app{}", i % 20)),
+                    ("version", format!("1.{}", i % 7)),
+                ])
+            })
+            .collect();
+        SimContainer {
+            labels,
+            cpu_ns: rng.next() % 1_000_000_000_000,
+            user_ticks: rng.next() % 100_000,
+            sys_ticks: rng.next() % 10_000,
+            cpu_rate: 0.002 + rng.unit() * rng.unit() * 0.8,
+            mem_pages: 5_000 + (rng.next() % 100_000) as i64,
+            rx: rng.next() % 1_000_000_000,
+            tx: rng.next() % 1_000_000_000,
+            reads: rng.next() % 100_000_000,
+            writes: rng.next() % 100_000_000,
+            psi_us: [0; 6],
+        }
+    }
+
+    /// Advances 10 s and returns the 22 values in `SERIES` order.
+    fn step(&mut self, ts_ms: i64, rng: &mut XorShift) -> [f64; 22] {
+        let busy = self.cpu_rate * (0.7 + 0.6 * rng.unit());
+        let ns = (busy * 10e9) as u64;
+        self.cpu_ns += ns;
+        self.user_ticks += ns * 9 / 10 / 10_000_000;
+        self.sys_ticks += ns / 10 / 10_000_000;
+        if rng.unit() < 0.3 {
+            self.mem_pages = (self.mem_pages + (rng.next() % 200) as i64 - 100).max(1000);
+        }
+        self.rx += (rng.unit() * 20_000.0 * self.cpu_rate * 50.0) as u64;
+        self.tx += (rng.unit() * 10_000.0 * self.cpu_rate * 50.0) as u64;
+        if rng.unit() < 0.05 {
+            self.reads += 4096 * (rng.next() % 64);
+        }
+        if rng.unit() < 0.2 {
+            self.writes += 4096 * (rng.next() % 16);
+        }
+        for (i, p) in self.psi_us.iter_mut().enumerate() {
+            if i < 2 || rng.unit() < 0.1 {
+                *p += (rng.unit() * busy * 2000.0) as u64;
+            }
+        }
+        let usage = self.mem_pages * 4096;
+        [
+            self.cpu_ns as f64 / 1e9,
+            self.user_ticks as f64 / 100.0,
+            self.sys_ticks as f64 / 100.0,
+            0.0,
+            0.0,
+            usage as f64,
+            (usage - (self.mem_pages / 5) * 4096) as f64,
+            (usage * 7 / 10 / 4096 * 4096) as f64,
+            (usage * 3 / 10 / 4096 * 4096) as f64,
+            536_870_912.0,
+            0.0,
+            self.reads as f64,
+            self.writes as f64,
+            self.rx as f64,
+            self.tx as f64,
+            4.0,
+            ts_ms as f64 / 1000.0,
+            1_700_000_000.0,
+            self.psi_us[0] as f64 / 1e6,
+            self.psi_us[1] as f64 / 1e6,
+            self.psi_us[2] as f64 / 1e6,
+            self.psi_us[3] as f64 / 1e6,
+        ]
+    }
+}
+
+fn ingest(containers: usize, samples: usize, per_batch: usize, dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
+    let store = Store::open(&dir, StoreOptions::default())?;
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut sims: Vec<SimContainer> = (0..containers).map(|i| SimContainer::new(i, &mut rng)).collect();
+    let series = containers * SERIES.len();
+    let total = series * samples;
+    println!("ingest: {containers} containers x {} series = {series} series, {samples} samples each at 10 s, {per_batch} per series per batch", SERIES.len());
+
+    // Generate first, so the figure is the store's alone.
+    let t0: i64 = 1_700_000_000_000;
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < samples {
+        let n = per_batch.min(samples - start);
+        let mut batch: Vec<(LabelSet, Samples)> = Vec::with_capacity(series);
+        let mut cols: Vec<Samples> = vec![Samples::default(); series];
+        for k in 0..n {
+            let ts = t0 + (start + k) as i64 * 10_000;
+            for (ci, sim) in sims.iter_mut().enumerate() {
+                for (si, v) in sim.step(ts, &mut rng).into_iter().enumerate() {
+                    let col = &mut cols[ci * SERIES.len() + si];
+                    col.ts.push(ts);
+                    col.values.push(v);
+                }
+            }
+        }
+        for (i, col) in cols.into_iter().enumerate() {
+            batch.push((sims[i / SERIES.len()].labels[i % SERIES.len()].clone(), col));
+        }
+        batches.push(batch);
+        start += n;
+    }
+
+    let cpu0 = process_cpu_seconds();
+    let wall = Instant::now();
+    for (seq, batch) in batches.into_iter().enumerate() {
+        store.append("bench", "bench", seq as u64 + 1, 0, batch)?;
+    }
+    let elapsed = wall.elapsed().as_secs_f64();
+    let cpu = process_cpu_seconds() - cpu0;
+    store.checkpoint()?;
+    drop(store);
+    let bytes = dir_bytes(&dir);
+    println!("  committed {total} samples in {elapsed:.2} s wall, {cpu:.2} s CPU (synchronous=FULL, one transaction per batch)");
+    println!(
+        "  ingest rate: {:.0} samples/s wall, {:.0} samples/s per CPU-second",
+        total as f64 / elapsed,
+        total as f64 / cpu
+    );
+    println!(
+        "  on disk: {bytes} bytes = {:.3} bytes/sample (database, WAL and head snapshot included)",
+        bytes as f64 / total as f64
+    );
+    Ok(())
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}
+
+fn process_cpu_seconds() -> f64 {
+    pid_cpu_seconds(std::process::id()).unwrap_or(0.0)
+}
+
+/// utime + stime of a process, from /proc/<pid>/stat.
+fn pid_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    Some((utime + stime) / hz)
+}
+
+/// A `VmRSS`/`VmHWM` line of /proc/<pid>/status, in bytes.
+fn pid_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|k| k * 1024)
+}
+
+const BENCH_PREFIX: &str = "lookout-bench-";
+
+fn agent(containers: usize, duration: Duration, interval: Duration) -> anyhow::Result<()> {
+    ensure_test_image()?;
+    cleanup_bench_containers();
+    println!("agent: starting {containers} busybox containers");
+    for i in 0..containers {
+        let name = format!("{BENCH_PREFIX}{i}");
+        let st = Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--label",
+                "lookout.bench=1",
+                "--memory",
+                "32m",
+                TEST_IMAGE,
+                "sleep",
+                "100000",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(st.success(), "docker run {name} failed");
+    }
+    let result = measure_agent(containers, duration, interval);
+    cleanup_bench_containers();
+    result
+}
+
+fn measure_agent(containers: usize, duration: Duration, interval: Duration) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let tmp = tempfile::tempdir()?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let collector = rt.block_on(lookout_collector::start(
+        lookout_collector::CollectorConfig {
+            data_dir: tmp.path().join("collector"),
+            http_listen: "127.0.0.1:0".parse()?,
+            grpc_listen: "127.0.0.1:0".parse()?,
+            ..Default::default()
+        },
+        shutdown.clone(),
+    ))?;
+    let cfg = tmp.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "collectors = [\"http://{}\"]\ninterval = \"{}\"\nstate_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n",
+            collector.grpc_addr,
+            humantime::format_duration(interval),
+            tmp.path().join("agent").display()
+        ),
+    )?;
+    let exe = agent_binary()?;
+    let mut child = Command::new(&exe).arg("agent").arg("--config").arg(&cfg).env("RUST_LOG", "warn").spawn()?;
+    let pid = child.id();
+    // Warm-up: discovery and the first ticks, which open every file once.
+    std::thread::sleep(interval * 2 + Duration::from_secs(2));
+    let cpu0 = pid_cpu_seconds(pid).unwrap_or(0.0);
+    let t0 = Instant::now();
+    let mut rss_max = 0;
+    while t0.elapsed() < duration {
+        std::thread::sleep(Duration::from_secs(1));
+        rss_max = rss_max.max(pid_status_kib(pid, "VmRSS:").unwrap_or(0));
+    }
+    let cpu = pid_cpu_seconds(pid).unwrap_or(0.0) - cpu0;
+    let wall = t0.elapsed().as_secs_f64();
+    let hwm = pid_status_kib(pid, "VmHWM:").unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    let series = collector.store.series_count();
+    shutdown.cancel();
+    println!(
+        "  agent ({}) watching {containers} containers at {} for {wall:.0} s:",
+        exe.display(),
+        humantime::format_duration(interval)
+    );
+    println!("  CPU: {:.3}% of one core ({cpu:.2} s CPU)", 100.0 * cpu / wall);
+    println!("  RSS: {:.1} MB at most while measured, peak {:.1} MB (VmHWM)", rss_max as f64 / 1e6, hwm as f64 / 1e6);
+    println!("  series at the collector: {series}");
+    Ok(())
+}
+
+/// This very executable: `lookout agent` runs the agent alone, as a separate process to measure.
+fn agent_binary() -> anyhow::Result<PathBuf> {
+    Ok(std::env::current_exe()?)
+}
+
+pub const TEST_IMAGE: &str = "lookout-test-busybox:latest";
+
+/// Builds the busybox test image from Debian's busybox-static with `docker import` when it is missing.
+pub fn ensure_test_image() -> anyhow::Result<()> {
+    let present = Command::new("docker").args(["image", "inspect", TEST_IMAGE]).output()?.status.success();
+    if present {
+        return Ok(());
+    }
+    let status = Command::new("sh").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-image")).status()?;
+    anyhow::ensure!(
+        status.success(),
+        "scripts/build-test-image failed (is busybox-static installed? apt-get install busybox-static)"
+    );
+    Ok(())
+}
+
+fn cleanup_bench_containers() {
+    let out = Command::new("docker").args(["ps", "-aq", "--filter", "label=lookout.bench=1"]).output();
+    if let Ok(out) = out {
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).stdout(std::process::Stdio::null()).status();
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! `lookout`: the command people type. `up` runs a collector and this host's agent in one process;
+//! `query` asks a collector; `check-config` validates a file; `bench` measures.
+
+mod bench;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "lookout", version, about = "Monitoring, logging and health for container hosts")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a collector and this host's agent in one process.
+    Up {
+        /// Where the collector keeps its database and the agent its state.
+        #[arg(long, default_value = "./lookout-data")]
+        data_dir: PathBuf,
+        /// The Prometheus-compatible HTTP API.
+        #[arg(long, default_value = "127.0.0.1:9470")]
+        http: SocketAddr,
+        /// The agents' gRPC ingest.
+        #[arg(long, default_value = "127.0.0.1:9471")]
+        grpc: SocketAddr,
+        /// The agent's own /metrics.
+        #[arg(long, default_value = "127.0.0.1:9472")]
+        agent_metrics: SocketAddr,
+        /// How often container and host metrics are read.
+        #[arg(long, default_value = "10s", value_parser = humantime_duration)]
+        interval: Duration,
+        /// Docker's API socket.
+        #[arg(long, default_value = "/var/run/docker.sock")]
+        docker_socket: String,
+    },
+    /// Run only the agent, as `lookout-agent --config FILE` does.
+    Agent {
+        #[arg(long, default_value = "/etc/lookout/agent.toml")]
+        config: PathBuf,
+    },
+    /// Run only the collector, as `lookout-collector --config FILE` does.
+    Collector {
+        #[arg(long, default_value = "/etc/lookout/collector.toml")]
+        config: PathBuf,
+    },
+    /// Run a PromQL instant query against a collector and print the result.
+    Query {
+        #[arg(long, default_value = "http://127.0.0.1:9470", env = "LOOKOUT_COLLECTOR")]
+        collector: String,
+        /// The PromQL expression.
+        query: String,
+        /// Evaluation time (RFC 3339 or Unix seconds); now when absent.
+        #[arg(long)]
+        time: Option<String>,
+    },
+    /// Check an agent or collector configuration file; exits 64 when it is invalid.
+    CheckConfig {
+        file: PathBuf,
+        /// Which daemon the file is for; guessed from the file name when absent.
+        #[arg(long)]
+        kind: Option<ConfigKind>,
+    },
+    /// Measure lookout on this machine (figures for docs/performance.md).
+    Bench {
+        #[command(subcommand)]
+        what: bench::Bench,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ConfigKind {
+    Agent,
+    Collector,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.cmd {
+        Cmd::CheckConfig { file, kind } => check_config(&file, kind),
+        Cmd::Bench { what } => bench::run(what),
+        Cmd::Agent { config } => daemon(&config, |cfg: lookout_agent::AgentConfig, stop| async move {
+            let running = lookout_agent::start(cfg, stop).await?;
+            running.done.await?;
+            Ok(())
+        }),
+        Cmd::Collector { config } => daemon(&config, |cfg: lookout_collector::CollectorConfig, stop| async move {
+            let running = lookout_collector::start(cfg, stop).await?;
+            tracing::info!(http = %running.http_addr, grpc = %running.grpc_addr, "collector listening");
+            running.done.await?
+        }),
+        Cmd::Query { collector, query, time } => runtime().block_on(query_cmd(&collector, &query, time.as_deref())),
+        Cmd::Up { data_dir, http, grpc, agent_metrics, interval, docker_socket } => {
+            match runtime().block_on(up(data_dir, http, grpc, agent_metrics, interval, docker_socket)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// A config file that can be loaded with an error naming the file, line and key.
+trait LoadConfig: Sized {
+    fn load_file(file: &std::path::Path) -> Result<Self, String>;
+}
+
+impl LoadConfig for lookout_agent::AgentConfig {
+    fn load_file(file: &std::path::Path) -> Result<Self, String> {
+        Self::load(file).map_err(|e| e.to_string())
+    }
+}
+
+impl LoadConfig for lookout_collector::CollectorConfig {
+    fn load_file(file: &std::path::Path) -> Result<Self, String> {
+        Self::load(file).map_err(|e| e.to_string())
+    }
+}
+
+/// Loads a config (exit 64 when invalid) and runs one daemon until SIGINT or SIGTERM.
+fn daemon<C, F, Fut>(file: &std::path::Path, run: F) -> ExitCode
+where
+    C: LoadConfig,
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let cfg = match C::load_file(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let result = runtime().block_on(async move {
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        });
+        run(cfg, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("a tokio runtime starts")
+}
+
+async fn up(
+    data_dir: PathBuf,
+    http: SocketAddr,
+    grpc: SocketAddr,
+    agent_metrics: SocketAddr,
+    interval: Duration,
+    docker_socket: String,
+) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let collector_cfg = lookout_collector::CollectorConfig {
+        data_dir: data_dir.clone(),
+        http_listen: http,
+        grpc_listen: grpc,
+        ..Default::default()
+    };
+    let problems = collector_cfg.validate();
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+    let collector = lookout_collector::start(collector_cfg, shutdown.clone()).await?;
+    let agent_cfg = lookout_agent::AgentConfig {
+        collectors: vec![format!("http://{}", collector.grpc_addr)],
+        interval,
+        state_dir: data_dir.join("agent"),
+        metrics_listen: agent_metrics,
+        docker_socket,
+        ..Default::default()
+    };
+    let problems = agent_cfg.validate();
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+    let agent = lookout_agent::start(agent_cfg, shutdown.clone()).await?;
+    println!("lookout is up");
+    println!("  collector HTTP API (Prometheus data source for Grafana): http://{}", collector.http_addr);
+    println!("  collector gRPC ingest:                                  http://{}", collector.grpc_addr);
+    println!("  agent /metrics:                                         http://{}/metrics", agent.metrics_addr);
+    println!("  data:                                                   {}", data_dir.display());
+    println!(
+        "try: curl -s {}/api/v1/query --data-urlencode 'query=rate(container_cpu_usage_seconds_total[1m])'",
+        collector.http_addr
+    );
+
+    wait_for_signal().await;
+    eprintln!("stopping");
+    shutdown.cancel();
+    let _ = agent.done.await;
+    collector.done.await??;
+    Ok(())
+}
+
+async fn query_cmd(collector: &str, query: &str, time: Option<&str>) -> ExitCode {
+    let mut form = vec![("query", query.to_string())];
+    if let Some(t) = time {
+        form.push(("time", t.to_string()));
+    }
+    let url = format!("{}/api/v1/query", collector.trim_end_matches('/'));
+    let resp = match reqwest::Client::new().post(&url).form(&form).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot reach the collector at {collector}: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let body: serde_json::Value = match resp.json().await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: the collector's answer is not JSON: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    if body["status"] != "success" {
+        eprintln!(
+            "error: {} ({})",
+            body["error"].as_str().unwrap_or("unknown"),
+            body["errorType"].as_str().unwrap_or("")
+        );
+        return ExitCode::FAILURE;
+    }
+    let data = &body["data"];
+    let fmt_labels = |m: &serde_json::Value| {
+        let obj = m.as_object().cloned().unwrap_or_default();
+        let name = obj.get("__name__").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let rest: Vec<String> = obj.iter().filter(|(k, _)| *k != "__name__").map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{name}{{{}}}", rest.join(", "))
+    };
+    match data["resultType"].as_str() {
+        Some("scalar") | Some("string") => println!("{}", data["result"][1].as_str().unwrap_or("")),
+        Some("vector") => {
+            for r in data["result"].as_array().into_iter().flatten() {
+                println!("{} {}", fmt_labels(&r["metric"]), r["value"][1].as_str().unwrap_or(""));
+            }
+        }
+        Some("matrix") => {
+            for r in data["result"].as_array().into_iter().flatten() {
+                let vals: Vec<String> = r["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!("{} @{}", p[1].as_str().unwrap_or(""), p[0]))
+                    .collect();
+                println!("{} {}", fmt_labels(&r["metric"]), vals.join(", "));
+            }
+        }
+        _ => println!("{data}"),
+    }
+    ExitCode::SUCCESS
+}
+
+fn check_config(file: &std::path::Path, kind: Option<ConfigKind>) -> ExitCode {
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let kind = kind.or(if name.contains("collector") {
+        Some(ConfigKind::Collector)
+    } else if name.contains("agent") {
+        Some(ConfigKind::Agent)
+    } else {
+        None
+    });
+    let result = match kind {
+        Some(ConfigKind::Agent) => lookout_agent::AgentConfig::load(file).map(|_| "agent").map_err(|e| e.to_string()),
+        Some(ConfigKind::Collector) => {
+            lookout_collector::CollectorConfig::load(file).map(|_| "collector").map_err(|e| e.to_string())
+        }
+        None => {
+            eprintln!(
+                "error: {}: cannot tell whether this is an agent or a collector config; pass --kind agent|collector",
+                file.display()
+            );
+            return ExitCode::from(64);
+        }
+    };
+    match result {
+        Ok(k) => {
+            println!("{}: valid {k} configuration", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(64)
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Container and host metrics end to end: real containers, a real `lookout up` process, answers read
+//! through the collector's Prometheus API and compared with what the kernel says.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+fn one(base: &str, query: &str) -> Option<f64> {
+    let r = instant(base, query);
+    (r.len() == 1).then(|| value(&r[0]))
+}
+
+#[test]
+fn container_metrics_agree_with_the_kernel() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let busy = TestContainer::run("busy", &["--cpus", "1"], &["sh", "-c", "while :; do :; done"]);
+    let mem = TestContainer::run(
+        "mem",
+        &["--memory", "64m"],
+        &["sh", "-c", "dd if=/dev/zero of=/dev/shm/fill bs=1M count=24 && sleep 100000"],
+    );
+    let quiet = TestContainer::run(
+        "quiet",
+        &["--label", "lookout.service=quietsvc", "--label", "lookout.version=7.1"],
+        &["sleep", "100000"],
+    );
+    let lookout = Lookout::up(dir.path(), &[]);
+    let base = lookout.url();
+
+    // Within a few intervals every container shows up, tagged as design section 3 says.
+    for c in [&busy, &mem, &quiet] {
+        let q = format!("container_last_seen{{container=\"{}\"}}", c.name);
+        let r = eventually(Duration::from_secs(20), &format!("{} to show up", c.name), || {
+            let r = instant(&base, &q);
+            (!r.is_empty()).then_some(r)
+        });
+        assert_eq!(r[0]["metric"]["container_id"], c.id.as_str());
+        assert_eq!(r[0]["metric"]["image"], IMAGE);
+        assert!(r[0]["metric"]["host"].as_str().is_some_and(|h| !h.is_empty()));
+    }
+    let q = format!("container_processes{{container=\"{}\"}}", quiet.name);
+    let r = instant(&base, &q);
+    assert_eq!(r[0]["metric"]["service"], "quietsvc");
+    assert_eq!(r[0]["metric"]["version"], "7.1");
+    assert_eq!(value(&r[0]), 1.0, "sleep is one process");
+
+    // A busy loop limited to one CPU uses one core: rate within 10%.
+    std::thread::sleep(Duration::from_secs(12));
+    let q = format!("rate(container_cpu_usage_seconds_total{{container=\"{}\"}}[10s])", busy.name);
+    let rate = one(&base, &q).expect("one CPU rate series");
+    assert!((rate - 1.0).abs() < 0.1, "busy loop CPU rate {rate}, want 1 core within 10%");
+    // And the quota is what Docker set for --cpus 1.
+    let quota = one(&base, &format!("container_spec_cpu_quota{{container=\"{}\"}}", busy.name)).unwrap();
+    let period = one(&base, &format!("container_spec_cpu_period{{container=\"{}\"}}", busy.name)).unwrap();
+    assert_eq!((quota, period), (100_000.0, 100_000.0));
+
+    // The memory limit is exact, and 24 MiB in tmpfs count in the working set.
+    let limit = one(&base, &format!("container_spec_memory_limit_bytes{{container=\"{}\"}}", mem.name)).unwrap();
+    assert_eq!(limit, 67_108_864.0);
+    let ws = one(&base, &format!("container_memory_working_set_bytes{{container=\"{}\"}}", mem.name)).unwrap();
+    assert!(ws >= 24.0 * 1048576.0, "working set {ws} below the 24 MiB written to /dev/shm");
+    assert!(ws <= limit);
+    let kernel_limit: f64 =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/memory/docker/{}/memory.limit_in_bytes", mem.id))
+            .map(|s| s.trim().parse().unwrap())
+            .unwrap_or(limit);
+    assert_eq!(limit, kernel_limit);
+
+    // Aggregation across containers works on the stored data.
+    let by = instant(&base, "sum by (container) (rate(container_cpu_usage_seconds_total[10s]))");
+    assert!(by.len() >= 3, "{by:?}");
+    assert!(by.iter().all(|s| s["metric"].as_object().unwrap().len() == 1), "sum by keeps only container");
+}
+
+#[test]
+fn host_metrics_match_proc() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let lookout = Lookout::up(dir.path(), &[]);
+    let base = lookout.url();
+    let mem_total =
+        eventually(Duration::from_secs(15), "node_memory_MemTotal_bytes", || one(&base, "node_memory_MemTotal_bytes"));
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: f64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(mem_total, kib * 1024.0);
+    let cpus = instant(&base, "count by (cpu) (node_cpu_seconds_total)");
+    let nproc = std::thread::available_parallelism().unwrap().get();
+    assert!(cpus.len() >= nproc, "{} cpus reported, this machine has {nproc}", cpus.len());
+    let load = one(&base, "node_load1").expect("node_load1");
+    assert!(load >= 0.0);
+}
+
+#[test]
+fn docker_unreachable_keeps_host_metrics_flowing_and_says_so_once() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let lookout = Lookout::up(dir.path(), &["--docker-socket", "/nonexistent/docker.sock"]);
+    let base = lookout.url();
+    eventually(Duration::from_secs(15), "host metrics without Docker", || one(&base, "node_load1"));
+    std::thread::sleep(Duration::from_secs(3));
+    let log = lookout.log();
+    assert_eq!(log.matches("cannot reach Docker").count(), 1, "one warning per outage, not per retry:\n{log}");
+    assert!(instant(&base, "container_last_seen").is_empty());
+}
+
+/// Raw samples of one series, via an instant query of a range selector.
+fn raw_samples(base: &str, selector: &str) -> Vec<(f64, String)> {
+    let r = instant(base, &format!("{selector}[1h]"));
+    r.first()
+        .map(|s| {
+            s["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_f64().unwrap(), p[1].as_str().unwrap().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_killed_collector_loses_no_acknowledged_sample() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (http, grpc) = (free_addr(), free_addr());
+    let mut lookout = Lookout::up_on(dir.path(), http, grpc, &[]);
+    let base = lookout.url();
+    let selector = "node_memory_MemAvailable_bytes";
+    let before = eventually(Duration::from_secs(20), "a few samples", || {
+        let s = raw_samples(&base, selector);
+        (s.len() >= 5).then_some(s)
+    });
+    // Whatever a query saw was committed (the head is published only after the commit), so it must
+    // survive SIGKILL.
+    lookout.kill9();
+    let lookout = Lookout::up_on(dir.path(), http, grpc, &[]);
+    let after = raw_samples(&lookout.url(), selector);
+    for s in &before {
+        assert!(after.contains(s), "sample {s:?} lost across a kill -9; after: {after:?}");
+    }
+    // And new samples keep arriving after the restart.
+    let last = before.last().unwrap().0;
+    eventually(Duration::from_secs(10), "new samples after the restart", || {
+        raw_samples(&lookout.url(), selector).last().filter(|s| s.0 > last + 2.0).map(|_| ())
+    });
+}
+
+#[test]
+fn an_agent_waits_out_a_collector_outage_and_delivers_what_it_queued() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (http, grpc) = (free_addr(), free_addr());
+    let mut collector = Lookout::collector_on(&dir.path().join("c"), http, grpc);
+    let agent_cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_cfg,
+        format!(
+            "collectors = [\"http://{grpc}\"]\ninterval = \"1s\"\nstate_dir = \"{}\"\nmetrics_listen = \"{}\"\n",
+            dir.path().join("agent").display(),
+            free_addr()
+        ),
+    )
+    .unwrap();
+    let agent_log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let mut agent = std::process::Command::new(lookout_bin())
+        .args(["agent", "--config", agent_cfg.to_str().unwrap()])
+        .stderr(agent_log)
+        .spawn()
+        .unwrap();
+    let base = collector.url();
+    eventually(Duration::from_secs(15), "first samples", || one(&base, "node_load1"));
+    collector.stop();
+    let outage_start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(agent.try_wait().unwrap().is_none(), "the agent keeps running while the collector is away");
+    let collector = Lookout::collector_on(&dir.path().join("c"), http, grpc);
+    let base = collector.url();
+    // The ticks of the outage arrive: at least 4 of the ~6 one-second ticks lie inside it.
+    let got = eventually(Duration::from_secs(30), "the queued ticks", || {
+        let s = raw_samples(&base, "node_load1");
+        let inside = s.iter().filter(|(t, _)| *t > outage_start && *t < outage_start + 6.0).count();
+        (inside >= 4).then_some(inside)
+    });
+    assert!(got >= 4);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    assert!(log.contains("cannot reach the collector"), "the outage is reported:\n{log}");
+}
+
+#[test]
+fn garbage_on_the_grpc_port_does_not_hurt_the_collector() {
+    use std::io::Write;
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let lookout = Lookout::up(dir.path(), &[]);
+    for junk in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0u8; 4096][..],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff",
+    ] {
+        let mut s = std::net::TcpStream::connect(lookout.grpc).unwrap();
+        let _ = s.write_all(junk);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut sink);
+    }
+    let base = lookout.url();
+    let before =
+        eventually(Duration::from_secs(10), "samples", || raw_samples(&base, "node_load1").last().map(|s| s.0));
+    eventually(Duration::from_secs(10), "ingest still working", || {
+        raw_samples(&base, "node_load1").last().filter(|s| s.0 > before).map(|_| ())
+    });
+}
+
+#[test]
+fn bad_config_names_file_line_and_key_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, "interval = \"10s\"\ncolectors = [\"http://x:1\"]\n").unwrap();
+    let out =
+        std::process::Command::new(lookout_bin()).args(["check-config", file.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(file.to_str().unwrap()) && err.contains("line 2") && err.contains("colectors"), "{err}");
+    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/collector.toml");
+    let out = std::process::Command::new(lookout_bin()).args(["check-config", packaged]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
