@@ -44,6 +44,15 @@ pub struct AppendOutcome {
     pub new_series: u64,
 }
 
+#[derive(Clone, Debug, Default)]
+pub struct DiskUsage {
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+    pub wal_bytes: u64,
+    pub chunk_bytes: u64,
+    pub chunks: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     pub retention: Duration,
@@ -87,10 +96,15 @@ pub struct Store {
 }
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, labels TEXT NOT NULL UNIQUE);
+-- Label sets are unique by construction: the in-memory index assigns ids; no second copy as an index.
+CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, labels TEXT NOT NULL);
+-- A rowid table: chunks are sealed in time order, so rows append and pages fill up; keyed by
+-- (series_id, t_min) through a small index. (Clustering the blobs by series would split pages to
+-- half-full, because sealing interleaves series.)
 CREATE TABLE IF NOT EXISTS chunks (
-    series_id INTEGER NOT NULL, t_min INTEGER NOT NULL, t_max INTEGER NOT NULL, data BLOB NOT NULL,
-    PRIMARY KEY (series_id, t_min)) WITHOUT ROWID;
+    id INTEGER PRIMARY KEY, series_id INTEGER NOT NULL, t_min INTEGER NOT NULL, t_max INTEGER NOT NULL,
+    data BLOB NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS chunks_series ON chunks (series_id, t_min);
 CREATE INDEX IF NOT EXISTS chunks_t_max ON chunks (t_max);
 CREATE TABLE IF NOT EXISTS head_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS head_snapshot (series_id INTEGER PRIMARY KEY, data BLOB NOT NULL);
@@ -392,6 +406,8 @@ impl Store {
         tx.execute("DELETE FROM head_log", []).map_err(&sql)?;
         tx.commit().map_err(&sql)?;
         w.head_log_bytes = 0;
+        // Fold the WAL into the database and shrink it, so the WAL does not keep the head log's size.
+        w.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(&sql)?;
         Ok(())
     }
 
@@ -479,10 +495,25 @@ impl Store {
         self.index.read().expect("index lock poisoned").len()
     }
 
-    /// Size of the database file and its write-ahead log, in bytes.
-    pub fn disk_bytes(&self) -> u64 {
-        let wal = self.path.with_extension("db-wal");
-        [&self.path, &wal].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+    /// Where the bytes on disk go: pages in use, free pages kept for reuse (the head log's rows are
+    /// deleted at each checkpoint and their pages reused by the next ones), the WAL, and chunk payloads.
+    pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
+        let w = self.writer.lock().expect("writer lock poisoned");
+        let q = |sql: &str| w.conn.query_row(sql, [], |r| r.get::<_, Option<i64>>(0)).map(|v| v.unwrap_or(0) as u64);
+        let sql = self.sql_err();
+        let page = q("PRAGMA page_size").map_err(&sql)?;
+        let pages = q("PRAGMA page_count").map_err(&sql)?;
+        let free = q("PRAGMA freelist_count").map_err(&sql)?;
+        let chunk_bytes = q("SELECT sum(length(data)) FROM chunks").map_err(&sql)?;
+        let chunks = q("SELECT count(*) FROM chunks").map_err(&sql)?;
+        let wal = std::fs::metadata(self.path.with_extension("db-wal")).map_or(0, |m| m.len());
+        Ok(DiskUsage {
+            used_bytes: (pages - free) * page,
+            free_bytes: free * page,
+            wal_bytes: wal,
+            chunk_bytes,
+            chunks,
+        })
     }
 
     pub fn path(&self) -> &Path {

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::model::Matcher;
+use chunk::CHUNK_TARGET_SAMPLES;
 
 fn labels(name: &str, container: &str) -> LabelSet {
     LabelSet::from_pairs([("__name__", name), ("container", container)])
@@ -21,17 +22,18 @@ fn all(store: &Store, name: &str) -> Vec<SeriesData> {
 fn appended_samples_are_read_back_across_chunk_boundaries() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    // 300 samples in batches of 7: crosses two chunk seals.
+    // Two and a half chunks' worth in batches of 7: crosses two chunk seals mid-batch.
+    let n = CHUNK_TARGET_SAMPLES as i64 * 5 / 2;
     let mut seq = 0;
-    for start in (0..300).step_by(7) {
+    for start in (0..n).step_by(7) {
         seq += 1;
-        let s = samples((start..(start + 7).min(300)).map(|i| i * 10_000), |t| t as f64 / 1e3);
+        let s = samples((start..(start + 7).min(n)).map(|i| i * 10_000), |t| t as f64 / 1e3);
         store.append("a1", "h", seq, 0, vec![(labels("cpu", "web"), s)]).unwrap();
     }
     let got = all(&store, "cpu");
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].samples.ts, (0..300).map(|i| i * 10_000).collect::<Vec<_>>());
-    assert_eq!(got[0].samples.values[299], 2990.0);
+    assert_eq!(got[0].samples.ts, (0..n).map(|i| i * 10_000).collect::<Vec<_>>());
+    assert_eq!(got[0].samples.values[n as usize - 1], (n - 1) as f64 * 10.0);
     let part = store.select(&[Matcher::equal("__name__", "cpu")], 1_000_000, 1_500_000).unwrap();
     assert_eq!(part[0].samples.ts, (100..=150).map(|i| i * 10_000).collect::<Vec<_>>());
 }
@@ -63,7 +65,7 @@ fn samples_not_newer_than_the_series_are_dropped_and_counted() {
 #[test]
 fn reopening_keeps_every_acknowledged_sample() {
     let dir = tempfile::tempdir().unwrap();
-    let want: Vec<i64> = (0..500).map(|i| i * 10_000).collect();
+    let want: Vec<i64> = (0..CHUNK_TARGET_SAMPLES as i64 * 4 + 17).map(|i| i * 10_000).collect();
     {
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         for (seq, chunk) in want.chunks(13).enumerate() {
@@ -86,7 +88,7 @@ fn reopening_keeps_every_acknowledged_sample() {
     }
     assert_eq!(store.committed_seq("agent"), want.chunks(13).count() as u64);
     // And it keeps going where it stopped.
-    let next = 500 * 10_000;
+    let next = want.last().unwrap() + 10_000;
     store.append("agent", "h", 100, 0, vec![(labels("cpu", "a"), samples([next], |_| 1.0))]).unwrap();
     assert_eq!(all(&store, "cpu")[0].samples.ts.last(), Some(&next));
 }
@@ -96,11 +98,14 @@ fn retention_deletes_whole_chunks_older_than_the_period() {
     let dir = tempfile::tempdir().unwrap();
     let opts = StoreOptions { retention: Duration::from_secs(3600), ..StoreOptions::default() };
     let store = Store::open(dir.path(), opts).unwrap();
-    // 360 samples at 10 s = 1 h, so three sealed chunks of 120 and nothing open... plus one more.
-    let s = samples((0..361).map(|i| i * 10_000), |t| t as f64);
+    // Three sealed chunks and one open sample.
+    let c = CHUNK_TARGET_SAMPLES as i64;
+    let s = samples((0..3 * c + 1).map(|i| i * 10_000), |t| t as f64);
     store.append("a", "h", 1, 0, vec![(labels("m", "c"), s)]).unwrap();
-    let deleted = store.enforce_retention(3600_000 + 1_200_000 + 1).unwrap();
+    // The cutoff falls just after the first chunk's last sample, inside the second chunk.
+    let deleted = store.enforce_retention(3_600_000 + c * 10_000 + 1).unwrap();
     assert_eq!(deleted, 1, "only the first chunk ends before the cutoff");
     let got = all(&store, "m");
-    assert_eq!(got[0].samples.ts.first(), Some(&1_200_000));
+    assert_eq!(got[0].samples.ts.first(), Some(&(c * 10_000)));
+    assert_eq!(got[0].samples.ts.len() as i64, 2 * c + 1);
 }
