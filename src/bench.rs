@@ -233,8 +233,10 @@ fn ingest(containers: usize, samples: usize, per_batch: usize, dir: Option<PathB
     let elapsed = wall.elapsed().as_secs_f64();
     let cpu = process_cpu_seconds() - cpu0;
     store.checkpoint()?;
+    let usage = store.disk_usage()?;
     drop(store);
     let bytes = dir_bytes(&dir);
+    let per = |b: u64| b as f64 / total as f64;
     println!("  committed {total} samples in {elapsed:.2} s wall, {cpu:.2} s CPU (synchronous=FULL, one transaction per batch)");
     println!(
         "  ingest rate: {:.0} samples/s wall, {:.0} samples/s per CPU-second",
@@ -242,9 +244,21 @@ fn ingest(containers: usize, samples: usize, per_batch: usize, dir: Option<PathB
         total as f64 / cpu
     );
     println!(
-        "  on disk: {bytes} bytes = {:.3} bytes/sample (database, WAL and head snapshot included)",
-        bytes as f64 / total as f64
+        "  chunk payloads: {} bytes in {} chunks = {:.3} bytes/sample",
+        usage.chunk_bytes,
+        usage.chunks,
+        per(usage.chunk_bytes)
     );
+    println!(
+        "  database pages in use (series, chunks and their keys, head snapshot): {} bytes = {:.3} bytes/sample",
+        usage.used_bytes,
+        per(usage.used_bytes)
+    );
+    println!(
+        "  free pages kept for the head log to reuse: {} bytes (bounded by the checkpoint size, not by the data)",
+        usage.free_bytes
+    );
+    println!("  files on disk: {bytes} bytes = {:.3} bytes/sample", per(bytes));
     Ok(())
 }
 
@@ -343,6 +357,8 @@ fn measure_agent(containers: usize, duration: Duration, interval: Duration) -> a
     let cpu = pid_cpu_seconds(pid).unwrap_or(0.0) - cpu0;
     let wall = t0.elapsed().as_secs_f64();
     let hwm = pid_status_kib(pid, "VmHWM:").unwrap_or(0);
+    let anon = pid_status_kib(pid, "RssAnon:").unwrap_or(0);
+    let file = pid_status_kib(pid, "RssFile:").unwrap_or(0);
     let _ = child.kill();
     let _ = child.wait();
     let series = collector.store.series_count();
@@ -354,6 +370,11 @@ fn measure_agent(containers: usize, duration: Duration, interval: Duration) -> a
     );
     println!("  CPU: {:.3}% of one core ({cpu:.2} s CPU)", 100.0 * cpu / wall);
     println!("  RSS: {:.1} MB at most while measured, peak {:.1} MB (VmHWM)", rss_max as f64 / 1e6, hwm as f64 / 1e6);
+    println!(
+        "  RSS at the end: {:.1} MB anonymous (heap, stacks) + {:.1} MB file-backed (the executable's pages)",
+        anon as f64 / 1e6,
+        file as f64 / 1e6
+    );
     println!("  series at the collector: {series}");
     Ok(())
 }

@@ -31,6 +31,8 @@ pub const SEAL_BYTES: usize = 1 << 20;
 pub const SEAL_AGE: Duration = Duration::from_secs(1);
 /// Batches sent but not yet acked on one stream, at most.
 const WINDOW: u64 = 32;
+/// How long a stopping agent waits for the collector to ack what it has sealed.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// What the readers hand to shipping.
 #[derive(Debug)]
@@ -94,6 +96,7 @@ async fn batcher(cfg: ShipConfig, mut rx: mpsc::Receiver<Outgoing>, queue: Arc<Q
     if bytes > 0 {
         seal(&queue, &mut open, &mut bytes, &mut opened);
     }
+    queue.close();
 }
 
 fn seal(queue: &Queue, open: &mut Batch, bytes: &mut usize, opened: &mut Option<Instant>) {
@@ -200,15 +203,20 @@ async fn session(
 
     let mut last_sent = 0u64;
     let mut acked = committed;
+    // On shutdown, keep the stream open until what was sealed is acked, for at most DRAIN.
+    let mut draining: Option<Instant> = None;
     loop {
         while last_sent.saturating_sub(acked) < WINDOW {
-            let Some(batch) = queue.next_to_send(last_sent) else {
-                break;
-            };
+            let Some(batch) = queue.next_to_send(last_sent) else { break };
             last_sent = batch.seq;
             metrics.sent_batches.inc();
             if tx.send(AgentMessage { msg: Some(agent_message::Msg::Batch(batch)) }).await.is_err() {
                 return Ok((End::Closed, true));
+            }
+        }
+        if let Some(deadline) = draining {
+            if (queue.is_closed() && queue.is_empty()) || Instant::now() >= deadline {
+                return Ok((End::Shutdown, true));
             }
         }
         tokio::select! {
@@ -227,7 +235,8 @@ async fn session(
                 },
             },
             _ = queue.ready.notified() => {}
-            _ = shutdown.cancelled() => return Ok((End::Shutdown, true)),
+            _ = shutdown.cancelled(), if draining.is_none() => draining = Some(Instant::now() + DRAIN),
+            _ = tokio::time::sleep_until(draining.unwrap_or_else(Instant::now)), if draining.is_some() => {}
         }
     }
 }

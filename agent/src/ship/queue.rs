@@ -20,6 +20,8 @@ struct Inner {
     entries: VecDeque<Entry>,
     bytes: usize,
     next_seq: u64,
+    /// Nothing more will be pushed (the agent is stopping).
+    closed: bool,
 }
 
 pub struct Queue {
@@ -32,7 +34,7 @@ pub struct Queue {
 impl Queue {
     pub fn new(max_bytes: usize, metrics: AgentMetrics) -> Self {
         Queue {
-            inner: Mutex::new(Inner { entries: VecDeque::new(), bytes: 0, next_seq: 1 }),
+            inner: Mutex::new(Inner { entries: VecDeque::new(), bytes: 0, next_seq: 1, closed: false }),
             max_bytes,
             ready: Notify::new(),
             metrics,
@@ -88,6 +90,16 @@ impl Queue {
     pub fn oldest_unacked(&self) -> u64 {
         let q = self.inner.lock().expect("queue lock poisoned");
         q.entries.front().and_then(|e| e.seq).unwrap_or(0)
+    }
+
+    /// Says that nothing more will be pushed, so a stopping connection knows when it is done.
+    pub fn close(&self) {
+        self.inner.lock().expect("queue lock poisoned").closed = true;
+        self.ready.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().expect("queue lock poisoned").closed
     }
 
     pub fn len(&self) -> usize {
