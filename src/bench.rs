@@ -342,8 +342,9 @@ fn measure_agent(containers: usize, duration: Duration, interval: Duration) -> a
             tmp.path().join("agent").display()
         ),
     )?;
-    let exe = agent_binary()?;
-    let mut child = Command::new(&exe).arg("agent").arg("--config").arg(&cfg).env("RUST_LOG", "warn").spawn()?;
+    let mut cmd = agent_command(&cfg)?;
+    let exe = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd.env("RUST_LOG", "warn").spawn()?;
     let pid = child.id();
     // Warm-up: discovery and the first ticks, which open every file once.
     std::thread::sleep(interval * 2 + Duration::from_secs(2));
@@ -364,8 +365,7 @@ fn measure_agent(containers: usize, duration: Duration, interval: Duration) -> a
     let series = collector.store.series_count();
     shutdown.cancel();
     println!(
-        "  agent ({}) watching {containers} containers at {} for {wall:.0} s:",
-        exe.display(),
+        "  agent ({exe}) watching {containers} containers at {} for {wall:.0} s:",
         humantime::format_duration(interval)
     );
     println!("  CPU: {:.3}% of one core ({cpu:.2} s CPU)", 100.0 * cpu / wall);
@@ -379,9 +379,21 @@ fn measure_agent(containers: usize, duration: Duration, interval: Duration) -> a
     Ok(())
 }
 
-/// This very executable: `lookout agent` runs the agent alone, as a separate process to measure.
-fn agent_binary() -> anyhow::Result<PathBuf> {
-    Ok(std::env::current_exe()?)
+/// The agent as it is deployed: `lookout-agent` beside this executable (`cargo build --release
+/// --workspace` builds it), else this executable's `lookout agent`, which carries the collector's code
+/// too and so maps more pages.
+fn agent_command(config: &Path) -> anyhow::Result<Command> {
+    let me = std::env::current_exe()?;
+    let dedicated = me.with_file_name("lookout-agent");
+    let mut cmd = if dedicated.exists() {
+        Command::new(dedicated)
+    } else {
+        let mut c = Command::new(me);
+        c.arg("agent");
+        c
+    };
+    cmd.arg("--config").arg(config);
+    Ok(cmd)
 }
 
 pub const TEST_IMAGE: &str = "lookout-test-busybox:latest";

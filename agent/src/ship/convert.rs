@@ -1,18 +1,33 @@
 //! Domain to wire: ticks and container changes become protobuf series and events.
 //! The only place in the agent that builds `lookout_proto` messages.
 
-use lookout_proto::v1::{container_event::Kind, ContainerEvent, Label, SeriesSamples};
+use std::sync::Arc;
+
+use lookout_proto::v1::{container_event::Kind, ContainerEvent, Label, SeriesGroup, SeriesSamples};
 
 use crate::discover::{ChangeKind, ContainerChange};
 use crate::sampler::Tick;
 
-pub fn tick_series(tick: &Tick, out: &mut Vec<SeriesSamples>) {
+/// One group per identity (a container, or the host): its labels travel once, each series carries
+/// only its name and its own labels.
+pub fn tick_groups(tick: &Tick, out: &mut Vec<SeriesGroup>) {
+    let mut current: Option<(&Arc<Vec<(String, String)>>, SeriesGroup)> = None;
     for r in &tick.readings {
-        let mut labels = Vec::with_capacity(r.identity.len() + r.sample.labels.len() + 1);
+        if !current.as_ref().is_some_and(|(id, _)| Arc::ptr_eq(id, &r.identity)) {
+            if let Some((_, g)) = current.take() {
+                out.push(g);
+            }
+            let labels = r.identity.iter().map(|(k, v)| Label { name: k.clone(), value: v.clone() }).collect();
+            current = Some((&r.identity, SeriesGroup { labels, series: Vec::new() }));
+        }
+        let (_, group) = current.as_mut().expect("set just above");
+        let mut labels = Vec::with_capacity(r.sample.labels.len() + 1);
         labels.push(Label { name: "__name__".into(), value: r.sample.name.into() });
-        labels.extend(r.identity.iter().map(|(k, v)| Label { name: k.clone(), value: v.clone() }));
         labels.extend(r.sample.labels.iter().map(|(k, v)| Label { name: (*k).into(), value: v.clone() }));
-        out.push(SeriesSamples { labels, timestamps_ms: vec![tick.ts_ms], values: vec![r.sample.value] });
+        group.series.push(SeriesSamples { labels, timestamps_ms: vec![tick.ts_ms], values: vec![r.sample.value] });
+    }
+    if let Some((_, g)) = current {
+        out.push(g);
     }
 }
 

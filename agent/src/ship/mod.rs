@@ -74,13 +74,13 @@ async fn batcher(cfg: ShipConfig, mut rx: mpsc::Receiver<Outgoing>, queue: Arc<Q
         tokio::select! {
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
-                let before = open.series.len();
+                let before = open.groups.len();
                 let events_before = open.container_events.len();
                 match &msg {
-                    Outgoing::Tick(t) => convert::tick_series(t, &mut open.series),
+                    Outgoing::Tick(t) => convert::tick_groups(t, &mut open.groups),
                     Outgoing::Change(c) => open.container_events.push(convert::change_event(&cfg.host, &cfg.include_labels, c)),
                 }
-                bytes += open.series[before..].iter().map(|s| s.encoded_len() + 4).sum::<usize>()
+                bytes += open.groups[before..].iter().map(|g| g.encoded_len() + 4).sum::<usize>()
                     + open.container_events[events_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>();
                 opened.get_or_insert_with(Instant::now);
                 if bytes >= SEAL_BYTES {

@@ -1,7 +1,7 @@
 //! Wire to domain: a protobuf `Batch` becomes label sets and samples, with invalid series set aside.
 //! Wire types stop here.
 
-use lookout_proto::v1::{Batch, Label};
+use lookout_proto::v1::{Batch, Label, SeriesSamples};
 
 use crate::model::{LabelSet, Samples, METRIC_NAME};
 
@@ -21,21 +21,34 @@ pub fn batch(batch: Batch) -> Decoded {
         first_problem: String::new(),
     };
     for s in batch.series {
-        match check(&s.labels, s.timestamps_ms.len(), s.values.len()) {
-            Ok(()) => {
-                out.samples += s.values.len() as u64;
-                let labels = LabelSet::from_pairs(s.labels.into_iter().map(|l| (l.name, l.value)));
-                out.series.push((labels, Samples { ts: s.timestamps_ms, values: s.values }));
-            }
-            Err(problem) => {
-                if out.invalid_series == 0 {
-                    out.first_problem = problem;
-                }
-                out.invalid_series += 1;
-            }
+        out.push(Vec::new(), s);
+    }
+    for g in batch.groups {
+        for s in g.series {
+            out.push(g.labels.clone(), s);
         }
     }
     out
+}
+
+impl Decoded {
+    /// Adds one series whose labels are `common` plus its own (its own win on a clash).
+    fn push(&mut self, mut common: Vec<Label>, s: SeriesSamples) {
+        common.extend(s.labels);
+        match check(&common, s.timestamps_ms.len(), s.values.len()) {
+            Ok(()) => {
+                self.samples += s.values.len() as u64;
+                let labels = LabelSet::from_pairs(common.into_iter().map(|l| (l.name, l.value)));
+                self.series.push((labels, Samples { ts: s.timestamps_ms, values: s.values }));
+            }
+            Err(problem) => {
+                if self.invalid_series == 0 {
+                    self.first_problem = problem;
+                }
+                self.invalid_series += 1;
+            }
+        }
+    }
 }
 
 fn check(labels: &[Label], n_ts: usize, n_values: usize) -> Result<(), String> {
@@ -68,7 +81,6 @@ pub fn valid_metric_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lookout_proto::v1::SeriesSamples;
 
     fn l(n: &str, v: &str) -> Label {
         Label { name: n.into(), value: v.into() }
@@ -93,5 +105,20 @@ mod tests {
         assert_eq!(d.invalid_series, 3);
         assert_eq!(d.first_problem, "2 timestamps but 1 values");
         assert_eq!(d.series[0].0.get("job"), Some("x"));
+    }
+
+    #[test]
+    fn group_labels_are_added_to_each_series_of_the_group() {
+        use lookout_proto::v1::SeriesGroup;
+        let series =
+            |name: &str| SeriesSamples { labels: vec![l("__name__", name)], timestamps_ms: vec![5], values: vec![2.0] };
+        let g = SeriesGroup {
+            labels: vec![l("container", "web"), l("host", "h1")],
+            series: vec![series("a"), series("b")],
+        };
+        let d = batch(Batch { seq: 1, groups: vec![g], ..Default::default() });
+        assert_eq!(d.series.len(), 2);
+        assert_eq!(d.series[1].0.to_string(), "b{container=\"web\", host=\"h1\"}");
+        assert_eq!(d.samples, 2);
     }
 }
