@@ -27,6 +27,17 @@ pub enum Bench {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Query latency on the store: a dashboard's range query over N containers' stored series.
+    Query {
+        #[arg(long, default_value_t = 100)]
+        containers: usize,
+        /// Hours of 10 s samples to store first.
+        #[arg(long, default_value_t = 2)]
+        hours: usize,
+        /// How many times to run each query (the best and the median are printed).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
     /// Agent cost: CPU and memory of a real agent process watching N real containers.
     Agent {
         #[arg(long, default_value_t = 100)]
@@ -43,6 +54,7 @@ pub fn run(what: Bench) -> std::process::ExitCode {
     let result = match what {
         Bench::Ingest { containers, samples, per_batch, dir } => ingest(containers, samples, per_batch, dir),
         Bench::Agent { containers, duration, interval } => agent(containers, duration, interval),
+        Bench::Query { containers, hours, runs } => query(containers, hours, runs),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -259,6 +271,61 @@ fn ingest(containers: usize, samples: usize, per_batch: usize, dir: Option<PathB
         usage.free_bytes
     );
     println!("  files on disk: {bytes} bytes = {:.3} bytes/sample", per(bytes));
+    Ok(())
+}
+
+fn query(containers: usize, hours: usize, runs: usize) -> anyhow::Result<()> {
+    use lookout_collector::query::Engine;
+    let tmp = tempfile::tempdir()?;
+    let store = Store::open(tmp.path(), StoreOptions::default())?;
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut sims: Vec<SimContainer> = (0..containers).map(|i| SimContainer::new(i, &mut rng)).collect();
+    let steps = hours * 360;
+    let t0: i64 = 1_700_000_000_000;
+    for k in 0..steps {
+        let ts = t0 + k as i64 * 10_000;
+        let mut batch = Vec::with_capacity(containers * SERIES.len());
+        for sim in sims.iter_mut() {
+            for (si, v) in sim.step(ts, &mut rng).into_iter().enumerate() {
+                batch.push((sim.labels[si].clone(), Samples { ts: vec![ts], values: vec![v] }));
+            }
+        }
+        store.append("bench", "bench", k as u64 + 1, 0, batch)?;
+    }
+    let end = t0 + (steps as i64 - 1) * 10_000;
+    let start = end - 3_600_000;
+    println!(
+        "query: {containers} containers x {} series, {hours} h of 10 s samples stored ({} sealed chunks on disk, the rest in the head)",
+        SERIES.len(),
+        store.disk_usage()?.chunks
+    );
+    let engine = Engine::default();
+    let cases = [
+        ("sum by (container) (rate(container_cpu_usage_seconds_total[1m]))", true),
+        ("container_memory_working_set_bytes", true),
+        ("topk(5, rate(container_network_receive_bytes_total[5m]))", true),
+        ("sum(container_memory_usage_bytes)", false),
+    ];
+    for (q, range) in cases {
+        let case = if range { format!("{q}, 1 h at 15 s") } else { format!("{q}, instant") };
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t = Instant::now();
+            if range {
+                engine.range(&store, q, start, end, 15_000)?;
+            } else {
+                engine.instant(&store, q, end)?;
+            }
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!("  {case}: best {:.2} ms, median {:.2} ms", times[0], times[times.len() / 2]);
+    }
+    let t = Instant::now();
+    for _ in 0..runs {
+        std::hint::black_box(store.label_values("container"));
+    }
+    println!("  label values of `container`: {:.3} ms", t.elapsed().as_secs_f64() * 1000.0 / runs as f64);
     Ok(())
 }
 
