@@ -162,22 +162,7 @@ fn an_agent_waits_out_a_collector_outage_and_delivers_what_it_queued() {
     let dir = tempfile::tempdir().unwrap();
     let (http, grpc) = (free_addr(), free_addr());
     let mut collector = Lookout::collector_on(&dir.path().join("c"), http, grpc);
-    let agent_cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &agent_cfg,
-        format!(
-            "collectors = [\"http://{grpc}\"]\ninterval = \"1s\"\nstate_dir = \"{}\"\nmetrics_listen = \"{}\"\n",
-            dir.path().join("agent").display(),
-            free_addr()
-        ),
-    )
-    .unwrap();
-    let agent_log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    let mut agent = std::process::Command::new(lookout_bin())
-        .args(["agent", "--config", agent_cfg.to_str().unwrap()])
-        .stderr(agent_log)
-        .spawn()
-        .unwrap();
+    let mut agent = spawn_agent(dir.path(), grpc, "");
     let base = collector.url();
     eventually(Duration::from_secs(15), "first samples", || one(&base, "node_load1"));
     collector.stop();
@@ -237,4 +222,69 @@ fn bad_config_names_file_line_and_key_and_exits_64() {
     let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/collector.toml");
     let out = std::process::Command::new(lookout_bin()).args(["check-config", packaged]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn containers_started_later_are_found_through_events_and_dropped_when_they_stop() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let lookout = Lookout::up(dir.path(), &[]);
+    let base = lookout.url();
+    eventually(Duration::from_secs(15), "the agent's first tick", || one(&base, "node_load1"));
+    let late = TestContainer::run("late", &[], &["sleep", "100000"]);
+    let q = format!("container_last_seen{{container=\"{}\"}}", late.name);
+    eventually(Duration::from_secs(10), "the late container", || one(&base, &q));
+    let out = std::process::Command::new("docker").args(["stop", "-t", "0", &late.id]).output().unwrap();
+    assert!(out.status.success());
+    // Once it is gone, its series stop getting samples and age out of the 5 minute lookback.
+    std::thread::sleep(Duration::from_secs(3));
+    let last = raw_samples(&base, &format!("container_last_seen{{container=\"{}\"}}", late.name));
+    std::thread::sleep(Duration::from_secs(3));
+    let later = raw_samples(&base, &format!("container_last_seen{{container=\"{}\"}}", late.name));
+    assert_eq!(last, later, "no samples after the container stopped");
+}
+
+#[test]
+fn the_agent_serves_its_readings_and_its_own_metrics() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = TestContainer::run("scrape", &["--memory", "32m"], &["sleep", "100000"]);
+    let lookout = Lookout::up(dir.path(), &[]);
+    let url = format!("http://{}/metrics", lookout.agent_metrics.unwrap());
+    let body = eventually(Duration::from_secs(15), "the agent's /metrics with the container", || {
+        let text = reqwest::blocking::get(&url).ok()?.text().ok()?;
+        text.contains(&format!("container=\"{}\"", c.name)).then_some(text)
+    });
+    let limit_line = body
+        .lines()
+        .find(|l| l.starts_with("container_spec_memory_limit_bytes{") && l.contains(&c.name))
+        .expect("the memory limit line");
+    assert!(limit_line.contains(" 33554432 "), "{limit_line}");
+    assert!(body.contains("# TYPE container_cpu_usage_seconds_total counter"));
+    assert!(body.contains("lookout_agent_acked_batches_total"), "self-metrics are served too");
+}
+
+#[test]
+fn a_collector_with_tokens_refuses_agents_without_one() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (http, grpc) = (free_addr(), free_addr());
+    let token = "s3cret-token-for-tests-0123456789";
+    let collector =
+        Lookout::collector_with(&dir.path().join("c"), http, grpc, &format!("[ingest]\ntokens = [\"{token}\"]\n"));
+    let base = collector.url();
+    let nobody = dir.path().join("nobody");
+    std::fs::create_dir_all(&nobody).unwrap();
+    let mut without = spawn_agent(&nobody, grpc, "host = \"intruder\"\n");
+    let friend = dir.path().join("friend");
+    std::fs::create_dir_all(&friend).unwrap();
+    let mut with = spawn_agent(&friend, grpc, &format!("host = \"friend\"\ntoken = \"{token}\"\n"));
+    eventually(Duration::from_secs(15), "the friendly agent's samples", || one(&base, "node_load1{host=\"friend\"}"));
+    assert!(instant(&base, "node_load1{host=\"intruder\"}").is_empty());
+    let _ = without.kill();
+    let _ = with.kill();
+    let _ = without.wait();
+    let _ = with.wait();
+    let log = std::fs::read_to_string(nobody.join("agent.log")).unwrap();
+    assert!(log.contains("missing bearer token"), "the refused agent says why:\n{log}");
 }

@@ -116,10 +116,11 @@ impl Sampler {
     /// Samples at every multiple of the interval until `shutdown`, handing each tick to `deliver`.
     pub fn run(mut self, shutdown: CancellationToken, latest: Arc<RwLock<Arc<Tick>>>, mut deliver: impl FnMut(Tick)) {
         let interval_ms = self.cfg.interval.as_millis().max(1) as i64;
+        // The first tick comes at the next whole second, so that a rate has its two samples one
+        // interval after start; the rest fall on multiples of the interval.
+        let mut next = (now_ms() / 1000 + 1) * 1000;
         loop {
-            let now = now_ms();
-            let next = (now / interval_ms + 1) * interval_ms;
-            let wait = Duration::from_millis((next - now) as u64);
+            let wait = Duration::from_millis((next - now_ms()).max(0) as u64);
             // Sleep in short steps so a shutdown is noticed within 100 ms.
             let deadline = std::time::Instant::now() + wait;
             while std::time::Instant::now() < deadline {
@@ -128,11 +129,16 @@ impl Sampler {
                 }
                 std::thread::sleep((deadline - std::time::Instant::now()).min(Duration::from_millis(100)));
             }
+            if shutdown.is_cancelled() {
+                return;
+            }
             let started = std::time::Instant::now();
             let tick = self.sample(next);
             self.metrics.tick_seconds.set(started.elapsed().as_secs_f64());
             *latest.write().expect("latest tick lock poisoned") = Arc::new(tick.clone());
             deliver(tick);
+            // A tick that overran skips the grid points it missed rather than bunching up.
+            next = (now_ms() / interval_ms + 1) * interval_ms;
         }
     }
 }

@@ -95,6 +95,8 @@ pub struct Lookout {
     pub child: Child,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    /// The agent's own /metrics (for `up`).
+    pub agent_metrics: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub stderr_file: PathBuf,
 }
@@ -125,7 +127,9 @@ impl Lookout {
             "1s".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn(&args, data_dir, http, grpc)
+        let mut l = Self::spawn(&args, data_dir, http, grpc);
+        l.agent_metrics = Some(agent_metrics);
+        l
     }
 
     /// `lookout collector --config FILE` alone.
@@ -135,12 +139,17 @@ impl Lookout {
     }
 
     pub fn collector_on(data_dir: &Path, http: SocketAddr, grpc: SocketAddr) -> Lookout {
+        Self::collector_with(data_dir, http, grpc, "")
+    }
+
+    /// A collector whose config file ends with `extra` (TOML).
+    pub fn collector_with(data_dir: &Path, http: SocketAddr, grpc: SocketAddr, extra: &str) -> Lookout {
         std::fs::create_dir_all(data_dir).unwrap();
         let cfg = data_dir.join("collector.toml");
         std::fs::write(
             &cfg,
             format!(
-                "data_dir = \"{}\"\nhttp_listen = \"{http}\"\ngrpc_listen = \"{grpc}\"\n",
+                "data_dir = \"{}\"\nhttp_listen = \"{http}\"\ngrpc_listen = \"{grpc}\"\n{extra}",
                 data_dir.join("db").display()
             ),
         )
@@ -158,7 +167,7 @@ impl Lookout {
             .stderr(std::fs::File::create(&stderr_file).unwrap())
             .spawn()
             .expect("lookout starts");
-        let l = Lookout { child, http, grpc, data_dir: data_dir.to_path_buf(), stderr_file };
+        let l = Lookout { child, http, grpc, agent_metrics: None, data_dir: data_dir.to_path_buf(), stderr_file };
         l.wait_ready();
         l
     }
@@ -210,6 +219,23 @@ impl Drop for Lookout {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// `lookout agent` with the given config lines added to a 1 s interval and a private state dir;
+/// its stderr goes to `dir/agent.log`.
+pub fn spawn_agent(dir: &Path, collector_grpc: SocketAddr, extra: &str) -> Child {
+    let cfg = dir.join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "collectors = [\"http://{collector_grpc}\"]\ninterval = \"1s\"\nstate_dir = \"{}\"\nmetrics_listen = \"{}\"\n{extra}",
+            dir.join("agent").display(),
+            free_addr()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+    Command::new(lookout_bin()).args(["agent", "--config", cfg.to_str().unwrap()]).stderr(log).spawn().unwrap()
 }
 
 /// A Prometheus API call by form POST, as Grafana makes it; returns the `data` field, panicking with

@@ -222,9 +222,12 @@ impl HostReader {
         let Some(l) = self.load::<LoadAverage>("loadavg") else {
             return;
         };
-        out.push(Sample::new("node_load1", f64::from(l.one)));
-        out.push(Sample::new("node_load5", f64::from(l.five)));
-        out.push(Sample::new("node_load15", f64::from(l.fifteen)));
+        // procfs parses the two-decimal text as f32; widening that directly gives 0.7799999713897705
+        // for "0.78", so go through the shortest decimal form of the f32.
+        let widen = |v: f32| v.to_string().parse::<f64>().unwrap_or(f64::from(v));
+        out.push(Sample::new("node_load1", widen(l.one)));
+        out.push(Sample::new("node_load5", widen(l.five)));
+        out.push(Sample::new("node_load15", widen(l.fifteen)));
     }
 
     fn read_net_dev(&mut self, out: &mut Vec<Sample>) {
