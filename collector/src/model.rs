@@ -117,6 +117,21 @@ pub struct SeriesData {
     pub samples: Samples,
 }
 
+/// A sample value as Prometheus prints it (in JSON and in `count_values` labels): Go's
+/// `strconv.FormatFloat(v, 'f', -1, 64)`, with `NaN`, `+Inf`, `-Inf`.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        // Rust's shortest round-trip form never uses an exponent, like Go's 'f' with precision -1.
+        v.to_string()
+    }
+}
+
 /// Stale marker: Prometheus's NaN with this exact bit pattern means "the series ended here".
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 

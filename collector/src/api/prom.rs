@@ -1,8 +1,6 @@
 //! Handlers of the Prometheus HTTP API, answering in Prometheus's exact JSON shapes.
 //! Sample values are strings ("NaN", "+Inf"), times float seconds, errors `{status, errorType, error}`.
 
-use std::fmt::Write as _;
-
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -10,7 +8,7 @@ use serde_json::{json, Map, Value as Json_};
 
 use super::params::Params;
 use super::{ApiError, AppState};
-use crate::model::{LabelSet, Matcher, SeriesData};
+use crate::model::{format_value, LabelSet, Matcher, SeriesData};
 use crate::query::{InstantSample, Value};
 
 /// The Prometheus version reported to clients; Grafana enables features by it.
@@ -215,21 +213,6 @@ fn secs(t_ms: i64) -> Json_ {
     }
 }
 
-/// A sample value as Prometheus prints it: Go's `strconv.FormatFloat(v, 'f', -1, 64)`.
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        let mut s = String::new();
-        let _ = write!(s, "{v}");
-        s
-    }
-}
-
 fn point(t_ms: i64, v: f64) -> Json_ {
     json!([secs(t_ms), format_value(v)])
 }
@@ -249,7 +232,7 @@ fn matrix_entry(s: &SeriesData) -> Json_ {
 
 #[cfg(test)]
 mod tests {
-    use super::format_value;
+    use crate::model::format_value;
 
     #[test]
     fn values_print_like_go_format_float() {

@@ -268,19 +268,6 @@ fn top_bottom(ctx: &Ctx, top: bool, grouping: &Grouping, input: Vec<Series>, k: 
     Ok(Val::Vector(out.into_iter().filter(|s| s.vals.iter().any(Option::is_some)).collect()))
 }
 
-/// Go's strconv.FormatFloat(f, 'f', -1, 64), as count_values writes values into a label.
-pub(crate) fn format_go_float(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f == f64::INFINITY {
-        "+Inf".into()
-    } else if f == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{f}")
-    }
-}
-
 fn count_values(ctx: &Ctx, grouping: &Grouping, label: &str, input: Vec<Series>) -> Result<Val, QueryError> {
     let mut g = Grouping { by: grouping.by, names: grouping.names.clone() };
     if g.by {
@@ -293,7 +280,7 @@ fn count_values(ctx: &Ctx, grouping: &Grouping, label: &str, input: Vec<Series>)
         for s in &input {
             if let Some(v) = s.vals[i] {
                 let mut l = s.labels.clone();
-                l.set(label, &format_go_float(v));
+                l.set(label, &crate::model::format_value(v));
                 *counts.entry(g.key(&l)).or_insert(0.0) += 1.0;
             }
         }
