@@ -266,7 +266,7 @@ impl Store {
         let mut resolved: Vec<(SeriesId, Samples)> = Vec::with_capacity(batch.len());
         {
             let index = self.index.read().expect("index lock poisoned");
-            let mut pending: HashMap<LabelSet, SeriesId> = HashMap::new();
+            let mut pending: rustc_hash::FxHashMap<LabelSet, SeriesId> = Default::default();
             for (labels, samples) in batch {
                 let id = match index.get(&labels).or_else(|| pending.get(&labels).copied()) {
                     Some(id) => id,
