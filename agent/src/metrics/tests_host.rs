@@ -101,8 +101,9 @@ fn fixture_proc() {
 
     assert_eq!(value(&out, "node_memory_MemTotal_bytes"), Some(24683360.0 * 1024.0));
     assert_eq!(value(&out, "node_memory_MemAvailable_bytes"), Some(24096892.0 * 1024.0));
-    assert_eq!(value(&out, "node_load1"), Some(f64::from(0.24f32)));
-    assert_eq!(value(&out, "node_load15"), Some(f64::from(0.09f32)));
+    // As written in loadavg, like node_exporter prints them, not widened from f32.
+    assert_eq!(value(&out, "node_load1"), Some(0.24));
+    assert_eq!(value(&out, "node_load15"), Some(0.09));
 
     let rx = labelled(&out, "node_network_receive_bytes_total", "device");
     assert_eq!(rx, vec![("docker0", 0.0), ("eth0", 148479399.0), ("lo", 3193.0)]);
