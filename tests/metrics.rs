@@ -236,8 +236,11 @@ fn containers_started_later_are_found_through_events_and_dropped_when_they_stop(
     eventually(Duration::from_secs(10), "the late container", || one(&base, &q));
     let out = std::process::Command::new("docker").args(["stop", "-t", "0", &late.id]).output().unwrap();
     assert!(out.status.success());
-    // Once it is gone, its series stop getting samples and age out of the 5 minute lookback.
-    std::thread::sleep(Duration::from_secs(3));
+    // Once it is gone, its series end with a stale marker at once (not after the 5 minute lookback)...
+    eventually(Duration::from_secs(5), "the stopped container to vanish from instant queries", || {
+        instant(&base, &q).is_empty().then_some(())
+    });
+    // ...and get no more samples.
     let last = raw_samples(&base, &format!("container_last_seen{{container=\"{}\"}}", late.name));
     std::thread::sleep(Duration::from_secs(3));
     let later = raw_samples(&base, &format!("container_last_seen{{container=\"{}\"}}", late.name));

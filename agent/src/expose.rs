@@ -40,7 +40,9 @@ async fn metrics(State(s): State<ExposeState>) -> impl IntoResponse {
 /// Renders one tick as Prometheus text, one family per metric name, with its timestamp.
 pub fn render(tick: &Tick) -> String {
     let mut families: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, r) in tick.readings.iter().enumerate() {
+    // Stale markers end series in lookout's store; a scraper learns the same by their absence.
+    let live = tick.readings.iter().enumerate().filter(|(_, r)| r.sample.value.to_bits() != crate::sampler::STALE_NAN);
+    for (i, r) in live {
         families.entry(r.sample.name).or_default().push(i);
     }
     let mut out = String::with_capacity(tick.readings.len() * 160);

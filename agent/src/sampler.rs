@@ -44,7 +44,13 @@ struct Watched {
     identity: Arc<Vec<(String, String)>>,
     cgroup: ContainerCgroup,
     net: Option<ContainerNet>,
+    /// What the last tick read, so that a container that goes away can end its series.
+    last: Vec<Sample>,
 }
+
+/// Prometheus's stale marker: a NaN with this exact bit pattern ends a series at its timestamp, so
+/// queries stop showing a stopped container at once instead of for the 5 minute lookback.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
 pub struct Sampler {
     cfg: SamplerConfig,
@@ -69,8 +75,15 @@ impl Sampler {
     pub fn sample(&mut self, ts_ms: i64) -> Tick {
         let current: Vec<Arc<Container>> =
             self.containers.read().expect("container set lock poisoned").values().cloned().collect();
-        self.watched.retain(|id, _| current.iter().any(|c| &c.id == id));
         let mut tick = Tick { ts_ms, readings: Vec::with_capacity(self.watched.len() * 30 + 64) };
+        self.watched.retain(|id, w| {
+            let keep = current.iter().any(|c| &c.id == id);
+            if !keep {
+                let ended = w.last.drain(..).map(|s| Sample { value: f64::from_bits(STALE_NAN), ..s });
+                tick.readings.extend(ended.map(|sample| Reading { identity: w.identity.clone(), sample }));
+            }
+            keep
+        });
         let now_s = ts_ms as f64 / 1000.0;
         for c in current {
             let w = match self.watched.get_mut(&c.id) {
@@ -82,6 +95,7 @@ impl Sampler {
                         cgroup: ContainerCgroup::open(&self.layout, &self.cfg.proc_root, &c.id, c.pid),
                         net: c.pid.map(|pid| ContainerNet::new(&self.cfg.proc_root, pid)),
                         container: c.clone(),
+                        last: Vec::new(),
                     };
                     self.watched.insert(c.id.clone(), w);
                     self.watched.get_mut(&c.id).expect("just inserted")
@@ -105,6 +119,7 @@ impl Sampler {
             if let Some(t) = c.started_at {
                 self.buf.push(Sample::new("container_start_time_seconds", t));
             }
+            w.last.clone_from(&self.buf);
             tick.readings.extend(self.buf.drain(..).map(|sample| Reading { identity: w.identity.clone(), sample }));
         }
         self.host.read(&mut self.buf);
