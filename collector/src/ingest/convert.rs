@@ -21,24 +21,30 @@ pub fn batch(batch: Batch) -> Decoded {
         first_problem: String::new(),
     };
     for s in batch.series {
-        out.push(Vec::new(), s);
+        out.push(&[], &LabelSet::default(), s);
     }
     for g in batch.groups {
+        // The group's labels are sorted once; each series then only adds its own few.
+        let common = LabelSet::from_pairs(g.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
         for s in g.series {
-            out.push(g.labels.clone(), s);
+            out.push(&g.labels, &common, s);
         }
     }
     out
 }
 
 impl Decoded {
-    /// Adds one series whose labels are `common` plus its own (its own win on a clash).
-    fn push(&mut self, mut common: Vec<Label>, s: SeriesSamples) {
-        common.extend(s.labels);
-        match check(&common, s.timestamps_ms.len(), s.values.len()) {
+    /// Adds one series whose labels are the group's (`wire`, sorted as `common`) plus its own, which
+    /// win on a clash.
+    fn push(&mut self, wire: &[Label], common: &LabelSet, s: SeriesSamples) {
+        let problem = check(wire.iter().chain(&s.labels), s.timestamps_ms.len(), s.values.len());
+        match problem {
             Ok(()) => {
                 self.samples += s.values.len() as u64;
-                let labels = LabelSet::from_pairs(common.into_iter().map(|l| (l.name, l.value)));
+                let mut labels = common.clone();
+                for l in &s.labels {
+                    labels.set(&l.name, &l.value);
+                }
                 self.series.push((labels, Samples { ts: s.timestamps_ms, values: s.values }));
             }
             Err(problem) => {
@@ -51,14 +57,14 @@ impl Decoded {
     }
 }
 
-fn check(labels: &[Label], n_ts: usize, n_values: usize) -> Result<(), String> {
+fn check<'a>(labels: impl Iterator<Item = &'a Label> + Clone, n_ts: usize, n_values: usize) -> Result<(), String> {
     if n_ts != n_values {
         return Err(format!("{n_ts} timestamps but {n_values} values"));
     }
-    if !labels.iter().any(|l| l.name == METRIC_NAME && valid_metric_name(&l.value)) {
+    if !labels.clone().any(|l| l.name == METRIC_NAME && valid_metric_name(&l.value)) {
         return Err("no valid __name__ label".into());
     }
-    if let Some(l) = labels.iter().find(|l| !valid_label_name(&l.name)) {
+    if let Some(l) = labels.clone().find(|l| !valid_label_name(&l.name)) {
         return Err(format!("invalid label name {:?}", l.name));
     }
     Ok(())
