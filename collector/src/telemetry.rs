@@ -46,7 +46,7 @@ impl CollectorMetrics {
         m
     }
 
-    pub fn record_batch(&self, o: &AppendOutcome, _received_samples: u64) {
+    pub fn record_batch(&self, o: &AppendOutcome) {
         if o.duplicate {
             self.duplicate_batches.inc();
             return;

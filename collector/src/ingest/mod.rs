@@ -115,7 +115,6 @@ async fn serve_agent(
                     metrics.invalid_series.inc_by(decoded.invalid_series);
                     tracing::warn!(agent = agent_id, seq, count = decoded.invalid_series, first = %decoded.first_problem, "invalid series skipped");
                 }
-                let bytes = decoded.samples;
                 let (store, agent, host) = (store.clone(), agent_id.to_string(), host.to_string());
                 let now = now_ms();
                 let outcome =
@@ -126,7 +125,7 @@ async fn serve_agent(
                             tracing::error!(error = %e, "cannot commit a batch");
                             Status::unavailable("the collector cannot commit right now; retry")
                         })?;
-                metrics.record_batch(&outcome, bytes);
+                metrics.record_batch(&outcome);
                 let ack = CollectorMessage { msg: Some(collector_message::Msg::Ack(Ack { seq })) };
                 if tx.send(Ok(ack)).await.is_err() {
                     return Ok(());
