@@ -2,13 +2,72 @@
 //! No IO and no wire types here; `ingest` converts protobuf into these at its edge.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 /// The reserved label that carries a series' metric name.
 pub const METRIC_NAME: &str = "__name__";
 
 /// A series identity: label pairs sorted by name, names unique, including `__name__`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LabelSet(Vec<(String, String)>);
+
+/// Hashes label pairs the same way whether they are owned (`LabelSet`) or borrowed (`LabelView`), so
+/// a map keyed by `LabelSet` can be searched with a view that allocated no strings.
+fn hash_pairs<'a, H: Hasher>(pairs: impl Iterator<Item = (&'a str, &'a str)>, h: &mut H) {
+    let mut n = 0usize;
+    for (k, v) in pairs {
+        h.write(k.as_bytes());
+        h.write_u8(0xff);
+        h.write(v.as_bytes());
+        h.write_u8(0xff);
+        n += 1;
+    }
+    h.write_usize(n);
+}
+
+impl Hash for LabelSet {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        hash_pairs(self.iter(), h);
+    }
+}
+
+/// A label set borrowed from elsewhere (a group's labels plus one series' own), for looking up a
+/// series that is probably known without building its owned `LabelSet`.
+#[derive(Debug)]
+pub struct LabelView<'a>(Vec<(&'a str, &'a str)>);
+
+impl<'a> LabelView<'a> {
+    /// `common`'s labels with `own` laid over them (an own label replaces a common one of the same
+    /// name; an empty value removes it), in name order.
+    pub fn merge(common: &'a LabelSet, own: &'a [(String, String)]) -> Self {
+        let mut v: Vec<(&str, &str)> = Vec::with_capacity(common.len() + own.len());
+        v.extend(common.iter());
+        for (k, val) in own {
+            match v.binary_search_by(|(n, _)| n.cmp(&k.as_str())) {
+                Ok(i) => v[i].1 = val,
+                Err(i) => v.insert(i, (k, val)),
+            }
+        }
+        v.retain(|(_, val)| !val.is_empty());
+        LabelView(v)
+    }
+
+    pub fn to_label_set(&self) -> LabelSet {
+        LabelSet(self.0.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+}
+
+impl Hash for LabelView<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        hash_pairs(self.0.iter().copied(), h);
+    }
+}
+
+impl hashbrown::Equivalent<LabelSet> for LabelView<'_> {
+    fn equivalent(&self, key: &LabelSet) -> bool {
+        self.0.len() == key.0.len() && self.0.iter().zip(&key.0).all(|((a, b), (c, d))| *a == c && *b == d)
+    }
+}
 
 impl LabelSet {
     /// Builds a label set from pairs in any order; later duplicates of a name win and empty values are
@@ -200,6 +259,19 @@ mod tests {
         assert_eq!(l.iter().collect::<Vec<_>>(), vec![("a", "1"), ("b", "3")]);
         assert_eq!(l.get("b"), Some("3"));
         assert_eq!(l.get("c"), None);
+    }
+
+    #[test]
+    fn a_view_hashes_and_compares_like_the_label_set_it_stands_for() {
+        use std::hash::BuildHasher;
+        let common = LabelSet::from_pairs([("host", "h"), ("job", "x"), ("zone", "")]);
+        let own = vec![("__name__".to_string(), "up".to_string()), ("job".to_string(), "y".to_string())];
+        let view = LabelView::merge(&common, &own);
+        let owned = LabelSet::from_pairs([("__name__", "up"), ("host", "h"), ("job", "y")]);
+        assert_eq!(view.to_label_set(), owned);
+        let s = std::collections::hash_map::RandomState::new();
+        assert_eq!(s.hash_one(&view), s.hash_one(&owned));
+        assert!(hashbrown::Equivalent::equivalent(&view, &owned));
     }
 
     #[test]

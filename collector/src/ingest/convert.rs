@@ -4,9 +4,10 @@
 use lookout_proto::v1::{Batch, Label, SeriesSamples};
 
 use crate::model::{LabelSet, Samples, METRIC_NAME};
+use crate::store::SeriesGroup;
 
 pub struct Decoded {
-    pub series: Vec<(LabelSet, Samples)>,
+    pub groups: Vec<SeriesGroup>,
     pub samples: u64,
     pub invalid_series: u64,
     /// What was wrong with the first invalid series, for the log line.
@@ -15,37 +16,38 @@ pub struct Decoded {
 
 pub fn batch(batch: Batch) -> Decoded {
     let mut out = Decoded {
-        series: Vec::with_capacity(batch.series.len()),
+        groups: Vec::with_capacity(batch.groups.len() + 1),
         samples: 0,
         invalid_series: 0,
         first_problem: String::new(),
     };
+    let mut loose = SeriesGroup::default();
     for s in batch.series {
-        out.push(&[], &LabelSet::default(), s);
+        out.push(&[], &mut loose, s);
+    }
+    if !loose.series.is_empty() {
+        out.groups.push(loose);
     }
     for g in batch.groups {
-        // The group's labels are sorted once; each series then only adds its own few.
+        // The group's labels are sorted once; each series keeps only its own few.
         let common = LabelSet::from_pairs(g.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+        let mut group = SeriesGroup { common, series: Vec::with_capacity(g.series.len()) };
         for s in g.series {
-            out.push(&g.labels, &common, s);
+            out.push(&g.labels, &mut group, s);
         }
+        out.groups.push(group);
     }
     out
 }
 
 impl Decoded {
-    /// Adds one series whose labels are the group's (`wire`, sorted as `common`) plus its own, which
-    /// win on a clash.
-    fn push(&mut self, wire: &[Label], common: &LabelSet, s: SeriesSamples) {
-        let problem = check(wire.iter().chain(&s.labels), s.timestamps_ms.len(), s.values.len());
-        match problem {
+    /// Adds one series to `group` after checking its labels (the group's `wire` labels plus its own).
+    fn push(&mut self, wire: &[Label], group: &mut SeriesGroup, s: SeriesSamples) {
+        match check(wire.iter().chain(&s.labels), s.timestamps_ms.len(), s.values.len()) {
             Ok(()) => {
                 self.samples += s.values.len() as u64;
-                let mut labels = common.clone();
-                for l in &s.labels {
-                    labels.set(&l.name, &l.value);
-                }
-                self.series.push((labels, Samples { ts: s.timestamps_ms, values: s.values }));
+                let own = s.labels.into_iter().map(|l| (l.name, l.value)).collect();
+                group.series.push((own, Samples { ts: s.timestamps_ms, values: s.values }));
             }
             Err(problem) => {
                 if self.invalid_series == 0 {
@@ -87,6 +89,15 @@ pub fn valid_metric_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::LabelView;
+
+    /// Every decoded series' full label set, in order.
+    fn label_sets(d: &Decoded) -> Vec<LabelSet> {
+        d.groups
+            .iter()
+            .flat_map(|g| g.series.iter().map(|(own, _)| LabelView::merge(&g.common, own).to_label_set()))
+            .collect()
+    }
 
     fn l(n: &str, v: &str) -> Label {
         Label { name: n.into(), value: v.into() }
@@ -107,10 +118,11 @@ mod tests {
             values: vec![1.0],
         };
         let d = batch(Batch { seq: 1, series: vec![uneven, good, no_name, bad_label], ..Default::default() });
-        assert_eq!(d.series.len(), 1);
+        let sets = label_sets(&d);
+        assert_eq!(sets.len(), 1);
         assert_eq!(d.invalid_series, 3);
         assert_eq!(d.first_problem, "2 timestamps but 1 values");
-        assert_eq!(d.series[0].0.get("job"), Some("x"));
+        assert_eq!(sets[0].get("job"), Some("x"));
     }
 
     #[test]
@@ -123,8 +135,9 @@ mod tests {
             series: vec![series("a"), series("b")],
         };
         let d = batch(Batch { seq: 1, groups: vec![g], ..Default::default() });
-        assert_eq!(d.series.len(), 2);
-        assert_eq!(d.series[1].0.to_string(), "b{container=\"web\", host=\"h1\"}");
+        let sets = label_sets(&d);
+        assert_eq!(sets.len(), 2);
+        assert_eq!(sets[1].to_string(), "b{container=\"web\", host=\"h1\"}");
         assert_eq!(d.samples, 2);
     }
 }

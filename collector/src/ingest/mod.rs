@@ -118,7 +118,7 @@ async fn serve_agent(
                 let (store, agent, host) = (store.clone(), agent_id.to_string(), host.to_string());
                 let now = now_ms();
                 let outcome =
-                    tokio::task::spawn_blocking(move || store.append(&agent, &host, seq, now, decoded.series))
+                    tokio::task::spawn_blocking(move || store.append_groups(&agent, &host, seq, now, decoded.groups))
                         .await
                         .map_err(|e| Status::internal(format!("store task failed: {e}")))?
                         .map_err(|e| {

@@ -4,24 +4,25 @@
 use std::collections::HashMap;
 
 // FxHash: label sets are hashed once per series per batch on the ingest path, where SipHash's
-// DoS resistance costs a third of the time; series labels come from authenticated agents.
-use rustc_hash::FxHashMap;
+// DoS resistance costs a third of the time; series labels come from authenticated agents. hashbrown
+// for `Equivalent`: a borrowed `LabelView` finds its `LabelSet` without building one.
+use rustc_hash::FxBuildHasher;
 
-use crate::model::{LabelSet, MatchOp, Matcher};
+use crate::model::{LabelSet, LabelView, MatchOp, Matcher};
 
 /// Dense series ids, assigned by the store from 1.
 pub type SeriesId = u32;
 
 #[derive(Default)]
 pub struct SeriesIndex {
-    by_labels: FxHashMap<LabelSet, SeriesId>,
+    by_labels: hashbrown::HashMap<LabelSet, SeriesId, FxBuildHasher>,
     /// `labels[id]`; slot 0 is unused so that ids can start at 1.
     labels: Vec<Option<LabelSet>>,
     postings: HashMap<String, HashMap<String, Vec<SeriesId>>>,
 }
 
 impl SeriesIndex {
-    pub fn get(&self, labels: &LabelSet) -> Option<SeriesId> {
+    pub fn get_view(&self, labels: &LabelView<'_>) -> Option<SeriesId> {
         self.by_labels.get(labels).copied()
     }
 

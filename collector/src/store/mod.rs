@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
-use crate::model::{LabelSet, Matcher, Samples, SeriesData};
+use crate::model::{LabelSet, LabelView, Matcher, Samples, SeriesData};
 use chunk::{ChunkAppender, CHUNK_TARGET_SAMPLES};
 pub use index::SeriesId;
 use index::SeriesIndex;
@@ -42,6 +42,13 @@ pub struct AppendOutcome {
     /// Samples at or before their series' newest timestamp, dropped as Prometheus drops them.
     pub out_of_order: u64,
     pub new_series: u64,
+}
+
+/// Series that share labels (one container's identity): each has its own labels on top of `common`.
+#[derive(Clone, Debug, Default)]
+pub struct SeriesGroup {
+    pub common: LabelSet,
+    pub series: Vec<(Vec<(String, String)>, Samples)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -253,6 +260,21 @@ impl Store {
         now_ms: i64,
         batch: Vec<(LabelSet, Samples)>,
     ) -> Result<AppendOutcome, StoreError> {
+        let groups =
+            batch.into_iter().map(|(common, s)| SeriesGroup { common, series: vec![(Vec::new(), s)] }).collect();
+        self.append_groups(agent_id, host, seq, now_ms, groups)
+    }
+
+    /// `append` for series that share labels: each series' labels are its group's `common` with its
+    /// own laid over them. A known series is found without building its label set.
+    pub fn append_groups(
+        &self,
+        agent_id: &str,
+        host: &str,
+        seq: u64,
+        now_ms: i64,
+        groups: Vec<SeriesGroup>,
+    ) -> Result<AppendOutcome, StoreError> {
         let sql = self.sql_err();
         let mut w = self.writer.lock().expect("writer lock poisoned");
         let mut outcome = AppendOutcome::default();
@@ -263,22 +285,26 @@ impl Store {
 
         // Resolve ids; new series get ids now and enter the index after the commit.
         let mut new_series: Vec<(SeriesId, LabelSet)> = Vec::new();
-        let mut resolved: Vec<(SeriesId, Samples)> = Vec::with_capacity(batch.len());
+        let mut resolved: Vec<(SeriesId, Samples)> = Vec::with_capacity(groups.iter().map(|g| g.series.len()).sum());
         {
             let index = self.index.read().expect("index lock poisoned");
-            let mut pending: rustc_hash::FxHashMap<LabelSet, SeriesId> = Default::default();
-            for (labels, samples) in batch {
-                let id = match index.get(&labels).or_else(|| pending.get(&labels).copied()) {
-                    Some(id) => id,
-                    None => {
-                        let id = w.next_series_id;
-                        w.next_series_id += 1;
-                        pending.insert(labels.clone(), id);
-                        new_series.push((id, labels));
-                        id
-                    }
-                };
-                resolved.push((id, samples));
+            let mut pending: hashbrown::HashMap<LabelSet, SeriesId, rustc_hash::FxBuildHasher> = Default::default();
+            for group in groups {
+                for (own, samples) in group.series {
+                    let view = LabelView::merge(&group.common, &own);
+                    let id = match index.get_view(&view).or_else(|| pending.get(&view).copied()) {
+                        Some(id) => id,
+                        None => {
+                            let id = w.next_series_id;
+                            w.next_series_id += 1;
+                            let labels = view.to_label_set();
+                            pending.insert(labels.clone(), id);
+                            new_series.push((id, labels));
+                            id
+                        }
+                    };
+                    resolved.push((id, samples));
+                }
             }
         }
 
