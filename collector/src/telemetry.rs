@@ -17,6 +17,8 @@ pub struct CollectorMetrics {
     pub new_series: Counter,
     pub connected_agents: Gauge,
     pub queries: Counter,
+    pub remote_write_requests: Counter,
+    pub remote_write_rejected: Counter,
 }
 
 impl CollectorMetrics {
@@ -32,7 +34,7 @@ impl CollectorMetrics {
         r.register("samples", "Samples committed", m.samples.clone());
         r.register(
             "out_of_order_samples",
-            "Samples dropped because their series already had a newer one",
+            "Samples dropped because their series already had one as new or newer",
             m.out_of_order_samples.clone(),
         );
         r.register(
@@ -43,6 +45,12 @@ impl CollectorMetrics {
         r.register("new_series", "Series created", m.new_series.clone());
         r.register("connected_agents", "Agents with an open ingest stream", m.connected_agents.clone());
         r.register("queries", "PromQL queries answered", m.queries.clone());
+        r.register("remote_write_requests", "Remote-write requests received", m.remote_write_requests.clone());
+        r.register(
+            "remote_write_rejected",
+            "Remote-write requests answered with an error (bad body, out-of-order samples)",
+            m.remote_write_rejected.clone(),
+        );
         m
     }
 
@@ -53,7 +61,7 @@ impl CollectorMetrics {
         }
         self.batches.inc();
         self.samples.inc_by(o.samples);
-        self.out_of_order_samples.inc_by(o.out_of_order);
+        self.out_of_order_samples.inc_by(o.out_of_order + o.same_timestamp);
         self.new_series.inc_by(o.new_series);
     }
 }

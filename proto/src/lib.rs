@@ -1,7 +1,14 @@
-//! lookout's wire protocol: the generated protobuf and tonic types of `lookout.v1`.
+//! lookout's wire protocols: the generated protobuf and tonic types of `lookout.v1`, and Prometheus's
+//! remote-write 1.0 messages (`prometheus`).
 //! Depends on nothing of ours; only the agent's `ship` and the collector's `ingest` may use it.
 
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("lookout.v1");
+}
+
+/// Prometheus remote-write 1.0 (`prompb`): what the collector's `/api/v1/write` receives.
+#[allow(clippy::all, missing_docs)]
+pub mod prometheus {
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }

@@ -268,3 +268,64 @@ pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// Debian's `prometheus` (2.42) on a free port with an empty config and the remote-write receiver:
+/// the reference the conformance tests compare the collector with. Killed on drop.
+pub struct Prometheus {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start() -> Prometheus {
+        let bin = "/usr/bin/prometheus";
+        assert!(
+            Path::new(bin).exists(),
+            "{bin} is missing: these tests compare with real Prometheus (apt-get install -y --no-install-recommends prometheus)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, "global:\n  scrape_interval: 15s\n").unwrap();
+        let addr = free_addr();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus starts");
+        let p = Prometheus { child, addr, _dir: dir };
+        eventually(Duration::from_secs(30), "prometheus to be ready", || {
+            reqwest::blocking::get(format!("http://{addr}/-/ready")).ok().filter(|r| r.status().is_success())
+        });
+        p
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// POSTs a remote-write body; returns the status and the response text.
+pub fn remote_write(base: &str, body: Vec<u8>) -> (u16, String) {
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{base}/api/v1/write"))
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .expect("remote-write receiver reachable");
+    (resp.status().as_u16(), resp.text().unwrap_or_default())
+}

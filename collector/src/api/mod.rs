@@ -1,14 +1,16 @@
-//! The collector's HTTP API: Prometheus-compatible query routes, its own /metrics, health checks.
-//! Calls `query` for answers and the store only through its public reads; never sees SQL or protobuf.
+//! The collector's HTTP API: Prometheus-compatible query and remote-write routes, /metrics, health.
+//! Calls `query` for answers, `ingest` to decode and the store's public API; never sees SQL or protobuf.
 
 mod params;
 mod prom;
+mod remote;
 
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use axum::Router;
 use prometheus_client::registry::Registry;
 
@@ -36,6 +38,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/status/buildinfo", get(prom::buildinfo))
         .route("/api/v1/rules", get(prom::rules))
         .route("/api/v1/query_exemplars", get(prom::exemplars).post(prom::exemplars))
+        .route(
+            "/api/v1/write",
+            post(remote::write).layer(DefaultBodyLimit::max(crate::ingest::remote_write::MAX_BODY_BYTES)),
+        )
         .route("/metrics", get(self_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))

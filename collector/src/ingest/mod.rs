@@ -1,7 +1,8 @@
-//! The gRPC ingest server: authenticates agents, decodes batches, commits them, then acks.
-//! The only module that sees `lookout_proto`; it hands the store plain `model` types.
+//! The gRPC ingest server: authenticates agents, decodes batches, commits them, then acks; and the
+//! remote-write decoder. The only module that sees `lookout_proto`; it hands on plain `model` types.
 
 mod convert;
+pub mod remote_write;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -39,9 +39,18 @@ pub struct AppendOutcome {
     /// The batch's seq was at or below the agent's committed seq: nothing was written.
     pub duplicate: bool,
     pub samples: u64,
-    /// Samples at or before their series' newest timestamp, dropped as Prometheus drops them.
+    /// Samples before their series' newest timestamp, dropped as Prometheus drops them.
     pub out_of_order: u64,
+    /// Samples at exactly their series' newest timestamp (a resend), dropped.
+    pub same_timestamp: u64,
     pub new_series: u64,
+}
+
+/// Who sent a batch and its number in that sender's sequence.
+struct Sequence<'a> {
+    agent_id: &'a str,
+    host: &'a str,
+    seq: u64,
 }
 
 /// Series that share labels (one container's identity): each has its own labels on top of `common`.
@@ -275,12 +284,29 @@ impl Store {
         now_ms: i64,
         groups: Vec<SeriesGroup>,
     ) -> Result<AppendOutcome, StoreError> {
+        self.append_inner(Some(Sequence { agent_id, host, seq }), now_ms, groups)
+    }
+
+    /// Commits series from a sender without sequence numbers (Prometheus remote-write): nothing is
+    /// deduplicated by batch, only samples at or before a series' newest timestamp are refused.
+    pub fn append_unsequenced(&self, now_ms: i64, groups: Vec<SeriesGroup>) -> Result<AppendOutcome, StoreError> {
+        self.append_inner(None, now_ms, groups)
+    }
+
+    fn append_inner(
+        &self,
+        sequence: Option<Sequence<'_>>,
+        now_ms: i64,
+        groups: Vec<SeriesGroup>,
+    ) -> Result<AppendOutcome, StoreError> {
         let sql = self.sql_err();
         let mut w = self.writer.lock().expect("writer lock poisoned");
         let mut outcome = AppendOutcome::default();
-        if seq <= w.committed.get(agent_id).copied().unwrap_or(0) {
-            outcome.duplicate = true;
-            return Ok(outcome);
+        if let Some(q) = &sequence {
+            if q.seq <= w.committed.get(q.agent_id).copied().unwrap_or(0) {
+                outcome.duplicate = true;
+                return Ok(outcome);
+            }
         }
 
         // Resolve ids; new series get ids now and enter the index after the commit.
@@ -323,6 +349,8 @@ impl Store {
                         kept.ts.push(t);
                         kept.values.push(v);
                         last = t;
+                    } else if t == last {
+                        outcome.same_timestamp += 1;
                     } else {
                         outcome.out_of_order += 1;
                     }
@@ -366,16 +394,20 @@ impl Store {
                 .and_then(|mut s| s.execute(params![record]))
                 .map_err(&sql)?;
         }
-        tx.prepare_cached(
-            "INSERT INTO agents (agent_id, committed_seq, host, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (agent_id) DO UPDATE SET committed_seq = ?2, host = ?3, last_seen_ms = ?4",
-        )
-        .and_then(|mut s| s.execute(params![agent_id, seq as i64, host, now_ms]))
-        .map_err(&sql)?;
+        if let Some(q) = &sequence {
+            tx.prepare_cached(
+                "INSERT INTO agents (agent_id, committed_seq, host, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (agent_id) DO UPDATE SET committed_seq = ?2, host = ?3, last_seen_ms = ?4",
+            )
+            .and_then(|mut s| s.execute(params![q.agent_id, q.seq as i64, q.host, now_ms]))
+            .map_err(&sql)?;
+        }
         tx.commit().map_err(&sql)?;
 
         // Committed: publish to readers. Index first, so a reader that sees a head entry can name it.
-        w.committed.insert(agent_id.to_string(), seq);
+        if let Some(q) = &sequence {
+            w.committed.insert(q.agent_id.to_string(), q.seq);
+        }
         w.head_log_bytes += record.len() as u64;
         outcome.new_series = new_series.len() as u64;
         if !new_series.is_empty() {

@@ -58,7 +58,7 @@ fn samples_not_newer_than_the_series_are_dropped_and_counted() {
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     store.append("a", "h", 1, 0, vec![(labels("m", "c"), samples([10, 20], |_| 1.0))]).unwrap();
     let out = store.append("a", "h", 2, 0, vec![(labels("m", "c"), samples([15, 20, 30], |_| 2.0))]).unwrap();
-    assert_eq!((out.samples, out.out_of_order), (1, 2));
+    assert_eq!((out.samples, out.out_of_order, out.same_timestamp), (1, 1, 1));
     assert_eq!(all(&store, "m")[0].samples.ts, vec![10, 20, 30]);
 }
 
