@@ -1,5 +1,6 @@
 //! Column-wise evaluation: every node yields its value at all steps of the query at once, and every
-//! selector reads the store once for the whole query, then walks its samples with cursors.
+//! selector reads the store once for the whole query, then walks its samples with cursors. A subquery
+//! (`subquery`) evaluates its inner expression once, in a nested `Ctx` on its own steps.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +15,8 @@ use crate::model::{is_stale, LabelSet, MatchOp, Matcher, Samples, SeriesData, ME
 pub(crate) const MAX_SAMPLES: usize = 50_000_000;
 
 pub(crate) const DUPLICATE_LABELSET: &str = "vector cannot contain metrics with the same labelset";
+
+pub(crate) const TOO_MANY_SAMPLES: &str = "query processing would load too many samples into memory in query execution";
 
 /// One series of an instant-vector expression: its value at each step, `None` where it has none.
 #[derive(Debug, Clone)]
@@ -36,22 +39,25 @@ pub(crate) struct SelTime {
     pub at: Option<i64>,
 }
 
-/// The samples a range selector read, stale markers removed, and how to window them per step.
+/// The samples of a range vector (read by a range selector, or computed by a subquery), stale markers
+/// removed, and how to window them per step.
 pub(crate) struct RangeData {
     pub series: Vec<SeriesData>,
     pub range: i64,
     pub st: SelTime,
 }
 
-/// The evaluation of one query: its steps and where it reads from.
+/// The evaluation of one query, or of a subquery's inner expression: its steps and where it reads from.
 pub(crate) struct Ctx<'a> {
     pub src: &'a dyn super::Queryable,
     pub start: i64,
-    pub end: i64,
     pub step: i64,
     /// Number of steps: start + i*step for i in 0..n.
     pub n: usize,
     pub lookback: i64,
+    /// The query's own start and end, which `@ start()` and `@ end()` mean at any depth of subqueries.
+    pub query_start: i64,
+    pub query_end: i64,
 }
 
 pub(crate) fn exec(msg: impl Into<String>) -> QueryError {
@@ -78,7 +84,17 @@ impl<'a> Ctx<'a> {
         let step = step.max(1);
         // i128: start and end may be anywhere in i64; the caller has bounded the number of steps.
         let n = ((end as i128 - start as i128).max(0) / step as i128) as usize + 1;
-        Ctx { src, start, end, step, n, lookback }
+        Ctx { src, start, step, n, lookback, query_start: start, query_end: end }
+    }
+
+    /// A context for a subquery's inner expression: steps start, start+step, ... <= end, same query.
+    /// The caller bounds the number of steps.
+    pub fn nested(&self, start: i64, end: i64, step: i64) -> Ctx<'a> {
+        Ctx {
+            query_start: self.query_start,
+            query_end: self.query_end,
+            ..Ctx::new(self.src, start, end, step, self.lookback)
+        }
     }
 
     pub fn ts(&self, i: usize) -> i64 {
@@ -108,8 +124,9 @@ impl<'a> Ctx<'a> {
             Expr::Aggregate(a) => aggregate::eval_aggregate(self, a),
             Expr::Call(c) => functions::eval_call(self, c),
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.vector_selector(vs, false)?)),
-            Expr::MatrixSelector(_) => Err(exec("a range vector is only allowed as a function argument here")),
-            Expr::Subquery(_) => Err(unsupported("subqueries are not supported yet")),
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                Err(exec("a range vector is only allowed as a function argument here"))
+            }
             Expr::Extension(_) => Err(unsupported("extension expressions are not supported")),
         }
     }
@@ -135,15 +152,26 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn sel_time(&self, vs: &VectorSelector) -> SelTime {
-        let offset = match &vs.offset {
+    /// A range argument of a function (or a range vector at the top level of an instant query): a range
+    /// selector's samples, or a subquery's points.
+    pub fn range_arg(&self, e: &Expr) -> Result<RangeData, QueryError> {
+        match super::unwrap_parens(e) {
+            Expr::MatrixSelector(ms) => self.range_data(ms),
+            Expr::Subquery(sq) => self.subquery_data(sq),
+            other => Err(exec(format!("expected a range vector, got: {other}"))),
+        }
+    }
+
+    /// The `offset` and `@` of a selector or subquery.
+    pub fn sel_time(&self, offset: &Option<Offset>, at: &Option<AtModifier>) -> SelTime {
+        let offset = match offset {
             None => 0,
             Some(Offset::Pos(d)) => dur_ms(d),
             Some(Offset::Neg(d)) => dur_ms(d).saturating_neg(),
         };
-        let at = vs.at.as_ref().map(|a| match a {
-            AtModifier::Start => self.start,
-            AtModifier::End => self.end,
+        let at = at.as_ref().map(|a| match a {
+            AtModifier::Start => self.query_start,
+            AtModifier::End => self.query_end,
             AtModifier::At(t) => system_time_ms(t),
         });
         SelTime { offset, at }
@@ -157,11 +185,11 @@ impl<'a> Ctx<'a> {
     /// Reads every sample any step can need, in one call: (first step - window, last step].
     fn select(&self, vs: &VectorSelector, window: i64) -> Result<(Vec<SeriesData>, SelTime), QueryError> {
         let matchers = convert_matchers(vs)?;
-        let st = self.sel_time(vs);
+        let st = self.sel_time(&vs.offset, &vs.at);
         let (lo, hi) = (self.eff(&st, 0), self.eff(&st, self.n - 1));
         let data = self.src.select(&matchers, lo.saturating_sub(window).saturating_add(1), hi)?;
         if data.len().saturating_mul(self.n) > MAX_SAMPLES {
-            return Err(exec("query processing would load too many samples into memory in query execution"));
+            return Err(exec(TOO_MANY_SAMPLES));
         }
         Ok((data, st))
     }
@@ -241,13 +269,12 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// A range selector at the top level of an instant query: the raw samples of each window.
-    pub fn raw_matrix(&self, ms: &MatrixSelector) -> Result<Vec<SeriesData>, QueryError> {
-        let rd = self.range_data(ms)?;
+    /// A range vector at the top level of an instant query: the raw points of each window.
+    pub fn raw_matrix(&self, rd: &RangeData) -> Result<Vec<SeriesData>, QueryError> {
         let mut out = Vec::new();
         for s in &rd.series {
             let mut samples = Samples::default();
-            self.windows(&rd, &s.samples, |_, ts, vs, _| {
+            self.windows(rd, &s.samples, |_, ts, vs, _| {
                 samples.ts.extend_from_slice(ts);
                 samples.values.extend_from_slice(vs);
             });

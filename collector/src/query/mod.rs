@@ -7,12 +7,15 @@ mod eval;
 mod functions;
 mod histogram;
 mod range_fns;
+mod subquery;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_ops;
 #[cfg(test)]
 mod tests_prop;
+#[cfg(test)]
+mod tests_subquery;
 
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::Expr;
@@ -80,12 +83,13 @@ impl Default for Engine {
 }
 
 impl Engine {
-    /// Instant query at t_ms. A matrix selector at the top level returns Value::Matrix, as Prometheus does.
+    /// Instant query at t_ms. A matrix selector or subquery at the top level returns Value::Matrix, as
+    /// Prometheus does.
     pub fn instant(&self, src: &dyn Queryable, query: &str, t_ms: i64) -> Result<Value, QueryError> {
         let expr = parse(query)?;
         let ctx = Ctx::new(src, t_ms, t_ms, 1, self.lookback_ms);
-        if let Expr::MatrixSelector(ms) = unwrap_parens(&expr) {
-            return Ok(Value::Matrix(ctx.raw_matrix(ms)?));
+        if let Expr::MatrixSelector(_) | Expr::Subquery(_) = unwrap_parens(&expr) {
+            return Ok(Value::Matrix(ctx.raw_matrix(&ctx.range_arg(&expr)?)?));
         }
         Ok(match ctx.eval(&expr)? {
             Val::Scalar(v) => Value::Scalar { t_ms, v: v[0] },

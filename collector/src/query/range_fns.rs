@@ -1,12 +1,12 @@
 //! Functions over range vectors (`rate`, `increase`, `delta`, `irate`, `idelta`, `deriv`,
 //! `predict_linear`, `changes`, `resets`, the `*_over_time` family, `absent_over_time`), window by window.
 
-use promql_parser::parser::{Expr, MatrixSelector};
+use promql_parser::parser::Expr;
 
 use super::aggregate::{kahan_inc, quantile};
-use super::eval::{exec, merge_series, unsupported, Ctx, Series, Val};
+use super::eval::{exec, merge_series, Ctx, Series, Val};
 use super::functions::absent_labels;
-use super::{unwrap_parens, QueryError};
+use super::QueryError;
 
 /// Whether `name` is a function over a range vector that this module evaluates.
 pub(crate) fn is_range_fn(name: &str) -> bool {
@@ -35,26 +35,18 @@ pub(crate) fn is_range_fn(name: &str) -> bool {
     )
 }
 
-fn matrix_arg(e: &Expr) -> Result<&MatrixSelector, QueryError> {
-    match unwrap_parens(e) {
-        Expr::MatrixSelector(ms) => Ok(ms),
-        Expr::Subquery(_) => Err(unsupported("subqueries are not supported yet")),
-        other => Err(exec(format!("expected a range vector, got: {other}"))),
-    }
-}
-
 pub(crate) fn eval_range_fn(ctx: &Ctx, name: &str, args: &[Box<Expr>]) -> Result<Val, QueryError> {
     let (marg, scalar_arg) = match name {
         "quantile_over_time" => (1, Some(0)),
         "predict_linear" => (0, Some(1)),
         _ => (0, None),
     };
-    let ms = matrix_arg(args.get(marg).ok_or_else(|| exec(format!("{name} needs a range vector")))?)?;
+    let range_arg = args.get(marg).ok_or_else(|| exec(format!("{name} needs a range vector")))?;
     let param = match scalar_arg {
         Some(i) => ctx.eval_scalar(args.get(i).ok_or_else(|| exec(format!("{name} needs a scalar")))?)?,
         None => Vec::new(),
     };
-    let rd = ctx.range_data(ms)?;
+    let rd = ctx.range_arg(range_arg)?;
     if name == "absent_over_time" {
         let mut any = vec![false; ctx.n];
         for s in &rd.series {

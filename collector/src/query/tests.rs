@@ -332,7 +332,6 @@ fn unimplemented_constructs_are_unsupported_and_named() {
             "function \"double_exponential_smoothing\" is not supported yet",
         ),
         ("sort_by_label(x, \"a\")", "function \"sort_by_label\" is not supported yet"),
-        ("max_over_time(x[5m:1m])", "subqueries are not supported yet"),
         ("limitk(1, x)", "aggregation \"limitk\" is not supported yet"),
         ("x{a=\"1\" or b=\"2\"}", "\"or\" operator inside label matchers"),
         ("x + fill(0) x", "fill"),

@@ -69,8 +69,10 @@ fn expr() -> impl Strategy<Value = String> {
         ];
         prop_oneof![
             (inner.clone(), ops, inner.clone()).prop_map(|(l, o, r)| format!("({l}) {o} ({r})")),
-            (fns, prop_oneof![Just("a"), Just("b"), Just("{k=\"1\"}")], 1u32..200)
+            (fns.clone(), prop_oneof![Just("a"), Just("b"), Just("{k=\"1\"}")], 1u32..200)
                 .prop_map(|(f, s, r)| format!("{f}({s}[{r}s])")),
+            (fns, inner.clone(), 1u32..900, 1u32..120, prop_oneof![Just(""), Just(" offset 45s"), Just(" @ 300")])
+                .prop_map(|(f, e, r, st, m)| format!("{f}(({e})[{r}s:{st}s]{m})")),
             (aggs, inner.clone(), prop_oneof![Just(""), Just(" by (k)"), Just(" without (k)")])
                 .prop_map(|(a, e, m)| format!("{a}{m} ({e})")),
             (prop_oneof![Just("topk"), Just("bottomk"), Just("quantile")], -2.0f64..4.0, inner.clone())
