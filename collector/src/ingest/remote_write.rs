@@ -61,7 +61,8 @@ pub fn decode(body: &[u8]) -> Result<Decoded, RemoteWriteError> {
                     samples.values.push(s.value);
                 }
                 out.samples += samples.ts.len() as u64;
-                out.groups.push(SeriesGroup { common: LabelSet::from_pairs(labels), series: vec![(Vec::new(), samples)] });
+                out.groups
+                    .push(SeriesGroup { common: LabelSet::from_pairs(labels), series: vec![(Vec::new(), samples)] });
             }
             Err(problem) => {
                 if out.invalid_series == 0 {
@@ -79,8 +80,16 @@ pub fn encode(series: &[(LabelSet, Samples)]) -> Vec<u8> {
     let timeseries = series
         .iter()
         .map(|(labels, samples)| TimeSeries {
-            labels: labels.iter().map(|(name, value)| Label { name: name.to_string(), value: value.to_string() }).collect(),
-            samples: samples.ts.iter().zip(&samples.values).map(|(&timestamp, &value)| Sample { value, timestamp }).collect(),
+            labels: labels
+                .iter()
+                .map(|(name, value)| Label { name: name.to_string(), value: value.to_string() })
+                .collect(),
+            samples: samples
+                .ts
+                .iter()
+                .zip(&samples.values)
+                .map(|(&timestamp, &value)| Sample { value, timestamp })
+                .collect(),
         })
         .collect();
     let raw = WriteRequest { timeseries, metadata: vec![] }.encode_to_vec();
