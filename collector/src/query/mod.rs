@@ -170,6 +170,9 @@ impl Engine {
     }
 }
 
+/// What promql-parser says of every grammar error.
+const GENERIC_PARSE_ERROR: &str = "invalid promql query";
+
 /// Parses a query, turning the parser's message into `QueryError::Parse`. Where the lexer failed, the
 /// message gets Prometheus's `line:col: parse error:` prefix, found by lexing ever longer prefixes.
 fn parse(query: &str) -> Result<Expr, QueryError> {
@@ -178,7 +181,13 @@ fn parse(query: &str) -> Result<Expr, QueryError> {
         Ok(Ok(e)) => Ok(e),
         Ok(Err(msg)) => Err(QueryError::Parse(match lex_error_position(query, &msg) {
             Some((line, col)) => format!("{line}:{col}: parse error: {msg}"),
-            None => format!("parse error: {msg}"),
+            // The parser's own message where it says more than "invalid", else what was found.
+            None => match (grammar_error_position(query), msg == GENERIC_PARSE_ERROR) {
+                (Some(((line, col), None)), true) => format!("{line}:{col}: parse error: unexpected end of input"),
+                (Some(((line, col), Some(token))), true) => format!("{line}:{col}: parse error: unexpected {token:?}"),
+                (Some(((line, col), _)), false) => format!("{line}:{col}: parse error: {msg}"),
+                (None, _) => format!("parse error: {msg}"),
+            },
         })),
         Err(_) => Err(QueryError::Parse("parse error: the parser failed on this input".into())),
     }
@@ -199,6 +208,84 @@ fn lex_error_position(query: &str, msg: &str) -> Option<(usize, usize)> {
     let line_start = before[..last_start].rfind('\n').map_or(0, |i| i + 1);
     let col = before[line_start..last_start].chars().count() + 1;
     Some((line, col))
+}
+
+/// Where a query stops being PromQL, for errors the parser reports without a position: the end of
+/// its longest prefix that some short completion (closing brackets, an operand, a grouping's
+/// operand) turns into a valid query. Returns the position and the token found there, or `None` as
+/// the token when the query ends too early. Only on the error path, and only for queries of a size
+/// a person types, since it parses each prefix a few times.
+fn grammar_error_position(query: &str) -> Option<((usize, usize), Option<String>)> {
+    if query.len() > 1024 {
+        return None;
+    }
+    let parses = |s: &str| std::panic::catch_unwind(|| promql_parser::parser::parse(s).is_ok()).unwrap_or(false);
+    let cuts: Vec<usize> = query.char_indices().map(|(i, _)| i).chain([query.len()]).collect();
+    let viable = cuts.iter().rev().copied().find(|&cut| {
+        let prefix = &query[..cut];
+        let close = closers(prefix);
+        [
+            close.clone(),
+            format!(" x{close}"),
+            format!(" 1{close}"),
+            format!("{close} (x)"),
+            format!(" x{close} (x)"),
+            format!("=\"v\"{close}"),
+            format!("\"v\"{close}"),
+            format!("m{close}"),
+            format!(" 5m{close}"),
+        ]
+        .iter()
+        .any(|c| parses(&format!("{prefix}{c}")))
+    })?;
+    let rest = &query[viable..];
+    let skipped = rest.len() - rest.trim_start().len();
+    let at = viable + skipped;
+    let before = &query[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = before[before.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
+    let rest = &query[at..];
+    let token = match rest.chars().next() {
+        None => None,
+        Some(c) if c.is_alphanumeric() || c == '_' || c == ':' => {
+            Some(rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect())
+        }
+        Some(c) => Some(c.to_string()),
+    };
+    Some(((line, col), token))
+}
+
+/// The brackets a prefix leaves open, closed in order (quoted strings skipped).
+fn closers(prefix: &str) -> String {
+    let mut stack = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in prefix.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' | '`' => quote = Some(c),
+                '(' => stack.push(')'),
+                '[' => stack.push(']'),
+                '{' => stack.push('}'),
+                ')' | ']' | '}' => {
+                    stack.pop();
+                }
+                _ => {}
+            },
+        }
+    }
+    let mut out: String = quote.map(String::from).unwrap_or_default();
+    out.extend(stack.iter().rev());
+    out
 }
 
 pub(crate) fn unwrap_parens(mut e: &Expr) -> &Expr {

@@ -315,10 +315,24 @@ fn parse_error_carries_the_position() {
         }
         other => panic!("{other:?}"),
     }
-    // Grammar errors carry the parser's message (promql-parser gives no position for those).
     match Engine::default().instant(&s, "sum(x", 0) {
         Err(QueryError::Parse(m)) => assert!(m.contains("unclosed left parenthesis"), "{m}"),
         other => panic!("{other:?}"),
+    }
+    // Grammar errors, which promql-parser reports without a position, are placed where the query
+    // stops being PromQL, with the token found there, as Prometheus places them.
+    for (q, want) in [
+        ("1 +* 2", r#"1:4: parse error: unexpected "*""#),
+        ("x +", "1:4: parse error: unexpected end of input"),
+        ("sum by (a b) (x)", r#"1:11: parse error: unexpected "b""#),
+        ("x offset", "1:9: parse error: unexpected end of input"),
+        ("foo(x)", "1:4: parse error: unknown function with name 'foo'"),
+        ("up\n  and * up", "2:7: parse error: unexpected \"*\""),
+    ] {
+        match Engine::default().instant(&s, q, 0) {
+            Err(QueryError::Parse(m)) => assert!(m.starts_with(want), "{q:?}: {m}"),
+            other => panic!("{q:?}: {other:?}"),
+        }
     }
 }
 
