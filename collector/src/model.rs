@@ -179,15 +179,23 @@ pub struct SeriesData {
 /// A sample value as Prometheus prints it (in JSON and in `count_values` labels): Go's
 /// `strconv.FormatFloat(v, 'f', -1, 64)`, with `NaN`, `+Inf`, `-Inf`.
 pub fn format_value(v: f64) -> String {
+    let mut s = String::new();
+    write_value(&mut s, v);
+    s
+}
+
+/// `format_value` appended to `out`, for encoders that write many values.
+pub fn write_value(out: &mut String, v: f64) {
+    use std::fmt::Write;
     if v.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if v == f64::INFINITY {
-        "+Inf".into()
+        out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
+        out.push_str("-Inf");
     } else {
         // Rust's shortest round-trip form never uses an exponent, like Go's 'f' with precision -1.
-        v.to_string()
+        let _ = write!(out, "{v}");
     }
 }
 
