@@ -47,6 +47,23 @@ pub enum Bench {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
+    /// Grafana's load over HTTP: a dashboard query, the whole container dashboard and label values,
+    /// on lookout and on a real Prometheus fed the same series by remote-write in the same run.
+    Dashboards {
+        #[arg(long, default_value_t = 100)]
+        containers: usize,
+        /// Hours of 10 s samples to write first.
+        #[arg(long, default_value_t = 2)]
+        hours: usize,
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Series added before the label-value look-ups.
+        #[arg(long, default_value_t = 10_000)]
+        label_series: usize,
+        /// The Prometheus binary to compare with, or `none`.
+        #[arg(long, default_value = "/usr/bin/prometheus")]
+        prometheus: String,
+    },
     /// Agent cost: CPU and memory of a real agent process watching N real containers.
     Agent {
         #[arg(long, default_value_t = 100)]
@@ -65,6 +82,9 @@ pub fn run(what: Bench) -> std::process::ExitCode {
         Bench::Agent { containers, duration, interval } => agent(containers, duration, interval),
         Bench::Query { containers, hours, runs } => query(containers, hours, runs),
         Bench::Grpc { containers, ticks } => grpc(containers, ticks),
+        Bench::Dashboards { containers, hours, runs, label_series, prometheus } => {
+            crate::bench_dashboards::run(containers, hours, runs, label_series, &prometheus)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -76,7 +96,7 @@ pub fn run(what: Bench) -> std::process::ExitCode {
 }
 
 /// A small deterministic generator, so every run measures the same data.
-struct XorShift(u64);
+pub(crate) struct XorShift(pub(crate) u64);
 
 impl XorShift {
     fn next(&mut self) -> u64 {
@@ -91,8 +111,8 @@ impl XorShift {
 }
 
 /// One simulated container's series: the metrics the agent produces, with plausible behaviour.
-struct SimContainer {
-    labels: Vec<LabelSet>,
+pub(crate) struct SimContainer {
+    pub(crate) labels: Vec<LabelSet>,
     cpu_ns: u64,
     user_ticks: u64,
     sys_ticks: u64,
@@ -105,7 +125,7 @@ struct SimContainer {
     psi_us: [u64; 6],
 }
 
-const SERIES: [&str; 22] = [
+pub(crate) const SERIES: [&str; 22] = [
     "container_cpu_usage_seconds_total",
     "container_cpu_user_seconds_total",
     "container_cpu_system_seconds_total",
@@ -131,7 +151,7 @@ const SERIES: [&str; 22] = [
 ];
 
 impl SimContainer {
-    fn new(i: usize, rng: &mut XorShift) -> Self {
+    pub(crate) fn new(i: usize, rng: &mut XorShift) -> Self {
         let labels = SERIES
             .iter()
             .map(|name| {
@@ -162,7 +182,7 @@ impl SimContainer {
     }
 
     /// Advances 10 s and returns the 22 values in `SERIES` order.
-    fn step(&mut self, ts_ms: i64, rng: &mut XorShift) -> [f64; 22] {
+    pub(crate) fn step(&mut self, ts_ms: i64, rng: &mut XorShift) -> [f64; 22] {
         let busy = self.cpu_rate * (0.7 + 0.6 * rng.unit());
         let ns = (busy * 10e9) as u64;
         self.cpu_ns += ns;

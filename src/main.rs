@@ -2,6 +2,7 @@
 //! `query` asks a collector; `check-config` validates a file; `bench` measures.
 
 mod bench;
+mod bench_dashboards;
 mod dashboard;
 
 use std::net::SocketAddr;

@@ -345,7 +345,9 @@ fn catalogue() -> Vec<String> {
     add("min_over_time(conf_temperature[5m:1m] offset 5m)");
     add("max_over_time(sum(rate(conf_requests_total[2m]))[15m:1m])");
     add("deriv(sum(conf_requests_total)[10m:1m])");
-    add("max_over_time(max_over_time(conf_temperature[5m:1m])[20m:5m])");
+    // The inner range is not a multiple of the inner step: nested windows would otherwise end exactly
+    // on inner evaluation times, where Prometheus 2 (closed) and 3 (open) differ by design.
+    add("max_over_time(max_over_time(conf_temperature[5m30s:1m])[20m:5m])");
     q
 }
 
