@@ -204,12 +204,15 @@ async fn one(
 ) -> anyhow::Result<()> {
     let r = client.post(format!("{base}{path}")).form(&form).send().await?;
     let status = r.status();
-    let body: Value = r.json().await?;
-    anyhow::ensure!(status.is_success() && body["status"] == "success", "{base}{path} {form:?}: {status} {body}");
+    let body = r.bytes().await?;
+    // The answer is read whole but not parsed: parsing is the browser's cost, and in this process it
+    // would take the CPU the servers are measured on. Both servers write these keys this way.
+    let text = String::from_utf8_lossy(&body);
     anyhow::ensure!(
-        !need_data || body["data"]["result"].as_array().is_some_and(|a| !a.is_empty()),
-        "{base}{path} {form:?}: empty result"
+        status.is_success() && text.contains(r#""status":"success""#),
+        "{base}{path} {form:?}: {status} {text}"
     );
+    anyhow::ensure!(!need_data || !text.contains(r#""result":[]"#), "{base}{path} {form:?}: empty result");
     Ok(())
 }
 
