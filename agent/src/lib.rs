@@ -4,6 +4,7 @@
 pub mod config;
 pub mod discover;
 pub mod expose;
+pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod sampler;
