@@ -1,5 +1,8 @@
 //! Container logs: reading Docker's json-file logs line by line across rotations and restarts.
-//! `jsonfile` parses one record, `tail` follows one container's files; nothing here sees the wire.
+//! `jsonfile` parses a record, `tail` follows a container's files, `assemble` joins Docker's pieces
+//! into entries, `checkpoint` keeps positions on disk; nothing here sees the wire.
 
+pub mod assemble;
+pub mod checkpoint;
 pub mod jsonfile;
 pub mod tail;
