@@ -64,6 +64,12 @@ pub enum Bench {
         #[arg(long, default_value = "/usr/bin/prometheus")]
         prometheus: String,
     },
+    /// The agent's log reading path on one core: tail, parse and join a json-file log of 100-byte
+    /// lines, beside reading the file and a serde_json parse of every line.
+    Logread {
+        #[arg(long, default_value_t = 2_000_000)]
+        lines: usize,
+    },
     /// Agent cost: CPU and memory of a real agent process watching N real containers.
     Agent {
         #[arg(long, default_value_t = 100)]
@@ -82,6 +88,7 @@ pub fn run(what: Bench) -> std::process::ExitCode {
         Bench::Agent { containers, duration, interval } => agent(containers, duration, interval),
         Bench::Query { containers, hours, runs } => query(containers, hours, runs),
         Bench::Grpc { containers, ticks } => grpc(containers, ticks),
+        Bench::Logread { lines } => crate::bench_logs::run(lines),
         Bench::Dashboards { containers, hours, runs, label_series, prometheus } => {
             crate::bench_dashboards::run(containers, hours, runs, label_series, &prometheus)
         }

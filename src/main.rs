@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_dashboards;
+mod bench_logs;
 mod dashboard;
 
 use std::net::SocketAddr;
