@@ -10,6 +10,7 @@
 pub mod chunk;
 mod headlog;
 mod index;
+pub mod logchunk;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
