@@ -11,6 +11,7 @@ pub mod chunk;
 mod headlog;
 mod index;
 pub mod logchunk;
+pub mod logs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ pub struct AppendOutcome {
     pub out_of_order: u64,
     /// Samples at exactly their series' newest timestamp (a resend), dropped.
     pub same_timestamp: u64,
+    pub log_lines: u64,
     pub new_series: u64,
 }
 
@@ -109,6 +111,8 @@ pub struct Store {
     index: RwLock<SeriesIndex>,
     /// Indexed by series id.
     head: RwLock<Vec<Option<HeadSeries>>>,
+    /// Log streams and their unsealed heads.
+    logs: RwLock<logs::LogState>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -140,6 +144,12 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        conn.execute_batch(logs::SCHEMA).map_err(sql)?;
+        let log_state = logs::LogState::load(&conn).map_err(|detail| StoreError::Corrupt {
+            path: path.clone(),
+            what: "log streams",
+            detail,
+        })?;
 
         let mut index = SeriesIndex::default();
         {
@@ -203,6 +213,7 @@ impl Store {
             writer: Mutex::new(Writer { conn, committed, head_log_bytes: 0, next_series_id }),
             index: RwLock::new(index),
             head: RwLock::new(head),
+            logs: RwLock::new(log_state),
             readers: Mutex::new(Vec::new()),
         };
         store.recover()?;
@@ -285,13 +296,26 @@ impl Store {
         now_ms: i64,
         groups: Vec<SeriesGroup>,
     ) -> Result<AppendOutcome, StoreError> {
-        self.append_inner(Some(Sequence { agent_id, host, seq }), now_ms, groups)
+        self.append_inner(Some(Sequence { agent_id, host, seq }), now_ms, groups, Vec::new())
+    }
+
+    /// An agent batch with samples and log lines, committed together with its seq.
+    pub fn append_batch(
+        &self,
+        agent_id: &str,
+        host: &str,
+        seq: u64,
+        now_ms: i64,
+        groups: Vec<SeriesGroup>,
+        logs: Vec<logs::LogStreamIn>,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.append_inner(Some(Sequence { agent_id, host, seq }), now_ms, groups, logs)
     }
 
     /// Commits series from a sender without sequence numbers (Prometheus remote-write): nothing is
     /// deduplicated by batch, only samples at or before a series' newest timestamp are refused.
     pub fn append_unsequenced(&self, now_ms: i64, groups: Vec<SeriesGroup>) -> Result<AppendOutcome, StoreError> {
-        self.append_inner(None, now_ms, groups)
+        self.append_inner(None, now_ms, groups, Vec::new())
     }
 
     fn append_inner(
@@ -299,6 +323,7 @@ impl Store {
         sequence: Option<Sequence<'_>>,
         now_ms: i64,
         groups: Vec<SeriesGroup>,
+        log_streams: Vec<logs::LogStreamIn>,
     ) -> Result<AppendOutcome, StoreError> {
         let sql = self.sql_err();
         let mut w = self.writer.lock().expect("writer lock poisoned");
@@ -395,6 +420,11 @@ impl Store {
                 .and_then(|mut s| s.execute(params![record]))
                 .map_err(&sql)?;
         }
+        let staged_logs = if log_streams.is_empty() {
+            None
+        } else {
+            Some(self.logs.read().expect("logs lock poisoned").write(&tx, log_streams).map_err(&sql)?)
+        };
         if let Some(q) = &sequence {
             tx.prepare_cached(
                 "INSERT INTO agents (agent_id, committed_seq, host, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
@@ -406,6 +436,10 @@ impl Store {
         tx.commit().map_err(&sql)?;
 
         // Committed: publish to readers. Index first, so a reader that sees a head entry can name it.
+        if let Some(staged) = staged_logs {
+            outcome.log_lines = staged.lines;
+            self.logs.write().expect("logs lock poisoned").apply(staged);
+        }
         if let Some(q) = &sequence {
             w.committed.insert(q.agent_id.to_string(), q.seq);
         }
@@ -475,7 +509,39 @@ impl Store {
         let cutoff = now_ms - self.options.retention.as_millis() as i64;
         let w = self.writer.lock().expect("writer lock poisoned");
         let n = w.conn.execute("DELETE FROM chunks WHERE t_max < ?1", params![cutoff]).map_err(self.sql_err())?;
+        w.conn
+            .execute("DELETE FROM log_chunks WHERE t_max < ?1", params![cutoff.saturating_mul(1_000_000)])
+            .map_err(self.sql_err())?;
         Ok(n as u64)
+    }
+
+    /// Log streams matching every matcher, with their lines in `[start_ns, end_ns)` in time order.
+    pub fn select_logs(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<logs::LogStreamOut>, StoreError> {
+        // Heads first: a head sealed meanwhile is then found among the chunks (and its lines twice,
+        // which the dedup below removes).
+        let heads = self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns);
+        let conn = self.reader()?;
+        let result = logs::read(&conn, heads, start_ns, end_ns);
+        self.readers.lock().expect("reader pool poisoned").push(conn);
+        let mut out =
+            result.map_err(|detail| StoreError::Corrupt { path: self.path.clone(), what: "log chunk", detail })?;
+        for s in &mut out {
+            s.lines.dedup();
+        }
+        Ok(out)
+    }
+
+    pub fn log_label_names(&self) -> Vec<String> {
+        self.logs.read().expect("logs lock poisoned").label_names()
+    }
+
+    pub fn log_label_values(&self, name: &str) -> Vec<String> {
+        self.logs.read().expect("logs lock poisoned").label_values(name)
     }
 
     /// Series matching every matcher, with their samples in `start_ms..=end_ms`; series without samples
@@ -657,3 +723,5 @@ impl crate::query::Queryable for Store {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_logs;

@@ -1,0 +1,244 @@
+//! Log streams in SQLite: a stream is a label set; its lines gather in a head (one `log_head` row per
+//! batch, so every ack is durable) until about 256 KiB, then become one deflated `log_chunks` row.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, Transaction};
+
+use super::logchunk::{self, LogLine};
+use crate::model::{LabelSet, Matcher};
+
+/// A stream's head is sealed into a chunk at this many bytes of text.
+pub const CHUNK_RAW_BYTES: usize = 256 * 1024;
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS log_streams (id INTEGER PRIMARY KEY, labels TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS log_chunks (
+    id INTEGER PRIMARY KEY, stream_id INTEGER NOT NULL, t_min INTEGER NOT NULL, t_max INTEGER NOT NULL,
+    lines INTEGER NOT NULL, raw_bytes INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS log_chunks_stream ON log_chunks (stream_id, t_max);
+CREATE INDEX IF NOT EXISTS log_chunks_t_max ON log_chunks (t_max);
+CREATE TABLE IF NOT EXISTS log_head (id INTEGER PRIMARY KEY, stream_id INTEGER NOT NULL, data BLOB NOT NULL);
+";
+
+/// Lines of one stream in a batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogStreamIn {
+    pub labels: LabelSet,
+    pub lines: Vec<LogLine>,
+}
+
+/// One stream's lines as a query sees them, in time order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogStreamOut {
+    pub labels: LabelSet,
+    pub lines: Vec<LogLine>,
+}
+
+#[derive(Default)]
+struct HeadStream {
+    lines: Vec<LogLine>,
+    raw_bytes: usize,
+}
+
+/// The writer's and readers' view of log streams: ids, labels, and the unsealed heads.
+#[derive(Default)]
+pub struct LogState {
+    ids: HashMap<LabelSet, u32>,
+    labels: Vec<LabelSet>,
+    heads: Vec<HeadStream>,
+}
+
+/// What a batch does to the log state, applied only after its transaction commits.
+#[derive(Default)]
+pub struct Staged {
+    new_streams: Vec<(u32, LabelSet)>,
+    /// Per stream: lines to add to the head, or `sealed` to empty it first.
+    changes: Vec<(u32, bool, Vec<LogLine>)>,
+    pub lines: u64,
+}
+
+impl LogState {
+    /// Rebuilds streams and heads from the database.
+    pub fn load(conn: &Connection) -> Result<LogState, String> {
+        let mut s = LogState::default();
+        let mut stmt = conn.prepare("SELECT id, labels FROM log_streams ORDER BY id").map_err(|e| e.to_string())?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))).map_err(|e| e.to_string())?;
+        for row in rows {
+            let (id, text) = row.map_err(|e| e.to_string())?;
+            let labels = super::decode_labels(&text).map_err(|e| format!("log stream {id}: {e}"))?;
+            s.insert_stream(id, labels);
+        }
+        let mut stmt = conn.prepare("SELECT stream_id, data FROM log_head ORDER BY id").map_err(|e| e.to_string())?;
+        let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+        while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+            let id: u32 = row.get(0).map_err(|e| e.to_string())?;
+            let data = row.get_ref(1).and_then(|v| v.as_blob().map_err(Into::into)).map_err(|e| e.to_string())?;
+            let mut lines = Vec::new();
+            logchunk::decode(data, &mut lines).map_err(|e| format!("log head of stream {id}: {e}"))?;
+            let head = s.heads.get_mut(id as usize).ok_or_else(|| format!("log head of unknown stream {id}"))?;
+            head.raw_bytes += lines.iter().map(|l| l.line.len()).sum::<usize>();
+            head.lines.extend(lines);
+        }
+        Ok(s)
+    }
+
+    fn insert_stream(&mut self, id: u32, labels: LabelSet) {
+        let slot = id as usize;
+        if self.labels.len() <= slot {
+            self.labels.resize_with(slot + 1, LabelSet::default);
+            self.heads.resize_with(slot + 1, HeadStream::default);
+        }
+        self.ids.insert(labels.clone(), id);
+        self.labels[slot] = labels;
+    }
+
+    /// Writes a batch's streams inside the batch's transaction; returns what to apply after commit.
+    pub fn write(&self, tx: &Transaction, streams: Vec<LogStreamIn>) -> rusqlite::Result<Staged> {
+        let mut staged = Staged::default();
+        let mut next_id = self.labels.len() as u32;
+        let mut pending: HashMap<LabelSet, u32> = HashMap::new();
+        let mut ins_stream = tx.prepare_cached("INSERT INTO log_streams (id, labels) VALUES (?1, ?2)")?;
+        let mut ins_head = tx.prepare_cached("INSERT INTO log_head (stream_id, data) VALUES (?1, ?2)")?;
+        let mut ins_chunk = tx.prepare_cached(
+            "INSERT INTO log_chunks (stream_id, t_min, t_max, lines, raw_bytes, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut del_head = tx.prepare_cached("DELETE FROM log_head WHERE stream_id = ?1")?;
+        // Raw bytes added to each stream's head earlier in this same batch.
+        let mut added: HashMap<u32, usize> = HashMap::new();
+        for s in streams {
+            if s.lines.is_empty() {
+                continue;
+            }
+            let id = match self.ids.get(&s.labels).or_else(|| pending.get(&s.labels)) {
+                Some(&id) => id,
+                None => {
+                    let id = next_id;
+                    next_id += 1;
+                    ins_stream.execute(params![id, super::encode_labels(&s.labels)])?;
+                    pending.insert(s.labels.clone(), id);
+                    staged.new_streams.push((id, s.labels.clone()));
+                    id
+                }
+            };
+            staged.lines += s.lines.len() as u64;
+            let raw: usize = s.lines.iter().map(|l| l.line.len()).sum();
+            let head_raw =
+                self.heads.get(id as usize).map_or(0, |h| h.raw_bytes) + added.get(&id).copied().unwrap_or(0);
+            if head_raw + raw < CHUNK_RAW_BYTES {
+                ins_head.execute(params![id, logchunk::encode(&s.lines)])?;
+                *added.entry(id).or_default() += raw;
+                staged.changes.push((id, false, s.lines));
+                continue;
+            }
+            // Seal: the head so far (stored and staged in this batch) and these lines become one chunk.
+            let mut lines: Vec<LogLine> = self.heads.get(id as usize).map(|h| h.lines.clone()).unwrap_or_default();
+            for (cid, sealed, more) in &staged.changes {
+                if *cid == id {
+                    if *sealed {
+                        lines.clear();
+                    }
+                    lines.extend(more.iter().cloned());
+                }
+            }
+            lines.extend(s.lines);
+            lines.sort_by_key(|l| l.time_ns);
+            let t_min = lines.first().map_or(0, |l| l.time_ns);
+            let t_max = lines.last().map_or(0, |l| l.time_ns);
+            let raw_bytes: usize = lines.iter().map(|l| l.line.len()).sum();
+            ins_chunk.execute(params![
+                id,
+                t_min,
+                t_max,
+                lines.len() as i64,
+                raw_bytes as i64,
+                logchunk::encode(&lines)
+            ])?;
+            del_head.execute(params![id])?;
+            added.insert(id, 0);
+            staged.changes.push((id, true, Vec::new()));
+        }
+        Ok(staged)
+    }
+
+    /// Publishes a committed batch.
+    pub fn apply(&mut self, staged: Staged) {
+        for (id, labels) in staged.new_streams {
+            self.insert_stream(id, labels);
+        }
+        for (id, sealed, lines) in staged.changes {
+            let head = &mut self.heads[id as usize];
+            if sealed {
+                *head = HeadStream::default();
+            }
+            head.raw_bytes += lines.iter().map(|l| l.line.len()).sum::<usize>();
+            head.lines.extend(lines);
+        }
+    }
+
+    /// Streams whose labels match, with their head lines in `[start_ns, end_ns)`.
+    pub fn select_heads(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Vec<(u32, LabelSet, Vec<LogLine>)> {
+        self.labels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty() && matchers.iter().all(|m| m.matches_labels(l)))
+            .map(|(id, l)| {
+                let lines = self.heads[id]
+                    .lines
+                    .iter()
+                    .filter(|x| x.time_ns >= start_ns && x.time_ns < end_ns)
+                    .cloned()
+                    .collect();
+                (id as u32, l.clone(), lines)
+            })
+            .collect()
+    }
+
+    pub fn label_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.labels.iter().flat_map(|l| l.iter().map(|(k, _)| k.to_string())).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        let mut vals: Vec<String> = self.labels.iter().filter_map(|l| l.get(name).map(str::to_string)).collect();
+        vals.sort();
+        vals.dedup();
+        vals
+    }
+}
+
+/// Reads the sealed chunks of `streams` overlapping `[start_ns, end_ns)` and merges them with the head
+/// lines given, each stream in time order.
+pub fn read(
+    conn: &Connection,
+    streams: Vec<(u32, LabelSet, Vec<LogLine>)>,
+    start_ns: i64,
+    end_ns: i64,
+) -> Result<Vec<LogStreamOut>, String> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT data FROM log_chunks WHERE stream_id = ?1 AND t_max >= ?2 AND t_min < ?3 ORDER BY t_min",
+        )
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(streams.len());
+    for (id, labels, head) in streams {
+        let mut lines = Vec::new();
+        let mut rows = stmt.query(params![id, start_ns, end_ns]).map_err(|e| e.to_string())?;
+        while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+            let data = row.get_ref(0).and_then(|v| v.as_blob().map_err(Into::into)).map_err(|e| e.to_string())?;
+            logchunk::decode(data, &mut lines).map_err(|e| format!("log chunk of stream {id}: {e}"))?;
+        }
+        lines.retain(|l| l.time_ns >= start_ns && l.time_ns < end_ns);
+        lines.extend(head);
+        if lines.is_empty() {
+            continue;
+        }
+        // Stable: lines with equal times keep the order they were written in.
+        lines.sort_by_key(|l| l.time_ns);
+        out.push(LogStreamOut { labels, lines });
+    }
+    Ok(out)
+}
