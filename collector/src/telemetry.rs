@@ -12,6 +12,7 @@ pub struct CollectorMetrics {
     pub batches: Counter,
     pub duplicate_batches: Counter,
     pub samples: Counter,
+    pub log_lines: Counter,
     pub out_of_order_samples: Counter,
     pub invalid_series: Counter,
     pub new_series: Counter,
@@ -32,6 +33,7 @@ impl CollectorMetrics {
             m.duplicate_batches.clone(),
         );
         r.register("samples", "Samples committed", m.samples.clone());
+        r.register("log_lines", "Log lines committed", m.log_lines.clone());
         r.register(
             "out_of_order_samples",
             "Samples dropped because their series already had one as new or newer",
@@ -61,6 +63,7 @@ impl CollectorMetrics {
         }
         self.batches.inc();
         self.samples.inc_by(o.samples);
+        self.log_lines.inc_by(o.log_lines);
         self.out_of_order_samples.inc_by(o.out_of_order + o.same_timestamp);
         self.new_series.inc_by(o.new_series);
     }

@@ -1,13 +1,16 @@
 //! Wire to domain: a protobuf `Batch` becomes label sets and samples, with invalid series set aside.
 //! Wire types stop here.
 
-use lookout_proto::v1::{Batch, Label, SeriesSamples};
+use lookout_proto::v1::{Batch, Label, LogFlag, SeriesSamples};
 
 use crate::model::{LabelSet, Samples, METRIC_NAME};
+use crate::store::logchunk::LogLine;
+use crate::store::logs::LogStreamIn;
 use crate::store::SeriesGroup;
 
 pub struct Decoded {
     pub groups: Vec<SeriesGroup>,
+    pub logs: Vec<LogStreamIn>,
     pub samples: u64,
     pub invalid_series: u64,
     /// What was wrong with the first invalid series, for the log line.
@@ -17,6 +20,7 @@ pub struct Decoded {
 pub fn batch(batch: Batch) -> Decoded {
     let mut out = Decoded {
         groups: Vec::with_capacity(batch.groups.len() + 1),
+        logs: Vec::with_capacity(batch.log_streams.len()),
         samples: 0,
         invalid_series: 0,
         first_problem: String::new(),
@@ -37,10 +41,55 @@ pub fn batch(batch: Batch) -> Decoded {
         }
         out.groups.push(group);
     }
+    for ls in batch.log_streams {
+        out.push_logs(ls);
+    }
     out
 }
 
+/// The flags a line may carry, as the label `flags` of its stream (only where set): rare, and a
+/// query can then find or leave out such lines by label.
+fn flags_label(flags: u32) -> Option<String> {
+    let names: Vec<&str> =
+        [(LogFlag::Truncated, "truncated"), (LogFlag::Replaced, "replaced"), (LogFlag::Corrupt, "corrupt")]
+            .into_iter()
+            .filter(|(f, _)| flags & (*f as u32) != 0)
+            .map(|(_, n)| n)
+            .collect();
+    (!names.is_empty()).then(|| names.join(","))
+}
+
 impl Decoded {
+    /// A stream's lines; lines with flags go to a sibling stream labelled with them.
+    fn push_logs(&mut self, ls: lookout_proto::v1::LogStream) {
+        if let Some(l) = ls.labels.iter().find(|l| !valid_label_name(&l.name)) {
+            if self.invalid_series == 0 {
+                self.first_problem = format!("log stream: invalid label name {:?}", l.name);
+            }
+            self.invalid_series += 1;
+            return;
+        }
+        let labels = LabelSet::from_pairs(ls.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+        let mut plain = LogStreamIn { labels: labels.clone(), lines: Vec::with_capacity(ls.lines.len()) };
+        let mut flagged: Vec<LogStreamIn> = Vec::new();
+        for line in ls.lines {
+            let l = LogLine { time_ns: line.time_ns, line: line.text };
+            match flags_label(line.flags) {
+                None => plain.lines.push(l),
+                Some(f) => match flagged.iter_mut().find(|s| s.labels.get("flags") == Some(f.as_str())) {
+                    Some(s) => s.lines.push(l),
+                    None => {
+                        let mut labels = labels.clone();
+                        labels.set("flags", &f);
+                        flagged.push(LogStreamIn { labels, lines: vec![l] });
+                    }
+                },
+            }
+        }
+        self.logs.push(plain);
+        self.logs.extend(flagged);
+    }
+
     /// Adds one series to `group` after checking its labels (the group's `wire` labels plus its own).
     fn push(&mut self, wire: &[Label], group: &mut SeriesGroup, s: SeriesSamples) {
         match check(wire.iter().chain(&s.labels), s.timestamps_ms.len(), s.values.len()) {
@@ -97,6 +146,34 @@ mod tests {
             .iter()
             .flat_map(|g| g.series.iter().map(|(own, _)| LabelView::merge(&g.common, own).to_label_set()))
             .collect()
+    }
+
+    #[test]
+    fn log_streams_keep_their_lines_and_flagged_lines_are_labelled() {
+        use lookout_proto::v1::{LogLine as WireLine, LogStream};
+        let line = |t: i64, text: &str, flags: u32| WireLine { time_ns: t, text: text.into(), flags };
+        let d = batch(Batch {
+            log_streams: vec![
+                LogStream {
+                    labels: vec![l("container", "web"), l("stream", "stdout")],
+                    lines: vec![
+                        line(1, "ok", 0),
+                        line(2, "half", LogFlag::Truncated as u32),
+                        line(3, "bad \u{fffd}", LogFlag::Replaced as u32),
+                        line(4, "ok too", 0),
+                    ],
+                },
+                LogStream { labels: vec![l("bad-name", "x")], lines: vec![line(1, "x", 0)] },
+            ],
+            ..Batch::default()
+        });
+        assert_eq!(d.invalid_series, 1);
+        let got: Vec<(Option<&str>, Vec<&str>)> =
+            d.logs.iter().map(|s| (s.labels.get("flags"), s.lines.iter().map(|l| l.line.as_str()).collect())).collect();
+        assert_eq!(
+            got,
+            [(None, vec!["ok", "ok too"]), (Some("truncated"), vec!["half"]), (Some("replaced"), vec!["bad \u{fffd}"])]
+        );
     }
 
     fn l(n: &str, v: &str) -> Label {

@@ -118,14 +118,15 @@ async fn serve_agent(
                 }
                 let (store, agent, host) = (store.clone(), agent_id.to_string(), host.to_string());
                 let now = now_ms();
-                let outcome =
-                    tokio::task::spawn_blocking(move || store.append_groups(&agent, &host, seq, now, decoded.groups))
-                        .await
-                        .map_err(|e| Status::internal(format!("store task failed: {e}")))?
-                        .map_err(|e| {
-                            tracing::error!(error = %e, "cannot commit a batch");
-                            Status::unavailable("the collector cannot commit right now; retry")
-                        })?;
+                let outcome = tokio::task::spawn_blocking(move || {
+                    store.append_batch(&agent, &host, seq, now, decoded.groups, decoded.logs)
+                })
+                .await
+                .map_err(|e| Status::internal(format!("store task failed: {e}")))?
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot commit a batch");
+                    Status::unavailable("the collector cannot commit right now; retry")
+                })?;
                 metrics.record_batch(&outcome);
                 let ack = CollectorMessage { msg: Some(collector_message::Msg::Ack(Ack { seq })) };
                 if tx.send(Ok(ack)).await.is_err() {
