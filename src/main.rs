@@ -64,6 +64,22 @@ enum Cmd {
         #[arg(long)]
         time: Option<String>,
     },
+    /// Print log lines matching a LogQL query, oldest first, with their tags; `-f` keeps following.
+    Logs {
+        #[arg(long, default_value = "http://127.0.0.1:9470", env = "LOOKOUT_COLLECTOR")]
+        collector: String,
+        /// The LogQL query: a stream selector and line filters, e.g. '{service="api"} |= "error"'.
+        query: String,
+        /// How far back to start.
+        #[arg(long, default_value = "1h", value_parser = humantime_duration)]
+        since: Duration,
+        /// At most this many lines (the newest ones).
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Keep printing new lines as they arrive.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
     /// Check an agent or collector configuration file; exits 64 when it is invalid.
     CheckConfig {
         file: PathBuf,
@@ -108,6 +124,9 @@ fn main() -> ExitCode {
             running.done.await?
         }),
         Cmd::Query { collector, query, time } => runtime().block_on(query_cmd(&collector, &query, time.as_deref())),
+        Cmd::Logs { collector, query, since, limit, follow } => {
+            runtime().block_on(logs_cmd(&collector, &query, since, limit, follow))
+        }
         Cmd::Up { data_dir, http, grpc, agent_metrics, interval, docker_socket } => {
             match runtime().block_on(up(data_dir, http, grpc, agent_metrics, interval, docker_socket)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -227,6 +246,69 @@ async fn up(
     let _ = agent.done.await;
     collector.done.await??;
     Ok(())
+}
+
+/// Fetches `[start, end)` newest-first up to `limit` and prints it oldest first, with host, container
+/// and stream; with `follow`, polls every second.
+async fn logs_cmd(collector: &str, query: &str, since: Duration, limit: usize, follow: bool) -> ExitCode {
+    let url = format!("{}/loki/api/v1/query_range", collector.trim_end_matches('/'));
+    let client = reqwest::Client::new();
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    let mut start = now() - since.as_nanos() as i64;
+    let mut seen: std::collections::HashSet<(i64, String, String)> = Default::default();
+    loop {
+        let end = now();
+        let form = [
+            ("query", query.to_string()),
+            ("start", start.to_string()),
+            ("end", end.to_string()),
+            ("limit", limit.to_string()),
+            ("direction", "backward".to_string()),
+        ];
+        let body: serde_json::Value = match client.post(&url).form(&form).send().await {
+            Ok(r) => match r.json().await {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("error: the collector's answer is not JSON: {e}");
+                    return ExitCode::from(3);
+                }
+            },
+            Err(e) => {
+                eprintln!("error: cannot reach the collector at {collector}: {e}");
+                return ExitCode::from(3);
+            }
+        };
+        if body["status"] != "success" {
+            eprintln!("error: {}", body["error"].as_str().unwrap_or("unknown"));
+            return ExitCode::FAILURE;
+        }
+        let mut lines: Vec<(i64, String, String)> = Vec::new();
+        for st in body["data"]["result"].as_array().into_iter().flatten() {
+            let labels = st["stream"].as_object().cloned().unwrap_or_default();
+            let get = |k: &str| labels.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let tag = format!("{} {} {}", get("host"), get("container"), get("stream"));
+            for v in st["values"].as_array().into_iter().flatten() {
+                let t: i64 = v[0].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
+                lines.push((t, tag.clone(), v[1].as_str().unwrap_or("").to_string()));
+            }
+        }
+        lines.sort_by_key(|l| l.0);
+        for l in &lines {
+            if seen.insert(l.clone()) {
+                let time =
+                    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_nanos(l.0.max(0) as u64));
+                println!("{time} {} {}", l.1, l.2);
+            }
+        }
+        if !follow {
+            return ExitCode::SUCCESS;
+        }
+        // A line reaches the collector a little after its Docker time: each poll looks back over the
+        // last ten seconds and prints only what it has not printed.
+        start = end - 10_000_000_000;
+        seen.retain(|l| l.0 >= start);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn query_cmd(collector: &str, query: &str, time: Option<&str>) -> ExitCode {

@@ -33,6 +33,8 @@ pub struct AgentConfig {
     pub labels: LabelsConfig,
     #[serde(default)]
     pub queue: QueueConfig,
+    #[serde(default)]
+    pub logs: LogsConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -53,6 +55,23 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig { max_mib: defaults::queue_mib() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Read containers' json-file logs and ship their lines.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// MiB of lines sent but not yet acknowledged, at most; beyond it the log files are the buffer.
+    #[serde(default = "defaults::logs_in_flight_mib")]
+    pub in_flight_mib: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig { enabled: true, in_flight_mib: defaults::logs_in_flight_mib() }
     }
 }
 
@@ -81,6 +100,12 @@ mod defaults {
     }
     pub fn queue_mib() -> u64 {
         64
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn logs_in_flight_mib() -> u64 {
+        16
     }
 }
 

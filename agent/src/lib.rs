@@ -1,5 +1,5 @@
 //! lookout-agent: discovers this host's containers, reads their cgroup, network and the host's
-//! metrics every interval, and ships them to a collector. See ARCHITECTURE.md for the module map.
+//! metrics every interval and their logs as they are written, and ships it all to a collector.
 
 pub mod config;
 pub mod discover;
@@ -47,6 +47,26 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
     let (out, queue) = ship::spawn(ship_cfg, metrics.clone(), shutdown.clone());
 
     let containers: discover::ContainerSet = Default::default();
+    let log_reader = if cfg.logs.enabled {
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        queue.report_log_acks(ack_tx);
+        let (welcome_tx, welcome_rx) = std::sync::mpsc::channel();
+        queue.report_log_resume(welcome_tx);
+        let reader_cfg = logs::reader::LogReaderConfig {
+            host: host.clone(),
+            include_labels: cfg.labels.include.clone(),
+            state_dir: cfg.state_dir.clone(),
+            in_flight_bytes: (cfg.logs.in_flight_mib as usize) << 20,
+        };
+        let (c, m, s, log_out) = (containers.clone(), metrics.clone(), shutdown.clone(), out.clone());
+        Some(tokio::task::spawn_blocking(move || {
+            logs::reader::run(reader_cfg, c, ack_rx, welcome_rx, m, s, |batch| {
+                log_out.blocking_send(ship::Outgoing::Logs(batch)).is_ok()
+            })
+        }))
+    } else {
+        None
+    };
     let (changes_tx, mut changes_rx) = tokio::sync::mpsc::channel(1024);
     let discovery = discover::Discovery::new(&cfg.docker_socket, containers.clone(), changes_tx);
     tokio::spawn(discovery.run(shutdown.clone()));
@@ -94,6 +114,9 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
     });
     let done = tokio::spawn(async move {
         let _ = tokio::join!(sampling, http);
+        if let Some(r) = log_reader {
+            let _ = r.await;
+        }
     });
     tracing::info!(%agent_id, metrics = %metrics_addr, collectors = ?cfg.collectors, "agent started");
     Ok(Running { metrics_addr, agent_id, queue, done })

@@ -13,6 +13,7 @@ pub struct AgentMetrics {
     pub acked_batches: Counter,
     pub dropped_batches: Counter,
     pub dropped_ticks: Counter,
+    pub log_lines: Counter,
     pub connect_failures: Counter,
     pub read_errors: Counter,
     pub queue_bytes: Gauge,
@@ -33,6 +34,7 @@ impl AgentMetrics {
             "Metric ticks dropped because shipping was not keeping up",
             m.dropped_ticks.clone(),
         );
+        r.register("log_lines", "Log lines read from containers' json-file logs", m.log_lines.clone());
         r.register("connect_failures", "Failed attempts to open a stream to a collector", m.connect_failures.clone());
         r.register(
             "read_errors",

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod ingest;
+pub mod logql;
 pub mod model;
 pub mod query;
 pub mod store;

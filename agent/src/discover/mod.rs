@@ -1,7 +1,7 @@
 //! Container discovery: Docker's list and inspect once, then its event stream, keep the set of
 //! running containers current without polling. Produces plain `Container`s; never sees the wire.
 
-mod identity;
+pub mod identity;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

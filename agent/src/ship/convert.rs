@@ -55,3 +55,17 @@ pub fn change_event(host: &str, include: &[String], c: &ContainerChange) -> Cont
         message: String::new(),
     }
 }
+
+/// The log reader's streams as wire streams.
+pub fn log_streams(streams: Vec<crate::logs::reader::TaggedStream>, out: &mut Vec<lookout_proto::v1::LogStream>) {
+    for s in streams {
+        out.push(lookout_proto::v1::LogStream {
+            labels: s.labels.into_iter().map(|(name, value)| Label { name, value }).collect(),
+            lines: s
+                .lines
+                .into_iter()
+                .map(|(time_ns, text, flags)| lookout_proto::v1::LogLine { time_ns, text, flags })
+                .collect(),
+        });
+    }
+}

@@ -21,6 +21,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::Endpoint;
 
 use crate::discover::ContainerChange;
+use crate::logs::reader::{LogAck, LogBatch};
 use crate::sampler::Tick;
 use crate::telemetry::AgentMetrics;
 pub use queue::Queue;
@@ -39,6 +40,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub enum Outgoing {
     Tick(Tick),
     Change(ContainerChange),
+    Logs(LogBatch),
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +69,7 @@ pub fn spawn(
 
 async fn batcher(cfg: ShipConfig, mut rx: mpsc::Receiver<Outgoing>, queue: Arc<Queue>, shutdown: CancellationToken) {
     let mut open = Batch::default();
+    let mut logs: Option<LogAck> = None;
     let mut bytes = 0usize;
     let mut opened: Option<Instant> = None;
     loop {
@@ -76,32 +79,45 @@ async fn batcher(cfg: ShipConfig, mut rx: mpsc::Receiver<Outgoing>, queue: Arc<Q
                 let Some(msg) = msg else { break };
                 let before = open.groups.len();
                 let events_before = open.container_events.len();
-                match &msg {
-                    Outgoing::Tick(t) => convert::tick_groups(t, &mut open.groups),
-                    Outgoing::Change(c) => open.container_events.push(convert::change_event(&cfg.host, &cfg.include_labels, c)),
+                let streams_before = open.log_streams.len();
+                match msg {
+                    Outgoing::Tick(t) => convert::tick_groups(&t, &mut open.groups),
+                    Outgoing::Change(c) => open.container_events.push(convert::change_event(&cfg.host, &cfg.include_labels, &c)),
+                    Outgoing::Logs(b) => {
+                        convert::log_streams(b.streams, &mut open.log_streams);
+                        logs.get_or_insert_with(LogAck::default).merge(b.ack);
+                    }
                 }
                 bytes += open.groups[before..].iter().map(|g| g.encoded_len() + 4).sum::<usize>()
-                    + open.container_events[events_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>();
+                    + open.container_events[events_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>()
+                    + open.log_streams[streams_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>();
                 opened.get_or_insert_with(Instant::now);
                 if bytes >= SEAL_BYTES {
-                    seal(&queue, &mut open, &mut bytes, &mut opened);
+                    seal(&queue, &mut open, &mut logs, &mut bytes, &mut opened);
                 }
             }
             _ = async { tokio::time::sleep_until(deadline.expect("guarded by the condition")).await }, if deadline.is_some() => {
-                seal(&queue, &mut open, &mut bytes, &mut opened);
+                seal(&queue, &mut open, &mut logs, &mut bytes, &mut opened);
             }
             _ = shutdown.cancelled() => break,
         }
     }
-    if bytes > 0 {
-        seal(&queue, &mut open, &mut bytes, &mut opened);
+    if bytes > 0 || logs.is_some() {
+        seal(&queue, &mut open, &mut logs, &mut bytes, &mut opened);
     }
     queue.close();
 }
 
-fn seal(queue: &Queue, open: &mut Batch, bytes: &mut usize, opened: &mut Option<Instant>) {
+fn seal(queue: &Queue, open: &mut Batch, logs: &mut Option<LogAck>, bytes: &mut usize, opened: &mut Option<Instant>) {
+    if let Some(ack) = logs.as_ref() {
+        // Committed with the lines, so a restarted agent learns from the collector where it stands.
+        for (source, resume) in &ack.checkpoints {
+            let state = serde_json::to_vec(resume).expect("checkpoints serialize");
+            open.log_resume.push(lookout_proto::v1::LogResume { source: source.clone(), state });
+        }
+    }
     let batch = std::mem::take(open);
-    queue.push(batch, *bytes);
+    queue.push(batch, *bytes, logs.take());
     *bytes = 0;
     *opened = None;
 }
@@ -189,14 +205,17 @@ async fn session(
     };
     tx.send(AgentMessage { msg: Some(agent_message::Msg::Hello(hello)) }).await.map_err(|e| fail(e.into()))?;
     let mut inbound = client.stream(ReceiverStream::new(rx)).await.map_err(|e| fail(e.into()))?.into_inner();
-    let committed = match inbound.message().await.map_err(|e| fail(e.into()))? {
+    let (committed, welcome_resume) = match inbound.message().await.map_err(|e| fail(e.into()))? {
         Some(m) => match m.msg {
-            Some(collector_message::Msg::Welcome(w)) => w.committed_seq,
+            Some(collector_message::Msg::Welcome(w)) => {
+                (w.committed_seq, w.log_resume.into_iter().map(|r| (r.source, r.state)).collect::<Vec<_>>())
+            }
             _ => return Err(fail(anyhow::anyhow!("the collector did not answer Hello with Welcome"))),
         },
         None => return Err(fail(anyhow::anyhow!("the collector closed the stream after Hello"))),
     };
     queue.committed(committed);
+    queue.welcomed(welcome_resume);
     metrics.connected.set(1);
     tracing::info!(collector = %url, committed, queued = queue.len(), "connected to the collector");
     let welcomed = |e: anyhow::Error| (e, true);

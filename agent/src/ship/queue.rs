@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use lookout_proto::v1::Batch;
 use tokio::sync::Notify;
 
+use crate::logs::reader::LogAck;
 use crate::telemetry::AgentMetrics;
 
 struct Entry {
@@ -14,6 +15,9 @@ struct Entry {
     seq: Option<u64>,
     batch: Batch,
     bytes: usize,
+    /// What the batch's log lines make safe once acknowledged. Such a batch is never dropped: its
+    /// lines are bounded by the log reader's in-flight budget instead.
+    logs: Option<LogAck>,
 }
 
 struct Inner {
@@ -29,6 +33,10 @@ pub struct Queue {
     max_bytes: usize,
     pub ready: Notify,
     metrics: AgentMetrics,
+    /// Where acknowledged log batches are reported (the log reader), if logs are read.
+    log_acks: Mutex<Option<std::sync::mpsc::Sender<LogAck>>>,
+    /// Where the log positions a collector's Welcome carries are reported.
+    log_resume: Mutex<Option<std::sync::mpsc::Sender<Vec<(String, Vec<u8>)>>>>,
 }
 
 impl Queue {
@@ -38,21 +46,42 @@ impl Queue {
             max_bytes,
             ready: Notify::new(),
             metrics,
+            log_acks: Mutex::new(None),
+            log_resume: Mutex::new(None),
         }
     }
 
-    pub fn push(&self, batch: Batch, bytes: usize) {
+    /// The log positions of every Welcome will be reported to `tx`.
+    pub fn report_log_resume(&self, tx: std::sync::mpsc::Sender<Vec<(String, Vec<u8>)>>) {
+        *self.log_resume.lock().expect("queue lock poisoned") = Some(tx);
+    }
+
+    /// A collector welcomed us with these log positions.
+    pub fn welcomed(&self, resume: Vec<(String, Vec<u8>)>) {
+        if let Some(tx) = self.log_resume.lock().expect("queue lock poisoned").as_ref() {
+            let _ = tx.send(resume);
+        }
+    }
+
+    /// Acknowledged log batches will be reported to `tx`.
+    pub fn report_log_acks(&self, tx: std::sync::mpsc::Sender<LogAck>) {
+        *self.log_acks.lock().expect("queue lock poisoned") = Some(tx);
+    }
+
+    pub fn push(&self, batch: Batch, bytes: usize, logs: Option<LogAck>) {
         let mut q = self.inner.lock().expect("queue lock poisoned");
         while q.bytes + bytes > self.max_bytes {
-            let Some(old) = q.entries.pop_front() else {
+            // The oldest batch without log lines goes; lines are never dropped while on disk.
+            let Some(i) = q.entries.iter().position(|e| e.logs.is_none()) else {
                 break;
             };
+            let old = q.entries.remove(i).expect("index from position");
             q.bytes -= old.bytes;
             self.metrics.dropped_batches.inc();
-            tracing::warn!(dropped_seq = ?old.seq, "send queue full: dropped the oldest batch");
+            tracing::warn!(dropped_seq = ?old.seq, "send queue full: dropped the oldest batch of metrics");
         }
         q.bytes += bytes;
-        q.entries.push_back(Entry { seq: None, batch, bytes });
+        q.entries.push_back(Entry { seq: None, batch, bytes, logs });
         self.metrics.queue_bytes.set(q.bytes as i64);
         drop(q);
         self.ready.notify_one();
@@ -61,10 +90,19 @@ impl Queue {
     /// The collector has committed everything up to `seq`: forget it, and never number at or below it.
     pub fn committed(&self, seq: u64) {
         let mut q = self.inner.lock().expect("queue lock poisoned");
+        let mut acked_logs: Vec<LogAck> = Vec::new();
         while q.entries.front().is_some_and(|e| e.seq.is_some_and(|s| s <= seq)) {
             let e = q.entries.pop_front().expect("front exists");
             q.bytes -= e.bytes;
             self.metrics.acked_batches.inc();
+            acked_logs.extend(e.logs);
+        }
+        if !acked_logs.is_empty() {
+            if let Some(tx) = self.log_acks.lock().expect("queue lock poisoned").as_ref() {
+                for a in acked_logs {
+                    let _ = tx.send(a);
+                }
+            }
         }
         q.next_seq = q.next_seq.max(seq + 1);
         self.metrics.queue_bytes.set(q.bytes as i64);
@@ -123,8 +161,8 @@ mod tests {
     #[test]
     fn batches_are_numbered_when_first_sent_and_resent_with_the_same_seq() {
         let q = queue(1000);
-        q.push(Batch::default(), 10);
-        q.push(Batch::default(), 10);
+        q.push(Batch::default(), 10, None);
+        q.push(Batch::default(), 10, None);
         assert_eq!(q.next_to_send(0).unwrap().seq, 1);
         assert_eq!(q.next_to_send(1).unwrap().seq, 2);
         assert!(q.next_to_send(2).is_none());
@@ -139,15 +177,31 @@ mod tests {
     fn a_collector_ahead_of_us_moves_numbering_past_its_seq() {
         let q = queue(1000);
         q.committed(41);
-        q.push(Batch::default(), 10);
+        q.push(Batch::default(), 10, None);
         assert_eq!(q.next_to_send(0).unwrap().seq, 42);
+    }
+
+    #[test]
+    fn batches_with_log_lines_are_never_dropped_and_their_acks_reach_the_reader() {
+        let q = queue(25);
+        let (tx, rx) = std::sync::mpsc::channel();
+        q.report_log_acks(tx);
+        q.push(Batch::default(), 10, Some(LogAck { bytes: 7, ..LogAck::default() }));
+        q.push(Batch::default(), 10, None);
+        q.push(Batch::default(), 10, None);
+        // Full: the batch of metrics went, the batch with lines stayed.
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.metrics.dropped_batches.get(), 1);
+        assert_eq!(q.next_to_send(0).unwrap().seq, 1);
+        q.committed(1);
+        assert_eq!(rx.try_recv().unwrap().bytes, 7);
     }
 
     #[test]
     fn full_queue_drops_the_oldest_and_counts_it() {
         let q = queue(25);
         for _ in 0..3 {
-            q.push(Batch::default(), 10);
+            q.push(Batch::default(), 10, None);
         }
         assert_eq!(q.len(), 2);
         assert_eq!(q.metrics.dropped_batches.get(), 1);

@@ -1,6 +1,7 @@
 //! The collector's HTTP API: Prometheus-compatible query and remote-write routes, /metrics, health.
 //! Calls `query` for answers, `ingest` to decode and the store's public API; never sees SQL or protobuf.
 
+mod loki;
 mod params;
 mod prom;
 mod remote;
@@ -42,6 +43,9 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/write",
             post(remote::write).layer(DefaultBodyLimit::max(crate::ingest::remote_write::MAX_BODY_BYTES)),
         )
+        .route("/loki/api/v1/query_range", get(loki::query_range).post(loki::query_range))
+        .route("/loki/api/v1/labels", get(loki::labels))
+        .route("/loki/api/v1/label/{name}/values", get(loki::label_values))
         .route("/metrics", get(self_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))

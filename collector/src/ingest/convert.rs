@@ -11,6 +11,8 @@ use crate::store::SeriesGroup;
 pub struct Decoded {
     pub groups: Vec<SeriesGroup>,
     pub logs: Vec<LogStreamIn>,
+    /// Where the agent's log reading stands after this batch: (source, opaque state).
+    pub log_resume: Vec<(String, Vec<u8>)>,
     pub samples: u64,
     pub invalid_series: u64,
     /// What was wrong with the first invalid series, for the log line.
@@ -21,6 +23,7 @@ pub fn batch(batch: Batch) -> Decoded {
     let mut out = Decoded {
         groups: Vec::with_capacity(batch.groups.len() + 1),
         logs: Vec::with_capacity(batch.log_streams.len()),
+        log_resume: batch.log_resume.into_iter().map(|r| (r.source, r.state)).collect(),
         samples: 0,
         invalid_series: 0,
         first_problem: String::new(),

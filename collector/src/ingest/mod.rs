@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use futures::Stream;
 use lookout_proto::v1::{
-    agent_message, collector_message, ingest_server::Ingest, Ack, AgentMessage, CollectorMessage, Welcome,
+    agent_message, collector_message, ingest_server::Ingest, Ack, AgentMessage, CollectorMessage, LogResume, Welcome,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::store::Store;
+use crate::store::{LogBatchIn, Store};
 use crate::telemetry::CollectorMetrics;
 pub use lookout_proto::v1::ingest_server::IngestServer;
 
@@ -79,9 +79,16 @@ impl Ingest for IngestService {
         let metrics = self.metrics.clone();
         let committed = store.committed_seq(&hello.agent_id);
         tracing::info!(agent = %hello.agent_id, host = %hello.host, %peer, committed, "agent connected");
+        let log_resume = store
+            .log_resume(&hello.agent_id)
+            .map_err(|e| Status::unavailable(format!("cannot read the agent's log positions: {e}")))?
+            .into_iter()
+            .map(|(source, state)| LogResume { source, state })
+            .collect();
         let welcome = collector_message::Msg::Welcome(Welcome {
             committed_seq: committed,
             collector_version: env!("CARGO_PKG_VERSION").to_string(),
+            log_resume,
         });
         tx.send(Ok(CollectorMessage { msg: Some(welcome) })).await.map_err(|_| Status::cancelled("stream closed"))?;
         metrics.connected_agents.inc();
@@ -119,7 +126,8 @@ async fn serve_agent(
                 let (store, agent, host) = (store.clone(), agent_id.to_string(), host.to_string());
                 let now = now_ms();
                 let outcome = tokio::task::spawn_blocking(move || {
-                    store.append_batch(&agent, &host, seq, now, decoded.groups, decoded.logs)
+                    let logs = LogBatchIn { streams: decoded.logs, resume: decoded.log_resume };
+                    store.append_batch(&agent, &host, seq, now, decoded.groups, logs)
                 })
                 .await
                 .map_err(|e| Status::internal(format!("store task failed: {e}")))?

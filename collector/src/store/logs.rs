@@ -19,7 +19,19 @@ CREATE TABLE IF NOT EXISTS log_chunks (
 CREATE INDEX IF NOT EXISTS log_chunks_stream ON log_chunks (stream_id, t_max);
 CREATE INDEX IF NOT EXISTS log_chunks_t_max ON log_chunks (t_max);
 CREATE TABLE IF NOT EXISTS log_head (id INTEGER PRIMARY KEY, stream_id INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS log_resume (
+    agent_id TEXT NOT NULL, source TEXT NOT NULL, state BLOB NOT NULL, PRIMARY KEY (agent_id, source));
 ";
+
+/// Records where an agent's reading of `source` stands, in the batch's transaction.
+pub fn write_resume(tx: &Transaction, agent_id: &str, resume: &[(String, Vec<u8>)]) -> rusqlite::Result<()> {
+    let mut stmt =
+        tx.prepare_cached("INSERT OR REPLACE INTO log_resume (agent_id, source, state) VALUES (?1, ?2, ?3)")?;
+    for (source, state) in resume {
+        stmt.execute(params![agent_id, source, state])?;
+    }
+    Ok(())
+}
 
 /// Lines of one stream in a batch.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -47,6 +59,9 @@ pub struct LogState {
     ids: HashMap<LabelSet, u32>,
     labels: Vec<LabelSet>,
     heads: Vec<HeadStream>,
+    /// The newest chunk's id: a reader takes heads and this together, and reads only chunks up to it,
+    /// so a head sealed meanwhile is not read twice.
+    last_chunk: i64,
 }
 
 /// What a batch does to the log state, applied only after its transaction commits.
@@ -55,6 +70,7 @@ pub struct Staged {
     new_streams: Vec<(u32, LabelSet)>,
     /// Per stream: lines to add to the head, or `sealed` to empty it first.
     changes: Vec<(u32, bool, Vec<LogLine>)>,
+    last_chunk: Option<i64>,
     pub lines: u64,
 }
 
@@ -70,6 +86,9 @@ impl LogState {
             let labels = super::decode_labels(&text).map_err(|e| format!("log stream {id}: {e}"))?;
             s.insert_stream(id, labels);
         }
+        s.last_chunk = conn
+            .query_row("SELECT coalesce(max(id), 0) FROM log_chunks", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
         let mut stmt = conn.prepare("SELECT stream_id, data FROM log_head ORDER BY id").map_err(|e| e.to_string())?;
         let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
         while let Some(row) = rows.next().map_err(|e| e.to_string())? {
@@ -155,6 +174,7 @@ impl LogState {
                 raw_bytes as i64,
                 logchunk::encode(&lines)
             ])?;
+            staged.last_chunk = Some(tx.last_insert_rowid());
             del_head.execute(params![id])?;
             added.insert(id, 0);
             staged.changes.push((id, true, Vec::new()));
@@ -164,6 +184,9 @@ impl LogState {
 
     /// Publishes a committed batch.
     pub fn apply(&mut self, staged: Staged) {
+        if let Some(c) = staged.last_chunk {
+            self.last_chunk = c;
+        }
         for (id, labels) in staged.new_streams {
             self.insert_stream(id, labels);
         }
@@ -177,9 +200,16 @@ impl LogState {
         }
     }
 
-    /// Streams whose labels match, with their head lines in `[start_ns, end_ns)`.
-    pub fn select_heads(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Vec<(u32, LabelSet, Vec<LogLine>)> {
-        self.labels
+    /// Streams whose labels match, with their head lines in `[start_ns, end_ns)`, and the newest chunk
+    /// id that goes with them.
+    pub fn select_heads(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> (Vec<(u32, LabelSet, Vec<LogLine>)>, i64) {
+        let heads = self
+            .labels
             .iter()
             .enumerate()
             .filter(|(_, l)| !l.is_empty() && matchers.iter().all(|m| m.matches_labels(l)))
@@ -192,7 +222,8 @@ impl LogState {
                     .collect();
                 (id as u32, l.clone(), lines)
             })
-            .collect()
+            .collect();
+        (heads, self.last_chunk)
     }
 
     pub fn label_names(&self) -> Vec<String> {
@@ -214,19 +245,19 @@ impl LogState {
 /// lines given, each stream in time order.
 pub fn read(
     conn: &Connection,
-    streams: Vec<(u32, LabelSet, Vec<LogLine>)>,
+    (streams, last_chunk): (Vec<(u32, LabelSet, Vec<LogLine>)>, i64),
     start_ns: i64,
     end_ns: i64,
 ) -> Result<Vec<LogStreamOut>, String> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT data FROM log_chunks WHERE stream_id = ?1 AND t_max >= ?2 AND t_min < ?3 ORDER BY t_min",
+            "SELECT data FROM log_chunks WHERE stream_id = ?1 AND t_max >= ?2 AND t_min < ?3 AND id <= ?4 ORDER BY t_min",
         )
         .map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(streams.len());
     for (id, labels, head) in streams {
         let mut lines = Vec::new();
-        let mut rows = stmt.query(params![id, start_ns, end_ns]).map_err(|e| e.to_string())?;
+        let mut rows = stmt.query(params![id, start_ns, end_ns, last_chunk]).map_err(|e| e.to_string())?;
         while let Some(row) = rows.next().map_err(|e| e.to_string())? {
             let data = row.get_ref(0).and_then(|v| v.as_blob().map_err(Into::into)).map_err(|e| e.to_string())?;
             logchunk::decode(data, &mut lines).map_err(|e| format!("log chunk of stream {id}: {e}"))?;

@@ -49,6 +49,13 @@ pub struct AppendOutcome {
     pub new_series: u64,
 }
 
+/// A batch's log lines and where the agent's reading stands after them (source, opaque state).
+#[derive(Clone, Debug, Default)]
+pub struct LogBatchIn {
+    pub streams: Vec<logs::LogStreamIn>,
+    pub resume: Vec<(String, Vec<u8>)>,
+}
+
 /// Who sent a batch and its number in that sender's sequence.
 struct Sequence<'a> {
     agent_id: &'a str,
@@ -296,7 +303,7 @@ impl Store {
         now_ms: i64,
         groups: Vec<SeriesGroup>,
     ) -> Result<AppendOutcome, StoreError> {
-        self.append_inner(Some(Sequence { agent_id, host, seq }), now_ms, groups, Vec::new())
+        self.append_inner(Some(Sequence { agent_id, host, seq }), now_ms, groups, LogBatchIn::default())
     }
 
     /// An agent batch with samples and log lines, committed together with its seq.
@@ -307,15 +314,26 @@ impl Store {
         seq: u64,
         now_ms: i64,
         groups: Vec<SeriesGroup>,
-        logs: Vec<logs::LogStreamIn>,
+        logs: LogBatchIn,
     ) -> Result<AppendOutcome, StoreError> {
         self.append_inner(Some(Sequence { agent_id, host, seq }), now_ms, groups, logs)
+    }
+
+    /// Where the agent's log reading stands, per source, as committed.
+    pub fn log_resume(&self, agent_id: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let w = self.writer.lock().expect("writer lock poisoned");
+        let mut stmt = w
+            .conn
+            .prepare_cached("SELECT source, state FROM log_resume WHERE agent_id = ?1")
+            .map_err(self.sql_err())?;
+        let rows = stmt.query_map(params![agent_id], |r| Ok((r.get(0)?, r.get(1)?))).map_err(self.sql_err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.sql_err())
     }
 
     /// Commits series from a sender without sequence numbers (Prometheus remote-write): nothing is
     /// deduplicated by batch, only samples at or before a series' newest timestamp are refused.
     pub fn append_unsequenced(&self, now_ms: i64, groups: Vec<SeriesGroup>) -> Result<AppendOutcome, StoreError> {
-        self.append_inner(None, now_ms, groups, Vec::new())
+        self.append_inner(None, now_ms, groups, LogBatchIn::default())
     }
 
     fn append_inner(
@@ -323,7 +341,7 @@ impl Store {
         sequence: Option<Sequence<'_>>,
         now_ms: i64,
         groups: Vec<SeriesGroup>,
-        log_streams: Vec<logs::LogStreamIn>,
+        log_batch: LogBatchIn,
     ) -> Result<AppendOutcome, StoreError> {
         let sql = self.sql_err();
         let mut w = self.writer.lock().expect("writer lock poisoned");
@@ -420,12 +438,13 @@ impl Store {
                 .and_then(|mut s| s.execute(params![record]))
                 .map_err(&sql)?;
         }
-        let staged_logs = if log_streams.is_empty() {
+        let staged_logs = if log_batch.streams.is_empty() {
             None
         } else {
-            Some(self.logs.read().expect("logs lock poisoned").write(&tx, log_streams).map_err(&sql)?)
+            Some(self.logs.read().expect("logs lock poisoned").write(&tx, log_batch.streams).map_err(&sql)?)
         };
         if let Some(q) = &sequence {
+            logs::write_resume(&tx, q.agent_id, &log_batch.resume).map_err(&sql)?;
             tx.prepare_cached(
                 "INSERT INTO agents (agent_id, committed_seq, host, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (agent_id) DO UPDATE SET committed_seq = ?2, host = ?3, last_seen_ms = ?4",
@@ -522,18 +541,13 @@ impl Store {
         start_ns: i64,
         end_ns: i64,
     ) -> Result<Vec<logs::LogStreamOut>, StoreError> {
-        // Heads first: a head sealed meanwhile is then found among the chunks (and its lines twice,
-        // which the dedup below removes).
+        // Heads and the newest chunk id in one snapshot: chunks sealed after it hold head lines we
+        // already have (and later ones), so they are left out.
         let heads = self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns);
         let conn = self.reader()?;
         let result = logs::read(&conn, heads, start_ns, end_ns);
         self.readers.lock().expect("reader pool poisoned").push(conn);
-        let mut out =
-            result.map_err(|detail| StoreError::Corrupt { path: self.path.clone(), what: "log chunk", detail })?;
-        for s in &mut out {
-            s.lines.dedup();
-        }
-        Ok(out)
+        result.map_err(|detail| StoreError::Corrupt { path: self.path.clone(), what: "log chunk", detail })
     }
 
     pub fn log_label_names(&self) -> Vec<String> {

@@ -12,6 +12,10 @@ fn stream(container: &str, lines: impl IntoIterator<Item = (i64, String)>) -> Lo
     }
 }
 
+fn logs(streams: Vec<LogStreamIn>) -> LogBatchIn {
+    LogBatchIn { streams, resume: Vec::new() }
+}
+
 fn read_all(store: &Store, container: &str) -> Vec<LogLine> {
     let m = [Matcher::equal("container", container)];
     let out = store.select_logs(&m, i64::MIN, i64::MAX).unwrap();
@@ -25,11 +29,12 @@ fn lines_read_back_in_time_order_and_survive_reopening() {
     {
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let b1 = vec![stream("web", [(20, "b".to_string()), (10, "a".to_string())]), stream("db", [(5, "x".into())])];
-        let out = store.append_batch("agent", "h", 1, 0, Vec::new(), b1).unwrap();
+        let out = store.append_batch("agent", "h", 1, 0, Vec::new(), logs(b1)).unwrap();
         assert_eq!(out.log_lines, 3);
-        store.append_batch("agent", "h", 2, 0, Vec::new(), vec![stream("web", [(30, "c".into())])]).unwrap();
+        store.append_batch("agent", "h", 2, 0, Vec::new(), logs(vec![stream("web", [(30, "c".into())])])).unwrap();
         // A resent batch (same seq) adds nothing.
-        let dup = store.append_batch("agent", "h", 2, 0, Vec::new(), vec![stream("web", [(30, "c".into())])]).unwrap();
+        let dup =
+            store.append_batch("agent", "h", 2, 0, Vec::new(), logs(vec![stream("web", [(30, "c".into())])])).unwrap();
         assert!(dup.duplicate);
         let texts: Vec<String> = read_all(&store, "web").into_iter().map(|l| l.line).collect();
         assert_eq!(texts, ["a", "b", "c"]);
@@ -55,7 +60,7 @@ fn a_full_head_is_sealed_into_a_chunk_and_nothing_is_lost() {
         for b in 0..batches {
             let lines =
                 (0..per_batch).map(|i| ((b * per_batch + i) as i64, format!("{:06} {line}", b * per_batch + i)));
-            store.append_batch("a", "h", b as u64 + 1, 0, Vec::new(), vec![stream("web", lines)]).unwrap();
+            store.append_batch("a", "h", b as u64 + 1, 0, Vec::new(), logs(vec![stream("web", lines)])).unwrap();
         }
         let conn = store.reader().unwrap();
         let chunks: i64 = conn.query_row("SELECT count(*) FROM log_chunks", [], |r| r.get(0)).unwrap();
@@ -66,4 +71,22 @@ fn a_full_head_is_sealed_into_a_chunk_and_nothing_is_lost() {
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let got: Vec<usize> = read_all(&store, "web").iter().map(|l| l.line[..6].parse().unwrap()).collect();
     assert_eq!(got, (0..batches * per_batch).collect::<Vec<_>>());
+}
+
+#[test]
+fn log_positions_commit_with_their_batch_and_a_resent_batch_does_not_move_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let batch = |state: &[u8]| LogBatchIn {
+        streams: vec![stream("web", [(1, "x".to_string())])],
+        resume: vec![("c1".to_string(), state.to_vec())],
+    };
+    store.append_batch("a", "h", 1, 0, Vec::new(), batch(b"one")).unwrap();
+    store.append_batch("a", "h", 2, 0, Vec::new(), batch(b"two")).unwrap();
+    store.append_batch("a", "h", 2, 0, Vec::new(), batch(b"stale resend")).unwrap();
+    assert_eq!(store.log_resume("a").unwrap(), [("c1".to_string(), b"two".to_vec())]);
+    assert!(store.log_resume("other").unwrap().is_empty());
+    drop(store);
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(store.log_resume("a").unwrap(), [("c1".to_string(), b"two".to_vec())]);
 }

@@ -1,0 +1,260 @@
+//! The log reader: follows every json-file container log on its own thread, hands tagged lines to
+//! shipping with the checkpoints they reach, and saves a checkpoint only once the collector has it.
+//! Flow control: at most `in_flight_bytes` of lines wait for acks; beyond that the files are the buffer.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::assemble::{Assembler, Entry, Resume};
+use super::checkpoint::Checkpoints;
+use super::jsonfile::Stream;
+use super::tail::{Event, Tailer};
+use crate::discover::{identity, Container, ContainerSet};
+use crate::telemetry::AgentMetrics;
+
+/// Lines read in one round from one container at most, so that a flood does not starve the others.
+const ROUND_BYTES: usize = 256 * 1024;
+/// How often files are looked at when nothing was read.
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Debug)]
+pub struct LogReaderConfig {
+    pub host: String,
+    pub include_labels: Vec<String>,
+    pub state_dir: PathBuf,
+    /// Bytes of lines sent but not yet acknowledged, at most.
+    pub in_flight_bytes: usize,
+}
+
+/// A stream's worth of lines for shipping.
+#[derive(Debug, Default)]
+pub struct TaggedStream {
+    pub labels: Vec<(String, String)>,
+    /// (time_ns, text, flags as `LOG_FLAG_*` bits)
+    pub lines: Vec<(i64, String, u32)>,
+}
+
+/// What reaching the collector means for the reader: checkpoints that become safe, bytes released.
+#[derive(Debug, Default)]
+pub struct LogAck {
+    pub checkpoints: Vec<(String, Resume)>,
+    /// Containers no longer running whose logs were read to their end, with their log paths: a
+    /// checkpoint goes once its file is gone (a stopped container may start again and write on).
+    pub finished: Vec<(String, PathBuf)>,
+    pub bytes: usize,
+}
+
+impl LogAck {
+    /// Folds a later ack into this one (later checkpoints win).
+    pub fn merge(&mut self, later: LogAck) {
+        for (id, r) in later.checkpoints {
+            match self.checkpoints.iter_mut().find(|(i, _)| *i == id) {
+                Some(slot) => slot.1 = r,
+                None => self.checkpoints.push((id, r)),
+            }
+        }
+        self.finished.extend(later.finished);
+        self.bytes += later.bytes;
+    }
+}
+
+/// Lines and what their acknowledgement makes safe.
+#[derive(Debug, Default)]
+pub struct LogBatch {
+    pub streams: Vec<TaggedStream>,
+    pub ack: LogAck,
+}
+
+struct Followed {
+    path: PathBuf,
+    tailer: Tailer,
+    asm: Assembler,
+    labels: Vec<(String, String)>,
+}
+
+/// Runs until `shutdown`; `send` hands a batch to shipping (blocking while shipping is busy).
+pub fn run(
+    cfg: LogReaderConfig,
+    containers: ContainerSet,
+    acks: std::sync::mpsc::Receiver<LogAck>,
+    welcomes: std::sync::mpsc::Receiver<Vec<(String, Vec<u8>)>>,
+    metrics: AgentMetrics,
+    shutdown: CancellationToken,
+    mut send: impl FnMut(LogBatch) -> bool,
+) {
+    let mut saved = match Checkpoints::load(&cfg.state_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "log checkpoints unreadable: logs are read from the start of what Docker keeps");
+            Checkpoints::default()
+        }
+    };
+    // Nothing is read before a collector has said where its committed lines end: the local checkpoint
+    // is written after an ack, and a crash between the two would otherwise repeat those lines. (Lines
+    // could not be delivered before a Welcome anyway; the files hold them meanwhile.)
+    let from_collector = loop {
+        match welcomes.recv_timeout(POLL) {
+            Ok(r) => break r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !shutdown.is_cancelled() => continue,
+            Err(_) => return,
+        }
+    };
+    for (source, state) in from_collector {
+        match serde_json::from_slice::<Resume>(&state) {
+            Ok(r) => {
+                saved.containers.insert(source, r);
+            }
+            Err(e) => {
+                tracing::warn!(container = %source, error = %e, "the collector's log position is unreadable; using the local one")
+            }
+        }
+    }
+    let mut followed: HashMap<String, Followed> = HashMap::new();
+    let mut reported: std::collections::HashSet<String> = Default::default();
+    let mut in_flight = 0usize;
+    while !shutdown.is_cancelled() {
+        // Acknowledged: those checkpoints are safe now.
+        let mut changed = false;
+        while let Ok(ack) = acks.try_recv() {
+            in_flight = in_flight.saturating_sub(ack.bytes);
+            for (id, r) in ack.checkpoints {
+                saved.containers.insert(id, r);
+                changed = true;
+            }
+            for (id, path) in ack.finished {
+                if !path.exists() {
+                    changed |= saved.containers.remove(&id).is_some();
+                }
+            }
+        }
+        if changed {
+            if let Err(e) = saved.save(&cfg.state_dir) {
+                tracing::warn!(error = %e, "cannot save log checkpoints; lines may be read again after a restart");
+            }
+        }
+
+        let current: Vec<Arc<Container>> =
+            containers.read().expect("container set poisoned").values().cloned().collect();
+        for c in &current {
+            let id = c.id.as_str().to_string();
+            if followed.contains_key(&id) {
+                continue;
+            }
+            let Some(path) = c.log_path.as_ref().filter(|_| c.log_driver == "json-file") else {
+                if reported.insert(id.clone()) {
+                    tracing::info!(container = %c.name, driver = %c.log_driver, "log driver is not json-file: its logs are not read");
+                }
+                continue;
+            };
+            let resume = saved.containers.get(&id).cloned();
+            match Tailer::open(path, resume.as_ref().map(|r| r.position)) {
+                Ok((tailer, events)) => {
+                    for e in events {
+                        log_event(&c.name, &e);
+                    }
+                    let asm = resume.as_ref().map(Assembler::resume).unwrap_or_default();
+                    let labels = identity::identity_labels(&cfg.host, c, &cfg.include_labels);
+                    followed.insert(id, Followed { path: path.clone(), tailer, asm, labels });
+                }
+                Err(e) => {
+                    tracing::warn!(container = %c.name, path = %path.display(), error = %e, "cannot open the log")
+                }
+            }
+        }
+        let gone: Vec<String> =
+            followed.keys().filter(|id| !current.iter().any(|c| c.id.as_str() == id.as_str())).cloned().collect();
+
+        let mut batch = LogBatch::default();
+        if in_flight < cfg.in_flight_bytes {
+            for (id, f) in followed.iter_mut() {
+                let finishing = gone.contains(id);
+                read_one(id, f, if finishing { usize::MAX } else { ROUND_BYTES }, finishing, &mut batch, &metrics);
+            }
+        }
+        for id in &gone {
+            if in_flight < cfg.in_flight_bytes {
+                if let Some(f) = followed.remove(id) {
+                    batch.ack.finished.push((id.clone(), f.path));
+                }
+            }
+        }
+        if batch.streams.is_empty() && batch.ack.finished.is_empty() {
+            std::thread::sleep(POLL);
+            continue;
+        }
+        in_flight += batch.ack.bytes;
+        if !send(batch) {
+            return;
+        }
+    }
+}
+
+/// Reads one container's new lines into `batch`; `finishing` reads to the end and flushes lines
+/// still being joined (the container is gone).
+fn read_one(id: &str, f: &mut Followed, budget: usize, finishing: bool, batch: &mut LogBatch, metrics: &AgentMetrics) {
+    let mut entries: Vec<Entry> = Vec::new();
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    loop {
+        match f.tailer.read(budget.min(1 << 20)) {
+            Ok((lines, events)) => {
+                for e in events {
+                    log_event(id, &e);
+                }
+                if lines.is_empty() {
+                    break;
+                }
+                for l in &lines {
+                    f.asm.push(l, now_ns, &mut entries);
+                }
+                if !finishing {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(container = id, error = %e, "reading the log failed; retrying");
+                break;
+            }
+        }
+    }
+    if finishing {
+        f.asm.flush(&mut entries);
+    }
+    if entries.is_empty() {
+        return;
+    }
+    let mut by_stream: [TaggedStream; 2] = Default::default();
+    for e in entries {
+        let slot = usize::from(e.stream == Stream::Stderr);
+        let flags =
+            u32::from(e.flags.truncated) | (u32::from(e.flags.replaced) << 1) | (u32::from(e.flags.corrupt) << 2);
+        batch.ack.bytes += e.text.len() + 16;
+        metrics.log_lines.inc();
+        by_stream[slot].lines.push((e.time_ns, e.text, flags));
+    }
+    for (slot, mut s) in by_stream.into_iter().enumerate() {
+        if s.lines.is_empty() {
+            continue;
+        }
+        s.labels = f.labels.clone();
+        s.labels.push(("stream".into(), if slot == 0 { "stdout" } else { "stderr" }.into()));
+        batch.streams.push(s);
+    }
+    if let Some(cp) = f.asm.checkpoint() {
+        batch.ack.checkpoints.push((id.to_string(), cp));
+    }
+}
+
+fn log_event(container: &str, e: &Event) {
+    match e {
+        Event::CheckpointLost => tracing::warn!(
+            container,
+            "the log's checkpointed file is gone (rotated out while the agent was away): lines in between are lost"
+        ),
+        Event::ResumedRotated(p) => tracing::info!(container, file = %p.display(), "resuming in a rotated log file"),
+        Event::Rotated | Event::Truncated => tracing::debug!(container, event = ?e, "log file changed"),
+    }
+}

@@ -1,0 +1,107 @@
+//! Container logs end to end: a container's lines, read from Docker's json-file log by the agent,
+//! stored by the collector and read back through the Loki API, each exactly once and tagged, also
+//! when the whole `lookout up` process is killed with SIGKILL while the container writes.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+fn loki_lines(base: &str, query: &str) -> Vec<(Value, String)> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let form = [
+        ("query", query.to_string()),
+        ("start", (now - 600_000_000_000).to_string()),
+        ("end", (now + 1_000_000_000).to_string()),
+        ("limit", "5000".to_string()),
+        ("direction", "forward".to_string()),
+    ];
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{base}/loki/api/v1/query_range"))
+        .form(&form)
+        .send()
+        .expect("collector reachable");
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["status"], "success", "{body}");
+    assert_eq!(body["data"]["resultType"], "streams");
+    let mut out = Vec::new();
+    for st in body["data"]["result"].as_array().unwrap() {
+        for v in st["values"].as_array().unwrap() {
+            out.push((st["stream"].clone(), v[1].as_str().unwrap().to_string()));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_line_arrives_once_tagged_across_a_kill_of_lookout() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+        i=0
+        while [ $i -lt 3000 ]; do
+            printf 'n=%05d hello from the container\n' $i
+            if [ $((i % 1000)) = 500 ]; then printf 'n=%05d err ' $i >&2; head -c 20000 /dev/zero | tr '\0' 'E' >&2; echo >&2; fi
+            if [ $((i % 100)) = 0 ]; then usleep 200000; fi
+            i=$((i+1))
+        done
+        echo finished >&2
+        sleep 100000
+    "#;
+    let c = TestContainer::run(
+        "logs",
+        &["--label", "lookout.service=logsvc", "--label", "lookout.version=2.0"],
+        &["sh", "-c", script],
+    );
+    let (http, grpc) = (free_addr(), free_addr());
+    let mut lookout = Lookout::up_on(dir.path(), http, grpc, &[]);
+    let base = lookout.url();
+    let q = format!(r#"{{container="{}"}}"#, c.name);
+    // Some lines in, then SIGKILL mid-stream, then start again on the same data.
+    eventually(Duration::from_secs(30), "the first lines", || (loki_lines(&base, &q).len() > 200).then_some(()));
+    lookout.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    let lookout = Lookout::up_on(dir.path(), http, grpc, &[]);
+    let lines = eventually(Duration::from_secs(60), "the container's last line", || {
+        let l = loki_lines(&lookout.url(), &q);
+        l.iter().any(|(_, t)| t == "finished").then_some(l)
+    });
+
+    let numbers: Vec<usize> = lines
+        .iter()
+        .filter(|(s, t)| s["stream"] == "stdout" && t.starts_with("n="))
+        .map(|(_, t)| t[2..7].parse().unwrap())
+        .collect();
+    let repeated = numbers.windows(2).filter(|w| w[1] <= w[0]).count();
+    let missing: Vec<usize> = (0..3000).filter(|n| !numbers.contains(n)).take(10).collect();
+    assert!(
+        repeated == 0 && missing.is_empty() && numbers.len() == 3000,
+        "every stdout line once, in order: {} lines, {repeated} out of order or repeated, missing {missing:?}...",
+        numbers.len()
+    );
+    let long: Vec<&String> =
+        lines.iter().filter(|(s, _)| s["stream"] == "stderr").map(|(_, t)| t).filter(|t| t.contains(" err ")).collect();
+    assert_eq!(long.len(), 3, "the three long stderr lines");
+    assert!(long.iter().all(|t| t.len() == 12 + 20_000), "each long line joined from Docker's 16 KiB pieces");
+    let (stream, _) = &lines[0];
+    assert_eq!(stream["container"], c.name.as_str());
+    assert_eq!(stream["container_id"], c.id.as_str());
+    assert_eq!(stream["service"], "logsvc");
+    assert_eq!(stream["version"], "2.0");
+    assert_eq!(stream["image"], IMAGE);
+    assert!(stream["host"].as_str().is_some_and(|h| !h.is_empty()));
+
+    // A LogQL line filter, and a bad query's error naming the column.
+    let errs = loki_lines(&lookout.url(), &format!(r#"{{container="{}", stream="stderr"}} |= "finished""#, c.name));
+    assert_eq!(errs.len(), 1);
+    let resp = reqwest::blocking::Client::new()
+        .get(format!("{}/loki/api/v1/query_range", lookout.url()))
+        .query(&[("query", r#"{container="x" |= "y""#)])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().unwrap();
+    assert!(body["error"].as_str().unwrap().contains("col 16"), "{body}");
+}
