@@ -93,6 +93,31 @@ fn every_line_arrives_once_tagged_across_a_kill_of_lookout() {
     assert_eq!(stream["image"], IMAGE);
     assert!(stream["host"].as_str().is_some_and(|h| !h.is_empty()));
 
+    // Grafana's Loki "Save & test", and a metric query a panel would chart.
+    let get = |path: &str, q: &[(&str, &str)]| -> Value {
+        reqwest::blocking::Client::new()
+            .get(format!("{}{path}", lookout.url()))
+            .query(q)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let test = get("/loki/api/v1/query", &[("query", "vector(1)+vector(1)"), ("time", "4000000000")]);
+    assert_eq!(test["data"]["result"][0]["value"][1], "2", "{test}");
+    let counts = get(
+        "/loki/api/v1/query",
+        &[("query", &format!(r#"sum by (stream) (count_over_time({{container="{}"}}[10m]))"#, c.name))],
+    );
+    let count = |stream: &str| -> Option<String> {
+        counts["data"]["result"].as_array()?.iter().find(|r| r["metric"]["stream"] == stream)?["value"][1]
+            .as_str()
+            .map(str::to_string)
+    };
+    assert_eq!((count("stdout").as_deref(), count("stderr").as_deref()), (Some("3000"), Some("4")), "{counts}");
+    let labels = get("/loki/api/v1/labels", &[]);
+    assert!(labels["data"].as_array().unwrap().iter().any(|l| l == "service"), "{labels}");
+
     // A LogQL line filter, and a bad query's error naming the column.
     let errs = loki_lines(&lookout.url(), &format!(r#"{{container="{}", stream="stderr"}} |= "finished""#, c.name));
     assert_eq!(errs.len(), 1);

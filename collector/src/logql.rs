@@ -162,6 +162,19 @@ pub fn parse(query: &str) -> Result<LogQuery, ParseError> {
         if c.i == query.len() {
             break;
         }
+        // `| drop __error__` (Grafana's log volume query): no parser here sets error labels, so it
+        // drops nothing.
+        let save = c.i;
+        if c.eat("|") && c.ident().ok() == Some("drop") {
+            loop {
+                c.ident()?;
+                if !c.eat(",") {
+                    break;
+                }
+            }
+            continue;
+        }
+        c.i = save;
         let op = ["|=", "!=", "|~", "!~"].into_iter().find(|op| c.eat(op));
         let Some(op) = op else {
             return c.err("expected a line filter (|=, !=, |~, !~); parsers and metric queries are not evaluated yet");
@@ -206,5 +219,6 @@ mod tests {
         assert_eq!(parse(r#"{service=~"("}"#).unwrap_err().col, 11);
         assert!(parse(r#"{service=~".*"}"#).unwrap_err().msg.contains("at least one matcher"));
         assert!(parse("service").unwrap_err().msg.contains("stream selector"));
+        assert!(parse(r#"{a="b"} | drop __error__, x |= "y""#).is_ok());
     }
 }

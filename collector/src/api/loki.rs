@@ -1,5 +1,5 @@
-//! Loki's HTTP API over the log store, in Loki's JSON shapes: `query_range` for log queries,
-//! `labels`, `label/<name>/values`. Times are integer nanoseconds; `start` inclusive, `end` exclusive.
+//! Loki's HTTP API over the log store, in Loki's JSON shapes: `query` and `query_range` for log and
+//! metric queries, `labels`, `label/<name>/values`. `start` inclusive, `end` exclusive.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -9,6 +9,8 @@ use serde_json::json;
 use super::params::{parse_time_ms, Params};
 use super::{ApiError, AppState};
 use crate::logql;
+use crate::logql_metric;
+use crate::model::format_value;
 
 /// `limit` when none is given.
 const DEFAULT_LIMIT: usize = 1000;
@@ -21,21 +23,107 @@ fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// Nanoseconds (an integer of 16 digits or more), seconds (possibly fractional) or RFC 3339.
+/// As Loki reads times: an integer of up to 10 digits is seconds, a longer one nanoseconds; a
+/// decimal is seconds; otherwise RFC 3339.
 fn time_ns(p: &Params, key: &str, default: i64) -> Result<i64, ApiError> {
     let Some(v) = p.get(key).filter(|v| !v.is_empty()) else { return Ok(default) };
-    if v.len() >= 16 && v.bytes().all(|b| b.is_ascii_digit()) {
-        return v.parse().map_err(|_| ApiError::BadData(format!("invalid parameter {key:?}: {v:?}")));
+    if let Ok(n) = v.parse::<i64>() {
+        return Ok(if v.trim_start_matches('-').len() <= 10 { n.saturating_mul(1_000_000_000) } else { n });
     }
     parse_time_ms(v)
         .map(|ms| ms.saturating_mul(1_000_000))
         .ok_or_else(|| ApiError::BadData(format!("invalid parameter {key:?}: cannot parse {v:?} as a time")))
 }
 
+/// Instant queries: a metric query evaluated at `time`, or a log query over the hour before it.
+pub async fn query(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
+    let text = p.required("query")?.to_string();
+    let t = time_ns(&p, "time", now_ns())?;
+    if logql_metric::is_metric(&text) {
+        return metric(&s, &text, &[t], true).await;
+    }
+    logs(s, p, text, t - 3600 * 1_000_000_000, t + 1).await
+}
+
 pub async fn query_range(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
-    let q = logql::parse(p.required("query")?).map_err(|e| ApiError::BadData(e.to_string()))?;
+    let text = p.required("query")?.to_string();
     let end = time_ns(&p, "end", now_ns())?;
     let start = time_ns(&p, "start", end - 3600 * 1_000_000_000)?;
+    if logql_metric::is_metric(&text) {
+        if end < start {
+            return Err(ApiError::BadData("end timestamp must not be before start time".into()));
+        }
+        // Loki's default step: the range over 250 points, at least a second.
+        let step = match p.get("step").filter(|v| !v.is_empty()) {
+            Some(v) => super::params::parse_duration_ms(v)
+                .filter(|&ms| ms > 0)
+                .map(|ms| ms * 1_000_000)
+                .ok_or_else(|| ApiError::BadData(format!("invalid parameter \"step\": {v:?}")))?,
+            None => ((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000,
+        };
+        if (end - start) / step > 11_000 {
+            return Err(ApiError::BadData(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try increasing the value of the step parameter".into(),
+            ));
+        }
+        let times: Vec<i64> = (0..=(end - start) / step).map(|i| start + i * step).collect();
+        return metric(&s, &text, &times, false).await;
+    }
+    logs(s, p, text, start, end).await
+}
+
+async fn metric(s: &AppState, text: &str, times: &[i64], instant: bool) -> Result<Response, ApiError> {
+    let expr = logql_metric::parse(text).map_err(|e| ApiError::BadData(e.to_string()))?;
+    let (first, last) = (times[0], times[times.len() - 1]);
+    let store = s.store.clone();
+    let times = times.to_vec();
+    let value = tokio::task::spawn_blocking(move || -> Result<logql_metric::Value, ApiError> {
+        let mut sels = Vec::new();
+        expr.selectors(&mut sels);
+        let mut fetched = Vec::with_capacity(sels.len());
+        for (q, range) in sels {
+            if last - first + range > MAX_RANGE_NS {
+                return Err(ApiError::BadData("the query time range exceeds the limit".into()));
+            }
+            // Windows are (t − range, t]; the store reads [start, end).
+            let found = store
+                .select_logs(&q.matchers, first - range + 1, last + 1)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            fetched.push(found);
+        }
+        Ok(expr.eval(&times, &mut fetched.iter()))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("query task: {e}")))??;
+    let secs = |t: i64| t as f64 / 1e9;
+    let data = match value {
+        logql_metric::Value::Scalar(v) => json!({"resultType": "scalar", "result": [secs(last), format_value(v)]}),
+        logql_metric::Value::Series(series) => {
+            let result: Vec<serde_json::Value> = series
+                .into_iter()
+                .map(|(labels, pts)| {
+                    let metric: serde_json::Map<String, serde_json::Value> =
+                        labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+                    if instant {
+                        let (t, v) = pts.into_iter().next_back().unwrap_or((last, f64::NAN));
+                        json!({"metric": metric, "value": [secs(t), format_value(v)]})
+                    } else {
+                        let values: Vec<serde_json::Value> =
+                            pts.into_iter().map(|(t, v)| json!([secs(t), format_value(v)])).collect();
+                        json!({"metric": metric, "values": values})
+                    }
+                })
+                .collect();
+            json!({"resultType": if instant { "vector" } else { "matrix" }, "result": result})
+        }
+    };
+    let mut data = data;
+    data["stats"] = json!({});
+    Ok(Json(json!({"status": "success", "data": data})).into_response())
+}
+
+async fn logs(s: AppState, p: Params, text: String, start: i64, end: i64) -> Result<Response, ApiError> {
+    let q = logql::parse(&text).map_err(|e| ApiError::BadData(e.to_string()))?;
     if end < start {
         return Err(ApiError::BadData("end timestamp must not be before or equal to start time".into()));
     }

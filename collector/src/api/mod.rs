@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/write",
             post(remote::write).layer(DefaultBodyLimit::max(crate::ingest::remote_write::MAX_BODY_BYTES)),
         )
+        .route("/loki/api/v1/query", get(loki::query).post(loki::query))
         .route("/loki/api/v1/query_range", get(loki::query_range).post(loki::query_range))
         .route("/loki/api/v1/labels", get(loki::labels))
         .route("/loki/api/v1/label/{name}/values", get(loki::label_values))

@@ -1,0 +1,495 @@
+//! LogQL metric queries over log lines: `count_over_time`, `rate`, `bytes_over_time`, `bytes_rate`
+//! of a log query, `sum|avg|min|max|count [by|without (...)]`, `topk|bottomk`, `vector(n)`, numbers,
+//! and `+ - * /` between them — what Grafana's panels and "Save & test" send.
+
+use std::collections::BTreeMap;
+
+use crate::logql::{self, LogQuery, ParseError};
+use crate::model::LabelSet;
+use crate::store::logs::LogStreamOut;
+
+#[derive(Debug)]
+pub enum Expr {
+    Number(f64),
+    Vector(f64),
+    Range { func: RangeFn, query: LogQuery, range_ns: i64 },
+    Agg { op: AggOp, grouping: Option<(bool, Vec<String>)>, param: Option<f64>, inner: Box<Expr> },
+    Binary { op: char, lhs: Box<Expr>, rhs: Box<Expr> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeFn {
+    Count,
+    Rate,
+    Bytes,
+    BytesRate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggOp {
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Count,
+    Topk,
+    Bottomk,
+}
+
+/// A metric query's series: labels to one value per evaluation time (absent where there is none).
+pub type Series = BTreeMap<LabelSet, BTreeMap<i64, f64>>;
+
+/// Whether `query` is a metric query (as opposed to a log query `{...} | ...`).
+pub fn is_metric(query: &str) -> bool {
+    !query.trim_start().starts_with('{')
+}
+
+struct P<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> P<'a> {
+    fn ws(&mut self) {
+        let rest = &self.s[self.i..];
+        self.i += rest.len() - rest.trim_start().len();
+    }
+    fn err<T>(&self, msg: impl Into<String>) -> Result<T, ParseError> {
+        Err(ParseError { col: self.s[..self.i].chars().count() + 1, msg: msg.into() })
+    }
+    fn eat(&mut self, t: &str) -> bool {
+        self.ws();
+        if self.s[self.i..].starts_with(t) {
+            self.i += t.len();
+            true
+        } else {
+            false
+        }
+    }
+    fn word(&mut self) -> &'a str {
+        self.ws();
+        let rest = &self.s[self.i..];
+        let n = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        self.i += n;
+        &rest[..n]
+    }
+    fn number(&mut self) -> Result<f64, ParseError> {
+        self.ws();
+        let rest = &self.s[self.i..];
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e')).unwrap_or(rest.len());
+        match rest[..n].parse::<f64>() {
+            Ok(v) if n > 0 => {
+                self.i += n;
+                Ok(v)
+            }
+            _ => self.err("expected a number"),
+        }
+    }
+    fn expect(&mut self, t: &str) -> Result<(), ParseError> {
+        if self.eat(t) {
+            Ok(())
+        } else {
+            self.err(format!("expected {t:?}"))
+        }
+    }
+
+    fn expr(&mut self) -> Result<Expr, ParseError> {
+        let mut lhs = self.term()?;
+        loop {
+            let op = if self.eat("+") {
+                '+'
+            } else if self.eat("-") {
+                '-'
+            } else {
+                return Ok(lhs);
+            };
+            let rhs = self.term()?;
+            lhs = Expr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+    }
+    fn term(&mut self) -> Result<Expr, ParseError> {
+        let mut lhs = self.atom()?;
+        loop {
+            let op = if self.eat("*") {
+                '*'
+            } else if self.eat("/") {
+                '/'
+            } else {
+                return Ok(lhs);
+            };
+            let rhs = self.atom()?;
+            lhs = Expr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+    }
+    fn grouping(&mut self) -> Result<Option<(bool, Vec<String>)>, ParseError> {
+        let save = self.i;
+        let w = self.word();
+        let without = match w {
+            "by" => false,
+            "without" => true,
+            _ => {
+                self.i = save;
+                return Ok(None);
+            }
+        };
+        self.expect("(")?;
+        let mut names = Vec::new();
+        while !self.eat(")") {
+            let n = self.word();
+            if n.is_empty() {
+                return self.err("expected a label name");
+            }
+            names.push(n.to_string());
+            if !self.eat(",") {
+                self.expect(")")?;
+                break;
+            }
+        }
+        Ok(Some((without, names)))
+    }
+    fn atom(&mut self) -> Result<Expr, ParseError> {
+        self.ws();
+        if self.eat("(") {
+            let e = self.expr()?;
+            self.expect(")")?;
+            return Ok(e);
+        }
+        if self.s[self.i..].starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+            return Ok(Expr::Number(self.number()?));
+        }
+        let start = self.i;
+        let name = self.word();
+        let range_fn = match name {
+            "count_over_time" => Some(RangeFn::Count),
+            "rate" => Some(RangeFn::Rate),
+            "bytes_over_time" => Some(RangeFn::Bytes),
+            "bytes_rate" => Some(RangeFn::BytesRate),
+            _ => None,
+        };
+        if let Some(func) = range_fn {
+            self.expect("(")?;
+            self.ws();
+            // The log query runs up to the `[range]` that closes it.
+            let rest = &self.s[self.i..];
+            let Some(open) = find_range_bracket(rest) else {
+                return self.err("expected a [range] after the log query");
+            };
+            let query = logql::parse(&rest[..open])
+                .map_err(|e| ParseError { col: self.s[..self.i].chars().count() + e.col, msg: e.msg })?;
+            self.i += open + 1;
+            let close = self.s[self.i..].find(']').map(|k| self.i + k);
+            let Some(close) = close else { return self.err("unclosed [") };
+            let Some(d) = humantime::parse_duration(self.s[self.i..close].trim()).ok().filter(|d| !d.is_zero()) else {
+                return self.err(format!("invalid range {:?}", &self.s[self.i..close]));
+            };
+            self.i = close + 1;
+            self.expect(")")?;
+            return Ok(Expr::Range { func, query, range_ns: d.as_nanos() as i64 });
+        }
+        let op = match name {
+            "sum" => AggOp::Sum,
+            "avg" => AggOp::Avg,
+            "min" => AggOp::Min,
+            "max" => AggOp::Max,
+            "count" => AggOp::Count,
+            "topk" => AggOp::Topk,
+            "bottomk" => AggOp::Bottomk,
+            "vector" => {
+                self.expect("(")?;
+                let v = self.number()?;
+                self.expect(")")?;
+                return Ok(Expr::Vector(v));
+            }
+            _ => {
+                self.i = start;
+                return self.err(format!(
+                    "unexpected {:?}: expected a number, vector(), a range aggregation or an aggregation",
+                    name
+                ));
+            }
+        };
+        let mut grouping = self.grouping()?;
+        self.expect("(")?;
+        let param = if matches!(op, AggOp::Topk | AggOp::Bottomk) {
+            let k = self.number()?;
+            self.expect(",")?;
+            Some(k)
+        } else {
+            None
+        };
+        let inner = self.expr()?;
+        self.expect(")")?;
+        if grouping.is_none() {
+            grouping = self.grouping()?;
+        }
+        Ok(Expr::Agg { op, grouping, param, inner: Box::new(inner) })
+    }
+}
+
+/// The `[` that opens the range after a log query: the first one outside quotes and braces.
+fn find_range_bracket(s: &str) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '`' => quote = Some(c),
+                '[' => return Some(i),
+                _ => {}
+            },
+        }
+    }
+    None
+}
+
+pub fn parse(query: &str) -> Result<Expr, ParseError> {
+    let mut p = P { s: query, i: 0 };
+    let e = p.expr()?;
+    p.ws();
+    if p.i != query.len() {
+        return p.err("unexpected text after the expression");
+    }
+    Ok(e)
+}
+
+impl Expr {
+    /// Every log query in the expression with the widest range it needs.
+    pub fn selectors<'a>(&'a self, out: &mut Vec<(&'a LogQuery, i64)>) {
+        match self {
+            Expr::Range { query, range_ns, .. } => out.push((query, *range_ns)),
+            Expr::Agg { inner, .. } => inner.selectors(out),
+            Expr::Binary { lhs, rhs, .. } => {
+                lhs.selectors(out);
+                rhs.selectors(out);
+            }
+            Expr::Number(_) | Expr::Vector(_) => {}
+        }
+    }
+
+    /// Evaluates at each of `times`; `fetched` holds, per selector in `selectors` order, the streams
+    /// read for `[first time − range, last time]`.
+    pub fn eval(&self, times: &[i64], fetched: &mut std::slice::Iter<'_, Vec<LogStreamOut>>) -> Value {
+        match self {
+            Expr::Number(v) => Value::Scalar(*v),
+            Expr::Vector(v) => {
+                let mut s = Series::new();
+                s.insert(LabelSet::default(), times.iter().map(|&t| (t, *v)).collect());
+                Value::Series(s)
+            }
+            Expr::Range { func, query, range_ns } => {
+                let streams = fetched.next().expect("one fetch per selector");
+                let mut out = Series::new();
+                for st in streams {
+                    let lines: Vec<(i64, usize)> =
+                        st.lines.iter().filter(|l| query.keeps(&l.line)).map(|l| (l.time_ns, l.line.len())).collect();
+                    let mut points = BTreeMap::new();
+                    let (mut lo, mut hi) = (0, 0);
+                    let (mut count, mut bytes) = (0usize, 0usize);
+                    for &t in times {
+                        // Window (t − range, t], lines in time order: two forward-only cursors.
+                        while hi < lines.len() && lines[hi].0 <= t {
+                            count += 1;
+                            bytes += lines[hi].1;
+                            hi += 1;
+                        }
+                        while lo < hi && lines[lo].0 <= t - range_ns {
+                            count -= 1;
+                            bytes -= lines[lo].1;
+                            lo += 1;
+                        }
+                        if count > 0 {
+                            let secs = *range_ns as f64 / 1e9;
+                            let v = match func {
+                                RangeFn::Count => count as f64,
+                                RangeFn::Rate => count as f64 / secs,
+                                RangeFn::Bytes => bytes as f64,
+                                RangeFn::BytesRate => bytes as f64 / secs,
+                            };
+                            points.insert(t, v);
+                        }
+                    }
+                    if !points.is_empty() {
+                        out.insert(st.labels.clone(), points);
+                    }
+                }
+                Value::Series(out)
+            }
+            Expr::Agg { op, grouping, param, inner } => {
+                let Value::Series(inner) = inner.eval(times, fetched) else { return Value::Series(Series::new()) };
+                Value::Series(aggregate(*op, grouping.as_ref(), *param, times, inner))
+            }
+            Expr::Binary { op, lhs, rhs } => {
+                let (l, r) = (lhs.eval(times, fetched), rhs.eval(times, fetched));
+                binary(*op, l, r)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Value {
+    Scalar(f64),
+    Series(Series),
+}
+
+fn group_key(labels: &LabelSet, grouping: Option<&(bool, Vec<String>)>) -> LabelSet {
+    match grouping {
+        None => LabelSet::default(),
+        Some((false, by)) => labels.filtered(|n| by.iter().any(|b| b == n)),
+        Some((true, without)) => labels.filtered(|n| !without.iter().any(|b| b == n)),
+    }
+}
+
+fn aggregate(
+    op: AggOp,
+    grouping: Option<&(bool, Vec<String>)>,
+    param: Option<f64>,
+    times: &[i64],
+    inner: Series,
+) -> Series {
+    if matches!(op, AggOp::Topk | AggOp::Bottomk) {
+        let k = param.unwrap_or(1.0).max(0.0) as usize;
+        let mut out = Series::new();
+        for &t in times {
+            let mut groups: BTreeMap<LabelSet, Vec<(&LabelSet, f64)>> = BTreeMap::new();
+            for (l, pts) in &inner {
+                if let Some(&v) = pts.get(&t) {
+                    groups.entry(group_key(l, grouping)).or_default().push((l, v));
+                }
+            }
+            for (_, mut members) in groups {
+                members.sort_by(|a, b| if op == AggOp::Topk { b.1.total_cmp(&a.1) } else { a.1.total_cmp(&b.1) });
+                for (l, v) in members.into_iter().take(k) {
+                    out.entry(l.clone()).or_default().insert(t, v);
+                }
+            }
+        }
+        return out;
+    }
+    let mut acc: BTreeMap<LabelSet, BTreeMap<i64, (f64, usize)>> = BTreeMap::new();
+    for (l, pts) in inner {
+        let slot = acc.entry(group_key(&l, grouping)).or_default();
+        for (t, v) in pts {
+            let e = slot.entry(t).or_insert((
+                match op {
+                    AggOp::Min => f64::INFINITY,
+                    AggOp::Max => f64::NEG_INFINITY,
+                    _ => 0.0,
+                },
+                0,
+            ));
+            e.1 += 1;
+            e.0 = match op {
+                AggOp::Sum | AggOp::Avg => e.0 + v,
+                AggOp::Min => e.0.min(v),
+                AggOp::Max => e.0.max(v),
+                AggOp::Count => e.1 as f64,
+                AggOp::Topk | AggOp::Bottomk => unreachable!("handled above"),
+            };
+        }
+    }
+    acc.into_iter()
+        .map(|(l, pts)| {
+            (l, pts.into_iter().map(|(t, (v, n))| (t, if op == AggOp::Avg { v / n as f64 } else { v })).collect())
+        })
+        .collect()
+}
+
+fn apply(op: char, a: f64, b: f64) -> f64 {
+    match op {
+        '+' => a + b,
+        '-' => a - b,
+        '*' => a * b,
+        _ => a / b,
+    }
+}
+
+/// Scalars combine with every point; two series match by identical label sets.
+fn binary(op: char, l: Value, r: Value) -> Value {
+    match (l, r) {
+        (Value::Scalar(a), Value::Scalar(b)) => Value::Scalar(apply(op, a, b)),
+        (Value::Series(s), Value::Scalar(b)) => Value::Series(
+            s.into_iter().map(|(l, p)| (l, p.into_iter().map(|(t, v)| (t, apply(op, v, b))).collect())).collect(),
+        ),
+        (Value::Scalar(a), Value::Series(s)) => Value::Series(
+            s.into_iter().map(|(l, p)| (l, p.into_iter().map(|(t, v)| (t, apply(op, a, v))).collect())).collect(),
+        ),
+        (Value::Series(a), Value::Series(b)) => {
+            let mut out = Series::new();
+            for (l, pa) in a {
+                if let Some(pb) = b.get(&l) {
+                    let pts: BTreeMap<i64, f64> =
+                        pa.into_iter().filter_map(|(t, v)| pb.get(&t).map(|w| (t, apply(op, v, *w)))).collect();
+                    if !pts.is_empty() {
+                        out.insert(l, pts);
+                    }
+                }
+            }
+            Value::Series(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::logchunk::LogLine;
+
+    fn stream(c: &str, times_s: &[i64], text: &str) -> LogStreamOut {
+        LogStreamOut {
+            labels: LabelSet::from_pairs([("container", c), ("stream", "stdout")]),
+            lines: times_s.iter().map(|&t| LogLine { time_ns: t * 1_000_000_000, line: text.into() }).collect(),
+        }
+    }
+
+    fn eval(q: &str, times_s: &[i64], data: Vec<Vec<LogStreamOut>>) -> Value {
+        let e = parse(q).unwrap();
+        let times: Vec<i64> = times_s.iter().map(|t| t * 1_000_000_000).collect();
+        e.eval(&times, &mut data.iter())
+    }
+
+    #[test]
+    fn grafanas_save_and_test_is_two() {
+        let Value::Series(s) = eval("vector(1)+vector(1)", &[4], vec![]) else { panic!() };
+        assert_eq!(s[&LabelSet::default()][&4_000_000_000], 2.0);
+    }
+
+    #[test]
+    fn counts_rates_and_sums_over_windows() {
+        // web: lines at 1..=10 s; db: at 5 and 6 s. Windows (t − 5 s, t].
+        let data = || vec![vec![stream("web", &(1..=10).collect::<Vec<_>>(), "error x"), stream("db", &[5, 6], "ok")]];
+        let Value::Series(s) = eval(r#"count_over_time({stream="stdout"}[5s])"#, &[5, 10], data()) else { panic!() };
+        let web = LabelSet::from_pairs([("container", "web"), ("stream", "stdout")]);
+        assert_eq!(s[&web][&5_000_000_000], 5.0);
+        assert_eq!(s[&web][&10_000_000_000], 5.0);
+        let db = LabelSet::from_pairs([("container", "db"), ("stream", "stdout")]);
+        assert_eq!(s[&db].get(&10_000_000_000), Some(&1.0), "6 s is in (5, 10]");
+        let Value::Series(s) = eval(r#"sum by (stream) (rate({stream="stdout"} |= "error" [5s]))"#, &[10], data())
+        else {
+            panic!()
+        };
+        assert_eq!(s[&LabelSet::from_pairs([("stream", "stdout")])][&10_000_000_000], 1.0);
+        let Value::Series(s) = eval(r#"topk(1, bytes_over_time({stream="stdout"}[10s])) * 2"#, &[10], data()) else {
+            panic!()
+        };
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[&web][&10_000_000_000], 140.0);
+    }
+
+    #[test]
+    fn errors_name_the_column() {
+        assert_eq!(parse(r#"count_over_time({a="b"} [5x])"#).unwrap_err().msg, "invalid range \"5x\"");
+        assert_eq!(parse(r#"count_over_time({a="b" |= "x"[5m])"#).unwrap_err().col, 24);
+        assert_eq!(parse("nope(1)").unwrap_err().col, 1);
+        assert!(is_metric("sum(count_over_time({a=\"b\"}[1m]))") && !is_metric(" {a=\"b\"}"));
+    }
+}
