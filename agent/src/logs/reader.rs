@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::assemble::{Assembler, Entry, Resume};
+use super::assemble::{Assembler, Entry, Flags, Resume};
 use super::checkpoint::Checkpoints;
 use super::jsonfile::Stream;
 use super::tail::{Event, Tailer};
@@ -34,8 +34,8 @@ pub struct LogReaderConfig {
 #[derive(Debug, Default)]
 pub struct TaggedStream {
     pub labels: Vec<(String, String)>,
-    /// (time_ns, text, flags as `LOG_FLAG_*` bits)
-    pub lines: Vec<(i64, String, u32)>,
+    /// (time_ns, text, why the line is not exactly what the container wrote)
+    pub lines: Vec<(i64, String, Flags)>,
 }
 
 /// What reaching the collector means for the reader: checkpoints that become safe, bytes released.
@@ -229,11 +229,9 @@ fn read_one(id: &str, f: &mut Followed, budget: usize, finishing: bool, batch: &
     let mut by_stream: [TaggedStream; 2] = Default::default();
     for e in entries {
         let slot = usize::from(e.stream == Stream::Stderr);
-        let flags =
-            u32::from(e.flags.truncated) | (u32::from(e.flags.replaced) << 1) | (u32::from(e.flags.corrupt) << 2);
         batch.ack.bytes += e.text.len() + 16;
         metrics.log_lines.inc();
-        by_stream[slot].lines.push((e.time_ns, e.text, flags));
+        by_stream[slot].lines.push((e.time_ns, e.text, e.flags));
     }
     for (slot, mut s) in by_stream.into_iter().enumerate() {
         if s.lines.is_empty() {

@@ -64,8 +64,29 @@ pub fn log_streams(streams: Vec<crate::logs::reader::TaggedStream>, out: &mut Ve
             lines: s
                 .lines
                 .into_iter()
-                .map(|(time_ns, text, flags)| lookout_proto::v1::LogLine { time_ns, text, flags })
+                .map(|(time_ns, text, flags)| lookout_proto::v1::LogLine { time_ns, text, flags: flag_bits(flags) })
                 .collect(),
         });
+    }
+}
+
+fn flag_bits(f: crate::logs::assemble::Flags) -> u32 {
+    use lookout_proto::v1::LogFlag;
+    [(f.truncated, LogFlag::Truncated), (f.replaced, LogFlag::Replaced), (f.corrupt, LogFlag::Corrupt)]
+        .into_iter()
+        .filter(|(set, _)| *set)
+        .fold(0, |bits, (_, flag)| bits | flag as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::assemble::Flags;
+
+    #[test]
+    fn log_flags_map_to_the_wire_bits() {
+        assert_eq!(flag_bits(Flags::default()), 0);
+        assert_eq!(flag_bits(Flags { truncated: true, replaced: false, corrupt: true }), 1 | 4);
+        assert_eq!(flag_bits(Flags { replaced: true, ..Flags::default() }), 2);
     }
 }
