@@ -1,6 +1,7 @@
 //! The log reader: follows every json-file container log on its own thread, hands tagged lines to
 //! shipping with the checkpoints they reach, and saves a checkpoint only once the collector has it.
 //! Flow control: at most `in_flight_bytes` of lines wait for acks; beyond that the files are the buffer.
+//! File events (inotify through `notify`) say which logs to read; a slow poll is the safety net.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,7 +19,10 @@ use crate::telemetry::AgentMetrics;
 
 /// Lines read in one round from one container at most, so that a flood does not starve the others.
 const ROUND_BYTES: usize = 256 * 1024;
-/// How often files are looked at when nothing was read.
+/// How often every file is looked at when no file event came (events can be lost: a full inotify
+/// queue, a file system without inotify); also how soon a new container's log is opened.
+const SAFETY_POLL: Duration = Duration::from_millis(500);
+/// How often files are looked at when file events are not available at all.
 const POLL: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug)]
@@ -116,10 +120,30 @@ pub fn run(
     let mut followed: HashMap<String, Followed> = HashMap::new();
     let mut reported: std::collections::HashSet<String> = Default::default();
     let mut in_flight = 0usize;
+    let (wake_tx, wake) = std::sync::mpsc::channel::<PathBuf>();
+    let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            for p in ev.paths {
+                let _ = wake_tx.send(p);
+            }
+        }
+    }) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "no file events (inotify): logs are polled every {POLL:?}");
+            None
+        }
+    };
+    // Containers to read now: their directory had an event, or the last read was cut by a budget.
+    let mut dirty: std::collections::HashSet<String> = Default::default();
+    // A followed log's directory to its container (an event names a file in it).
+    let mut by_dir: HashMap<PathBuf, String> = HashMap::new();
+    let mut last_full = std::time::Instant::now();
+    let mut early_ack: Option<LogAck> = None;
     while !shutdown.is_cancelled() {
         // Acknowledged: those checkpoints are safe now.
         let mut changed = false;
-        while let Ok(ack) = acks.try_recv() {
+        while let Some(ack) = early_ack.take().or_else(|| acks.try_recv().ok()) {
             in_flight = in_flight.saturating_sub(ack.bytes);
             for (id, r) in ack.checkpoints {
                 saved.containers.insert(id, r);
@@ -158,6 +182,16 @@ pub fn run(
                     }
                     let asm = resume.as_ref().map(Assembler::resume).unwrap_or_default();
                     let labels = identity::identity_labels(&cfg.host, c, &cfg.include_labels);
+                    if let (Some(w), Some(dir)) = (watcher.as_mut(), path.parent()) {
+                        use notify::Watcher;
+                        if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+                            tracing::debug!(container = %c.name, error = %e, "no file events for this log; polled");
+                        }
+                    }
+                    dirty.insert(id.clone());
+                    if let Some(dir) = path.parent() {
+                        by_dir.insert(dir.to_path_buf(), id.clone());
+                    }
                     followed.insert(id, Followed { path: path.clone(), tailer, asm, labels });
                 }
                 Err(e) => {
@@ -168,27 +202,78 @@ pub fn run(
         let gone: Vec<String> =
             followed.keys().filter(|id| !current.iter().any(|c| c.id.as_str() == id.as_str())).cloned().collect();
 
+        // Which logs to look at: those with file events, all of them now and then.
+        while let Ok(p) = wake.try_recv() {
+            mark(&by_dir, &p, &mut dirty);
+        }
+        if watcher.is_none() || last_full.elapsed() >= SAFETY_POLL {
+            dirty.extend(followed.keys().cloned());
+            last_full = std::time::Instant::now();
+        }
         let mut batch = LogBatch::default();
         if in_flight < cfg.in_flight_bytes {
             for (id, f) in followed.iter_mut() {
                 let finishing = gone.contains(id);
+                if !finishing && !dirty.contains(id) {
+                    continue;
+                }
+                let before = batch.ack.bytes;
                 read_one(id, f, if finishing { usize::MAX } else { ROUND_BYTES }, finishing, &mut batch, &metrics);
+                if batch.ack.bytes == before {
+                    dirty.remove(id);
+                }
             }
         }
         for id in &gone {
             if in_flight < cfg.in_flight_bytes {
                 if let Some(f) = followed.remove(id) {
+                    dirty.remove(id);
+                    if let Some(dir) = f.path.parent() {
+                        by_dir.remove(dir);
+                        if let Some(w) = watcher.as_mut() {
+                            use notify::Watcher;
+                            let _ = w.unwatch(dir);
+                        }
+                    }
                     batch.ack.finished.push((id.clone(), f.path));
                 }
             }
         }
         if batch.streams.is_empty() && batch.ack.finished.is_empty() {
-            std::thread::sleep(POLL);
+            if in_flight >= cfg.in_flight_bytes {
+                // The files are the buffer until the collector acknowledges something.
+                match acks.recv_timeout(SAFETY_POLL) {
+                    Ok(a) => early_ack = Some(a),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            } else if watcher.is_some() {
+                let wait = SAFETY_POLL.saturating_sub(last_full.elapsed());
+                if let Ok(p) = wake.recv_timeout(wait) {
+                    mark(&by_dir, &p, &mut dirty);
+                }
+            } else {
+                std::thread::sleep(POLL);
+            }
             continue;
         }
         in_flight += batch.ack.bytes;
         if !send(batch) {
             return;
+        }
+    }
+}
+
+/// Marks the container whose log directory `event_path` is in (or is) as having something to read.
+fn mark(
+    by_dir: &HashMap<PathBuf, String>,
+    event_path: &std::path::Path,
+    dirty: &mut std::collections::HashSet<String>,
+) {
+    let id = event_path.parent().and_then(|d| by_dir.get(d)).or_else(|| by_dir.get(event_path));
+    if let Some(id) = id {
+        if !dirty.contains(id) {
+            dirty.insert(id.clone());
         }
     }
 }
