@@ -1,12 +1,17 @@
-//! LogQL log queries, the subset evaluated so far: a stream selector and line filters
-//! (`{service="api"} |= "error" != "debug" |~ "5.." !~ "health"`). Errors name the column.
+//! LogQL log queries: a stream selector and a pipeline of line filters, the `json`, `logfmt` and
+//! `regexp` parsers, label filters, `line_format`, `drop` and `keep`. Errors name the column.
 
-use crate::model::Matcher;
+use std::borrow::Cow;
+
+use crate::model::{LabelSet, Matcher};
+
+/// The label a stage sets when it cannot do its work on a line, as Loki does.
+pub const ERROR_LABEL: &str = "__error__";
 
 #[derive(Debug)]
 pub struct LogQuery {
     pub matchers: Vec<Matcher>,
-    pub filters: Vec<LineFilter>,
+    pub stages: Vec<Stage>,
 }
 
 #[derive(Debug)]
@@ -28,10 +33,328 @@ impl LineFilter {
     }
 }
 
+/// One step of a log pipeline, applied to each line in order.
+#[derive(Debug)]
+pub enum Stage {
+    Line(LineFilter),
+    Json,
+    Logfmt,
+    Regexp(regex::Regex),
+    Labels(LabelFilter),
+    LineFormat(Vec<TemplatePart>),
+    /// Labels to remove: by name, or only where the value matches.
+    Drop(Vec<(String, Option<Matcher>)>),
+    Keep(Vec<String>),
+}
+
+/// `| name op value`, combined with `and`, `or` (and `,` for `and`).
+#[derive(Debug)]
+pub enum LabelFilter {
+    Text(Matcher),
+    Number { name: String, op: CmpOp, value: f64 },
+    And(Box<LabelFilter>, Box<LabelFilter>),
+    Or(Box<LabelFilter>, Box<LabelFilter>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum TemplatePart {
+    Text(String),
+    Label(String),
+    Line,
+}
+
+/// A line after the pipeline: its labels (borrowed when no stage changed them) and its text.
+pub struct Processed<'a> {
+    pub labels: Cow<'a, LabelSet>,
+    pub line: Cow<'a, str>,
+}
+
 impl LogQuery {
-    pub fn keeps(&self, line: &str) -> bool {
-        self.filters.iter().all(|f| f.keeps(line))
+    /// Whether the pipeline only filters lines (no stage changes labels or text): results keep the
+    /// stored streams as they are.
+    pub fn filters_only(&self) -> bool {
+        self.stages.iter().all(|s| matches!(s, Stage::Line(_)))
     }
+
+    /// The line filters before any other stage: they may be checked on raw stored text before a line
+    /// is even split out (they are all the query needs when `filters_only`).
+    pub fn leading_filters(&self) -> impl Iterator<Item = &LineFilter> {
+        self.stages.iter().map_while(|s| match s {
+            Stage::Line(f) => Some(f),
+            _ => None,
+        })
+    }
+
+    /// Whether a line passes the pipeline's line filters (for pipelines that are `filters_only`).
+    pub fn keeps(&self, line: &str) -> bool {
+        self.leading_filters().all(|f| f.keeps(line))
+    }
+
+    /// Runs the pipeline over one line of a stream labelled `labels`; `None` when a stage drops it.
+    pub fn process<'a>(&self, labels: &'a LabelSet, line: &'a str) -> Option<Processed<'a>> {
+        let mut labels = Cow::Borrowed(labels);
+        let mut line = Cow::Borrowed(line);
+        for stage in &self.stages {
+            match stage {
+                Stage::Line(f) => {
+                    if !f.keeps(&line) {
+                        return None;
+                    }
+                }
+                Stage::Json => {
+                    let mut extracted = Vec::new();
+                    if json_labels(&line, &mut extracted).is_err() {
+                        labels.to_mut().set(ERROR_LABEL, "JSONParserErr");
+                    }
+                    add_extracted(labels.to_mut(), extracted);
+                }
+                Stage::Logfmt => {
+                    let mut extracted = Vec::new();
+                    if logfmt_labels(&line, &mut extracted).is_err() {
+                        labels.to_mut().set(ERROR_LABEL, "LogfmtParserErr");
+                    }
+                    add_extracted(labels.to_mut(), extracted);
+                }
+                Stage::Regexp(re) => {
+                    if let Some(caps) = re.captures(&line) {
+                        let extracted = re
+                            .capture_names()
+                            .flatten()
+                            .filter_map(|n| caps.name(n).map(|m| (n.to_string(), m.as_str().to_string())))
+                            .collect();
+                        add_extracted(labels.to_mut(), extracted);
+                    }
+                }
+                Stage::Labels(f) => match f.eval(&labels) {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    // A value that is not a number: the line stays, marked, as Loki does.
+                    Err(()) => labels.to_mut().set(ERROR_LABEL, "LabelFilterErr"),
+                },
+                Stage::LineFormat(parts) => {
+                    let mut out = String::with_capacity(line.len());
+                    for p in parts {
+                        match p {
+                            TemplatePart::Text(t) => out.push_str(t),
+                            TemplatePart::Label(n) => out.push_str(labels.get(n).unwrap_or("")),
+                            TemplatePart::Line => out.push_str(&line),
+                        }
+                    }
+                    line = Cow::Owned(out);
+                }
+                Stage::Drop(names) => {
+                    for (n, m) in names {
+                        if labels.get(n).is_some() && m.as_ref().is_none_or(|m| m.matches_labels(&labels)) {
+                            labels.to_mut().remove(n);
+                        }
+                    }
+                }
+                Stage::Keep(names) => {
+                    if labels.iter().any(|(k, _)| !names.iter().any(|n| n == k)) {
+                        labels = Cow::Owned(labels.filtered(|k| names.iter().any(|n| n == k)));
+                    }
+                }
+            }
+        }
+        Some(Processed { labels, line })
+    }
+}
+
+impl LabelFilter {
+    /// `Err` when a numeric comparison meets a value that is not a number.
+    fn eval(&self, labels: &LabelSet) -> Result<bool, ()> {
+        match self {
+            LabelFilter::Text(m) => Ok(m.matches_labels(labels)),
+            LabelFilter::Number { name, op, value } => {
+                let Some(v) = labels.get(name) else { return Ok(false) };
+                let v = parse_number(v).ok_or(())?;
+                Ok(match op {
+                    CmpOp::Eq => v == *value,
+                    CmpOp::Ne => v != *value,
+                    CmpOp::Gt => v > *value,
+                    CmpOp::Ge => v >= *value,
+                    CmpOp::Lt => v < *value,
+                    CmpOp::Le => v <= *value,
+                })
+            }
+            LabelFilter::And(a, b) => Ok(a.eval(labels)? && b.eval(labels)?),
+            LabelFilter::Or(a, b) => Ok(a.eval(labels)? || b.eval(labels)?),
+        }
+    }
+}
+
+/// A number as label filters read one: plain (`500`, `1.5e3`), a duration in seconds (`250ms`,
+/// `1m30s`) or a byte size (`20MB`, `1KiB`).
+fn parse_number(s: &str) -> Option<f64> {
+    let s = s.trim();
+    if let Ok(v) = s.parse::<f64>() {
+        return Some(v);
+    }
+    parse_duration_secs(s).or_else(|| parse_bytes(s))
+}
+
+/// Go's duration syntax: a sequence of decimal numbers with units ns, us, µs, ms, s, m, h.
+fn parse_duration_secs(s: &str) -> Option<f64> {
+    let (neg, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let v: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..u] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += v * scale;
+        rest = &rest[u..];
+    }
+    Some(if neg { -total } else { total })
+}
+
+fn parse_bytes(s: &str) -> Option<f64> {
+    let n = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let v: f64 = s[..n].parse().ok()?;
+    let scale = match s[n..].trim() {
+        "B" | "b" => 1.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KiB" | "Ki" => 1024.0,
+        "MiB" | "Mi" => 1024.0 * 1024.0,
+        "GiB" | "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" | "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(v * scale)
+}
+
+/// Adds parsed labels; a name the stream already has gets the suffix `_extracted`, as in Loki.
+fn add_extracted(labels: &mut LabelSet, extracted: Vec<(String, String)>) {
+    for (k, v) in extracted {
+        if labels.get(&k).is_some() && k != ERROR_LABEL {
+            labels.set(&format!("{k}_extracted"), &v);
+        } else {
+            labels.set(&k, &v);
+        }
+    }
+}
+
+/// A label name made of what a parser found: characters outside `[a-zA-Z0-9_]` become `_`, and a
+/// leading digit gets a `_` in front.
+fn sanitize(key: &str) -> String {
+    let mut out: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// Every scalar of a JSON object as a label; nested objects join their keys with `_`, arrays are
+/// skipped (Loki's `| json` without parameters).
+fn json_labels(line: &str, out: &mut Vec<(String, String)>) -> Result<(), ()> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|_| ())?;
+    let serde_json::Value::Object(map) = v else { return Err(()) };
+    fn walk(prefix: &str, map: &serde_json::Map<String, serde_json::Value>, out: &mut Vec<(String, String)>) {
+        for (k, v) in map {
+            let key = if prefix.is_empty() { sanitize(k) } else { format!("{prefix}_{}", sanitize(k)) };
+            match v {
+                serde_json::Value::Object(inner) => walk(&key, inner, out),
+                serde_json::Value::Array(_) => {}
+                serde_json::Value::String(s) => out.push((key, s.clone())),
+                serde_json::Value::Null => out.push((key, String::new())),
+                other => out.push((key, other.to_string())),
+            }
+        }
+    }
+    walk("", &map, out);
+    Ok(())
+}
+
+/// `key=value key2="quoted \"value\"" flag` pairs; a key without `=` has an empty value.
+fn logfmt_labels(line: &str, out: &mut Vec<(String, String)>) -> Result<(), ()> {
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && b[i] <= b' ' {
+            i += 1;
+        }
+        if i == b.len() {
+            break;
+        }
+        let start = i;
+        while i < b.len() && b[i] > b' ' && b[i] != b'=' && b[i] != b'"' {
+            i += 1;
+        }
+        if i == start {
+            return Err(());
+        }
+        let key = sanitize(&line[start..i]);
+        if i == b.len() || b[i] != b'=' {
+            if i < b.len() && b[i] == b'"' {
+                return Err(());
+            }
+            out.push((key, String::new()));
+            continue;
+        }
+        i += 1;
+        if i < b.len() && b[i] == b'"' {
+            i += 1;
+            let mut value = String::new();
+            let mut closed = false;
+            let mut chars = line[i..].char_indices();
+            while let Some((k, c)) = chars.next() {
+                match c {
+                    '"' => {
+                        i += k + 1;
+                        closed = true;
+                        break;
+                    }
+                    '\\' => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, 't')) => value.push('\t'),
+                        Some((_, 'r')) => value.push('\r'),
+                        Some((_, c)) => value.push(c),
+                        None => return Err(()),
+                    },
+                    c => value.push(c),
+                }
+            }
+            if !closed {
+                return Err(());
+            }
+            out.push((key, value));
+        } else {
+            let vs = i;
+            while i < b.len() && b[i] > b' ' {
+                i += 1;
+            }
+            out.push((key, line[vs..i].to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// A parse error at a 1-based column, in Loki's words (`parse error at line 1, col 5: ...`).
@@ -49,16 +372,32 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn ws(&mut self) {
-        while self.s[self.i..].starts_with(|c: char| c.is_whitespace()) {
-            self.i += self.s[self.i..].chars().next().map_or(1, char::len_utf8);
-        }
+        let rest = &self.s[self.i..];
+        self.i += rest.len() - rest.trim_start().len();
+    }
+    fn col(&self, at: usize) -> usize {
+        self.s[..at].chars().count() + 1
     }
     fn err<T>(&self, msg: impl Into<String>) -> Result<T, ParseError> {
-        Err(ParseError { col: self.s[..self.i].chars().count() + 1, msg: msg.into() })
+        Err(ParseError { col: self.col(self.i), msg: msg.into() })
+    }
+    fn peek(&mut self, tok: &str) -> bool {
+        self.ws();
+        self.s[self.i..].starts_with(tok)
     }
     fn eat(&mut self, tok: &str) -> bool {
+        if self.peek(tok) {
+            self.i += tok.len();
+            true
+        } else {
+            false
+        }
+    }
+    /// A keyword: `tok` not followed by a name character.
+    fn eat_word(&mut self, tok: &str) -> bool {
         self.ws();
-        if self.s[self.i..].starts_with(tok) {
+        let rest = &self.s[self.i..];
+        if rest.starts_with(tok) && !rest[tok.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
             self.i += tok.len();
             true
         } else {
@@ -102,7 +441,7 @@ impl<'a> Cursor<'a> {
                     Some((
                         _,
                         c @ ('\\' | '"' | '\'' | '.' | '*' | '+' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '^'
-                        | '$' | 'd' | 'w' | 's' | 'b'),
+                        | '$' | 'd' | 'w' | 's' | 'b' | 'S' | 'W' | 'D'),
                     )) => {
                         // Regex escapes pass through for =~ and |~; quotes and backslashes unescape.
                         if matches!(c, '\\' | '"' | '\'') {
@@ -119,6 +458,113 @@ impl<'a> Cursor<'a> {
         }
         self.err("unterminated string")
     }
+    fn regex(&mut self, at: usize, s: &str) -> Result<regex::Regex, ParseError> {
+        regex::Regex::new(s).map_err(|e| ParseError { col: self.col(at), msg: format!("invalid regex {s:?}: {e}") })
+    }
+    fn matcher(&mut self, name: &str, op: &str) -> Result<Matcher, ParseError> {
+        self.ws();
+        let at = self.i;
+        let value = self.string()?;
+        Matcher::new(name, op, &value)
+            .map_err(|e| ParseError { col: self.col(at), msg: format!("invalid regex {value:?}: {e}") })
+    }
+
+    fn label_filter_or(&mut self) -> Result<LabelFilter, ParseError> {
+        let mut f = self.label_filter_and()?;
+        while self.eat_word("or") {
+            f = LabelFilter::Or(Box::new(f), Box::new(self.label_filter_and()?));
+        }
+        Ok(f)
+    }
+    fn label_filter_and(&mut self) -> Result<LabelFilter, ParseError> {
+        let mut f = self.label_filter_atom()?;
+        loop {
+            if self.eat_word("and") || self.eat(",") {
+                f = LabelFilter::And(Box::new(f), Box::new(self.label_filter_atom()?));
+            } else if self.peek_label_filter_start() {
+                // `| a="x" b="y"`: Loki reads juxtaposition as `and` too.
+                f = LabelFilter::And(Box::new(f), Box::new(self.label_filter_atom()?));
+            } else {
+                return Ok(f);
+            }
+        }
+    }
+    fn peek_label_filter_start(&mut self) -> bool {
+        self.ws();
+        let rest = &self.s[self.i..];
+        rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') && !rest.starts_with("or ")
+    }
+    fn label_filter_atom(&mut self) -> Result<LabelFilter, ParseError> {
+        if self.eat("(") {
+            let f = self.label_filter_or()?;
+            if !self.eat(")") {
+                return self.err("expected ) after the label filter");
+            }
+            return Ok(f);
+        }
+        let name = self.ident()?.to_string();
+        self.ws();
+        let op = ["=~", "!~", "==", "!=", ">=", "<=", ">", "<", "="].into_iter().find(|op| self.eat(op));
+        let Some(op) = op else {
+            return self.err(format!("expected a comparison (=, !=, =~, !~, >, >=, <, <=, ==) after {name}"));
+        };
+        self.ws();
+        if self.s[self.i..].starts_with(['"', '`']) {
+            if !matches!(op, "=" | "!=" | "=~" | "!~") {
+                return self.err(format!("{op} compares numbers, durations or byte sizes, not strings"));
+            }
+            return Ok(LabelFilter::Text(self.matcher(&name, op)?));
+        }
+        let rest = &self.s[self.i..];
+        let n = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | 'µ')))
+            .unwrap_or(rest.len());
+        let Some(value) = parse_number(&rest[..n]) else {
+            return self.err(format!("expected a quoted string, a number, a duration or a byte size after {name}{op}"));
+        };
+        self.i += n;
+        let op = match op {
+            "=" | "==" => CmpOp::Eq,
+            "!=" => CmpOp::Ne,
+            ">" => CmpOp::Gt,
+            ">=" => CmpOp::Ge,
+            "<" => CmpOp::Lt,
+            "<=" => CmpOp::Le,
+            _ => return self.err(format!("{op} compares strings, not numbers")),
+        };
+        Ok(LabelFilter::Number { name, op, value })
+    }
+}
+
+/// Go template text as `line_format` takes it, the part evaluated here: text, `{{.label}}` and
+/// `{{__line__}}`.
+fn template(s: &str) -> Result<Vec<TemplatePart>, String> {
+    let mut parts = Vec::new();
+    let mut rest = s;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            parts.push(TemplatePart::Text(rest[..open].to_string()));
+        }
+        let Some(close) = rest[open..].find("}}") else { return Err("unclosed {{ in the template".into()) };
+        let action = rest[open + 2..open + close].trim().trim_start_matches('-').trim_end_matches('-').trim();
+        if action == "__line__" {
+            parts.push(TemplatePart::Line);
+        } else if let Some(name) = action
+            .strip_prefix('.')
+            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            parts.push(TemplatePart::Label(name.to_string()));
+        } else {
+            return Err(format!(
+                "template action {{{{{action}}}}} is not evaluated: line_format takes text, {{{{.label}}}} and {{{{__line__}}}}"
+            ));
+        }
+        rest = &rest[open + close + 2..];
+    }
+    if !rest.is_empty() {
+        parts.push(TemplatePart::Text(rest.to_string()));
+    }
+    Ok(parts)
 }
 
 pub fn parse(query: &str) -> Result<LogQuery, ParseError> {
@@ -135,13 +581,7 @@ pub fn parse(query: &str) -> Result<LogQuery, ParseError> {
         c.ws();
         let op = ["=~", "!~", "!=", "="].into_iter().find(|op| c.eat(op));
         let Some(op) = op else { return c.err(format!("expected =, !=, =~ or !~ after {name}")) };
-        let at = c.i;
-        let value = c.string()?;
-        let m = Matcher::new(name, op, &value).map_err(|e| ParseError {
-            col: query[..at].chars().count() + 1,
-            msg: format!("invalid regex {value:?}: {e}"),
-        })?;
-        matchers.push(m);
+        matchers.push(c.matcher(name, op)?);
         if c.eat(",") {
             continue;
         }
@@ -156,56 +596,110 @@ pub fn parse(query: &str) -> Result<LogQuery, ParseError> {
             msg: "queries require at least one matcher that does not match the empty string".into(),
         });
     }
-    let mut filters = Vec::new();
+    let mut stages = Vec::new();
     loop {
         c.ws();
         if c.i == query.len() {
             break;
         }
-        // `| drop __error__` (Grafana's log volume query): no parser here sets error labels, so it
-        // drops nothing.
-        let save = c.i;
-        if c.eat("|") && c.ident().ok() == Some("drop") {
+        let op = ["|=", "!=", "|~", "!~"].into_iter().find(|op| c.eat(op));
+        if let Some(op) = op {
+            c.ws();
+            let at = c.i;
+            let s = c.string()?;
+            stages.push(Stage::Line(match op {
+                "|=" => LineFilter::Contains(s),
+                "!=" => LineFilter::NotContains(s),
+                "|~" => LineFilter::Matches(c.regex(at, &s)?),
+                _ => LineFilter::NotMatches(c.regex(at, &s)?),
+            }));
+            continue;
+        }
+        if !c.eat("|") {
+            return c.err("expected a line filter (|=, !=, |~, !~) or a pipeline stage (| json, | logfmt, | label=\"value\", ...)");
+        }
+        c.ws();
+        let at = c.i;
+        if c.eat_word("json") {
+            c.ws();
+            if c.s[c.i..].starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_') {
+                return c.err("json with parameters is not evaluated: use | json and label filters");
+            }
+            stages.push(Stage::Json);
+        } else if c.eat_word("logfmt") {
+            stages.push(Stage::Logfmt);
+        } else if c.eat_word("regexp") {
+            c.ws();
+            let at = c.i;
+            let s = c.string()?;
+            let re = c.regex(at, &s)?;
+            if re.capture_names().flatten().next().is_none() {
+                return Err(ParseError {
+                    col: c.col(at),
+                    msg: "regexp needs at least one named group (?P<name>...)".into(),
+                });
+            }
+            stages.push(Stage::Regexp(re));
+        } else if c.eat_word("line_format") {
+            c.ws();
+            let at = c.i;
+            let s = c.string()?;
+            stages.push(Stage::LineFormat(template(&s).map_err(|msg| ParseError { col: c.col(at), msg })?));
+        } else if c.eat_word("drop") {
+            let mut names = Vec::new();
             loop {
-                c.ident()?;
+                let name = c.ident()?.to_string();
+                let m = if c.peek("=") || c.peek("!=") {
+                    let op = ["=~", "!~", "!=", "="].into_iter().find(|op| c.eat(op)).unwrap_or("=");
+                    Some(c.matcher(&name, op)?)
+                } else {
+                    None
+                };
+                names.push((name, m));
                 if !c.eat(",") {
                     break;
                 }
             }
-            continue;
+            stages.push(Stage::Drop(names));
+        } else if c.eat_word("keep") {
+            let mut names = Vec::new();
+            loop {
+                names.push(c.ident()?.to_string());
+                if !c.eat(",") {
+                    break;
+                }
+            }
+            stages.push(Stage::Keep(names));
+        } else if ["unwrap", "label_format", "pattern", "decolorize", "unpack", "line_format"]
+            .iter()
+            .any(|w| c.s[c.i..].starts_with(w))
+        {
+            let word = c.s[c.i..].split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_')).next().unwrap_or("");
+            return Err(ParseError { col: c.col(at), msg: format!("the {word} stage is not evaluated") });
+        } else {
+            stages.push(Stage::Labels(c.label_filter_or()?));
         }
-        c.i = save;
-        let op = ["|=", "!=", "|~", "!~"].into_iter().find(|op| c.eat(op));
-        let Some(op) = op else {
-            return c.err("expected a line filter (|=, !=, |~, !~); parsers and metric queries are not evaluated yet");
-        };
-        let at = c.i;
-        let s = c.string()?;
-        let re = |s: &str| {
-            regex::Regex::new(s).map_err(|e| ParseError {
-                col: query[..at].chars().count() + 1,
-                msg: format!("invalid regex {s:?}: {e}"),
-            })
-        };
-        filters.push(match op {
-            "|=" => LineFilter::Contains(s),
-            "!=" => LineFilter::NotContains(s),
-            "|~" => LineFilter::Matches(re(&s)?),
-            _ => LineFilter::NotMatches(re(&s)?),
-        });
     }
-    Ok(LogQuery { matchers, filters })
+    Ok(LogQuery { matchers, stages })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn run(q: &str, labels: &[(&str, &str)], line: &str) -> Option<(Vec<(String, String)>, String)> {
+        let q = parse(q).unwrap();
+        let labels = LabelSet::from_pairs(labels.iter().copied());
+        q.process(&labels, line)
+            .map(|p| (p.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), p.line.into_owned()))
+    }
+
     #[test]
     fn selectors_and_line_filters_parse_and_filter() {
         let q =
             parse(r#"{service="api", stream=~"std(out|err)"} |= "error" != `debug` |~ "5\\d\\d" !~ "health""#).unwrap();
         assert_eq!(q.matchers.len(), 2);
+        assert!(q.filters_only());
         assert!(q.keeps("GET /x 503 error"));
         assert!(!q.keeps("GET /x 503 error debug"));
         assert!(!q.keeps("GET /x 200 error"));
@@ -213,12 +707,78 @@ mod tests {
     }
 
     #[test]
+    fn json_extracts_nested_fields_and_label_filters_compare_them() {
+        let line =
+            r#"{"level":"error","status":503,"took":"1.5s","req":{"path":"/x","id":7},"tags":[1],"service":"s"}"#;
+        let (labels, text) = run(r#"{app="a"} | json"#, &[("app", "a"), ("service", "api")], line).unwrap();
+        let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("level"), Some("error"));
+        assert_eq!(get("status"), Some("503"));
+        assert_eq!(get("req_path"), Some("/x"));
+        assert_eq!(get("req_id"), Some("7"));
+        assert_eq!(get("tags"), None, "arrays are skipped");
+        assert_eq!(get("service"), Some("api"), "a stream label is not overwritten");
+        assert_eq!(get("service_extracted"), Some("s"));
+        assert_eq!(text, line);
+        assert!(run(r#"{app="a"} | json | status >= 500 and level="error""#, &[("app", "a")], line).is_some());
+        assert!(run(r#"{app="a"} | json | status < 500 or level!="error""#, &[("app", "a")], line).is_none());
+        assert!(run(r#"{app="a"} | json | took > 1s, took < 2000ms"#, &[("app", "a")], line).is_some());
+        assert!(run(r#"{app="a"} | json | level=~"err.*" | req_path="/y""#, &[("app", "a")], line).is_none());
+    }
+
+    #[test]
+    fn a_line_that_is_not_json_is_kept_and_marked_and_drop_removes_the_mark() {
+        let (labels, _) = run(r#"{app="a"} | json"#, &[("app", "a")], "plain text").unwrap();
+        assert!(labels.contains(&("__error__".into(), "JSONParserErr".into())));
+        let (labels, _) = run(r#"{app="a"} | json | drop __error__"#, &[("app", "a")], "plain text").unwrap();
+        assert_eq!(labels, [("app".to_string(), "a".to_string())]);
+        assert!(run(r#"{app="a"} | json | __error__="""#, &[("app", "a")], "plain").is_none());
+    }
+
+    #[test]
+    fn logfmt_reads_quoted_values_and_bare_keys() {
+        let line = r#"ts=2024-01-01 level=warn msg="slow \"query\" here" dur=250ms cached"#;
+        let (labels, _) = run(r#"{app="a"} | logfmt | dur > 200ms"#, &[("app", "a")], line).unwrap();
+        let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("msg").as_deref(), Some(r#"slow "query" here"#));
+        assert_eq!(get("level").as_deref(), Some("warn"));
+        assert_eq!(get("cached"), None, "a bare key has an empty value, which is no label");
+        let (labels, _) = run(r#"{app="a"} | logfmt"#, &[("app", "a")], r#"a="unterminated"#).unwrap();
+        assert!(labels.contains(&("__error__".into(), "LogfmtParserErr".into())));
+    }
+
+    #[test]
+    fn line_format_rewrites_the_line_and_later_filters_see_the_new_text() {
+        let line = r#"{"level":"info","msg":"hello"}"#;
+        let (_, text) =
+            run(r#"{app="a"} | json | line_format "{{.level}}: {{ .msg }} {{.missing}}""#, &[("app", "a")], line)
+                .unwrap();
+        assert_eq!(text, "info: hello ");
+        assert!(run(r#"{app="a"} | json | line_format "{{.msg}}" |= "{""#, &[("app", "a")], line).is_none());
+        assert!(parse(r#"{a="b"} | line_format "{{ .x | upper }}""#).unwrap_err().msg.contains("not evaluated"));
+    }
+
+    #[test]
+    fn regexp_keep_and_numeric_errors() {
+        let (labels, _) =
+            run(r#"{app="a"} | regexp "(?P<method>\\w+) (?P<path>\\S+)" | keep method"#, &[("app", "a")], "GET /x 200")
+                .unwrap();
+        assert_eq!(labels, [("method".to_string(), "GET".to_string())]);
+        let (labels, _) = run(r#"{app="a"} | logfmt | n > 5"#, &[("app", "a")], "n=abc").unwrap();
+        assert!(labels.contains(&("__error__".into(), "LabelFilterErr".into())));
+        assert!(run(r#"{app="a"} | logfmt | size > 1KiB"#, &[("app", "a")], "size=2048").is_some());
+    }
+
+    #[test]
     fn errors_name_the_column() {
         assert_eq!(parse(r#"{service="api" |= "x""#).unwrap_err().col, 16);
-        assert_eq!(parse(r#"{service="api"} | json"#).unwrap_err().col, 17);
+        assert_eq!(parse(r#"{service="api"} | unwrap x"#).unwrap_err().col, 19);
+        assert_eq!(parse(r#"{service="api"} | status >"#).unwrap_err().col, 27);
+        assert_eq!(parse(r#"{service="api"} | status > "x""#).unwrap_err().col, 28);
         assert_eq!(parse(r#"{service=~"("}"#).unwrap_err().col, 11);
         assert!(parse(r#"{service=~".*"}"#).unwrap_err().msg.contains("at least one matcher"));
         assert!(parse("service").unwrap_err().msg.contains("stream selector"));
         assert!(parse(r#"{a="b"} | drop __error__, x |= "y""#).is_ok());
+        assert!(parse(r#"{a="b"} | json | level="x" |= "y" | logfmt | line_format "{{.a}}""#).is_ok());
     }
 }

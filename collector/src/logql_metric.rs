@@ -288,9 +288,34 @@ impl Expr {
             Expr::Range { func, query, range_ns } => {
                 let streams = fetched.next().expect("one fetch per selector");
                 let mut out = Series::new();
+                // Lines per label set after the pipeline (parsers may split a stream), in time order.
+                let mut per: BTreeMap<LabelSet, Vec<(i64, usize)>> = BTreeMap::new();
                 for st in streams {
-                    let lines: Vec<(i64, usize)> =
-                        st.lines.iter().filter(|l| query.keeps(&l.line)).map(|l| (l.time_ns, l.line.len())).collect();
+                    if query.filters_only() {
+                        let lines: Vec<(i64, usize)> = st
+                            .lines
+                            .iter()
+                            .filter(|l| query.keeps(&l.line))
+                            .map(|l| (l.time_ns, l.line.len()))
+                            .collect();
+                        if !lines.is_empty() {
+                            per.entry(st.labels.clone()).or_default().extend(lines);
+                        }
+                        continue;
+                    }
+                    for l in &st.lines {
+                        if let Some(p) = query.process(&st.labels, &l.line) {
+                            match per.get_mut(p.labels.as_ref()) {
+                                Some(v) => v.push((l.time_ns, p.line.len())),
+                                None => {
+                                    per.insert(p.labels.into_owned(), vec![(l.time_ns, p.line.len())]);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (labels, mut lines) in per {
+                    lines.sort_by_key(|l| l.0);
                     let mut points = BTreeMap::new();
                     let (mut lo, mut hi) = (0, 0);
                     let (mut count, mut bytes) = (0usize, 0usize);
@@ -318,7 +343,7 @@ impl Expr {
                         }
                     }
                     if !points.is_empty() {
-                        out.insert(st.labels.clone(), points);
+                        out.insert(labels, points);
                     }
                 }
                 Value::Series(out)
@@ -483,6 +508,18 @@ mod tests {
         };
         assert_eq!(s.len(), 1);
         assert_eq!(s[&web][&10_000_000_000], 140.0);
+    }
+
+    #[test]
+    fn parsed_labels_split_series_for_grouping() {
+        let mut web = stream("web", &[1, 2, 3], r#"{"level":"error"}"#);
+        web.lines[2].line = r#"{"level":"info"}"#.into();
+        let data = vec![vec![web, stream("db", &[2], "level=error msg=x")]];
+        let q = r#"sum by (level) (count_over_time({stream="stdout"} | json | drop __error__ [5s]))"#;
+        let Value::Series(s) = eval(q, &[5], data) else { panic!() };
+        assert_eq!(s[&LabelSet::from_pairs([("level", "error")])][&5_000_000_000], 2.0);
+        assert_eq!(s[&LabelSet::from_pairs([("level", "info")])][&5_000_000_000], 1.0);
+        assert_eq!(s[&LabelSet::default()][&5_000_000_000], 1.0, "the logfmt line is no JSON: no level");
     }
 
     #[test]

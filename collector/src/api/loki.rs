@@ -10,7 +10,9 @@ use super::params::{parse_time_ms, Params};
 use super::{ApiError, AppState};
 use crate::logql;
 use crate::logql_metric;
-use crate::model::format_value;
+use crate::model::{format_value, LabelSet};
+use crate::store::logs::LogStreamOut;
+use std::collections::HashMap;
 
 /// `limit` when none is given.
 const DEFAULT_LIMIT: usize = 1000;
@@ -151,41 +153,65 @@ async fn logs(s: AppState, p: Params, text: String, start: i64, end: i64) -> Res
     let store = s.store.clone();
     let streams = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let found = store.select_logs(&q.matchers, start, end).map_err(|e| ApiError::Internal(e.to_string()))?;
-        // Every kept line with its stream, then the `limit` newest (backward) or oldest (forward).
-        let mut kept: Vec<(i64, usize, String)> = Vec::new();
-        for (si, st) in found.iter().enumerate() {
-            for l in &st.lines {
-                if q.keeps(&l.line) {
-                    kept.push((l.time_ns, si, l.line.clone()));
-                }
-            }
-        }
-        if forward {
-            kept.sort_by_key(|k| (k.0, k.1));
-        } else {
-            kept.sort_by_key(|k| std::cmp::Reverse((k.0, k.1)));
-        }
-        kept.truncate(limit);
-        let mut per: Vec<Vec<(i64, String)>> = vec![Vec::new(); found.len()];
-        for (t, si, line) in kept {
-            per[si].push((t, line));
-        }
-        Ok(found
-            .into_iter()
-            .zip(per)
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(st, v)| {
-                let labels: serde_json::Map<String, serde_json::Value> =
-                    st.labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-                let values: Vec<serde_json::Value> = v.into_iter().map(|(t, l)| json!([t.to_string(), l])).collect();
-                json!({"stream": labels, "values": values})
-            })
-            .collect::<Vec<_>>())
+        Ok(streams_json(&q, &found, forward, limit))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("query task: {e}")))??;
     Ok(Json(json!({"status": "success", "data": {"resultType": "streams", "result": streams, "stats": {}}}))
         .into_response())
+}
+
+/// Every line the pipeline keeps, then the `limit` newest (backward) or oldest (forward), grouped by
+/// the labels they end with (parsers may split one stored stream into several).
+fn streams_json(q: &logql::LogQuery, found: &[LogStreamOut], forward: bool, limit: usize) -> Vec<serde_json::Value> {
+    let mut kept: Vec<(i64, usize, String)> = Vec::new();
+    let mut label_sets: Vec<LabelSet> = Vec::new();
+    let mut index: HashMap<LabelSet, usize> = HashMap::new();
+    for st in found {
+        let plain = q.filters_only().then(|| {
+            label_sets.push(st.labels.clone());
+            label_sets.len() - 1
+        });
+        for l in &st.lines {
+            if let Some(si) = plain {
+                if q.keeps(&l.line) {
+                    kept.push((l.time_ns, si, l.line.clone()));
+                }
+                continue;
+            }
+            let Some(p) = q.process(&st.labels, &l.line) else { continue };
+            let si = match index.get(p.labels.as_ref()) {
+                Some(&i) => i,
+                None => {
+                    label_sets.push(p.labels.clone().into_owned());
+                    index.insert(p.labels.into_owned(), label_sets.len() - 1);
+                    label_sets.len() - 1
+                }
+            };
+            kept.push((l.time_ns, si, p.line.into_owned()));
+        }
+    }
+    if forward {
+        kept.sort_by_key(|k| (k.0, k.1));
+    } else {
+        kept.sort_by_key(|k| std::cmp::Reverse((k.0, k.1)));
+    }
+    kept.truncate(limit);
+    let mut per: Vec<Vec<(i64, String)>> = vec![Vec::new(); label_sets.len()];
+    for (t, si, line) in kept {
+        per[si].push((t, line));
+    }
+    label_sets
+        .into_iter()
+        .zip(per)
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(labels, v)| {
+            let labels: serde_json::Map<String, serde_json::Value> =
+                labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+            let values: Vec<serde_json::Value> = v.into_iter().map(|(t, l)| json!([t.to_string(), l])).collect();
+            json!({"stream": labels, "values": values})
+        })
+        .collect()
 }
 
 pub async fn labels(State(s): State<AppState>) -> Response {
