@@ -129,4 +129,74 @@ fn every_line_arrives_once_tagged_across_a_kill_of_lookout() {
     assert_eq!(resp.status().as_u16(), 400);
     let body: Value = resp.json().unwrap();
     assert!(body["error"].as_str().unwrap().contains("col 16"), "{body}");
+
+    // What Grafana's Loki data source calls besides queries: series, index/stats, label values of
+    // one selector.
+    let sel = format!(r#"{{container="{}"}}"#, c.name);
+    let series = get("/loki/api/v1/series", &[("match[]", &sel)]);
+    let streams: Vec<&str> =
+        series["data"].as_array().unwrap().iter().map(|s| s["stream"].as_str().unwrap_or("")).collect();
+    assert_eq!(streams, ["stderr", "stdout"], "{series}");
+    let stats = get("/loki/api/v1/index/stats", &[("query", &sel)]);
+    assert_eq!(stats["streams"], 2, "{stats}");
+    assert_eq!(stats["entries"], 3004, "3000 stdout lines, 3 long ones and `finished`: {stats}");
+    assert!(stats["bytes"].as_u64().unwrap() > 3000 * 30 + 60_000, "{stats}");
+    let values = get("/loki/api/v1/label/stream/values", &[("query", &sel)]);
+    assert_eq!(values["data"], serde_json::json!(["stderr", "stdout"]));
+
+    // The logfmt parser and a numeric label filter over the container's `n=<number>` lines.
+    let q = format!(r#"{{container="{}", stream="stdout"}} | logfmt | n >= 2990 | line_format "{{{{.n}}}}""#, c.name);
+    let texts: Vec<String> = loki_lines(&lookout.url(), &q).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(texts, (2990..3000).map(|i| format!("{i:05}")).collect::<Vec<_>>());
+}
+
+/// A live tail over Loki's websocket: the history first, then lines as they are committed.
+#[test]
+fn a_tail_sends_history_then_new_lines_as_they_arrive() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("tail{}", std::process::id());
+    let first = TestContainer::run(
+        "tail1",
+        &["--label", &format!("lookout.service={tag}")],
+        &["sh", "-c", "echo history line; sleep 100000"],
+    );
+    let lookout = Lookout::up(dir.path(), &[]);
+    let sel = format!(r#"{{service="{tag}"}} |= "line""#);
+    eventually(Duration::from_secs(30), "the first container's line", || {
+        (loki_lines(&lookout.url(), &sel).len() == 1).then_some(())
+    });
+    let url =
+        format!("ws://{}/loki/api/v1/tail?query={}", lookout.url().trim_start_matches("http://"), urlencode(&sel));
+    let (mut ws, _) = tungstenite::connect(url).expect("the tail websocket opens");
+    let mut next_lines = || -> Vec<(String, String)> {
+        let msg = ws.read().expect("a tail message");
+        let body: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        let mut out = Vec::new();
+        for st in body["streams"].as_array().unwrap() {
+            for v in st["values"].as_array().unwrap() {
+                out.push((st["stream"]["container"].as_str().unwrap().to_string(), v[1].as_str().unwrap().to_string()));
+            }
+        }
+        out
+    };
+    assert_eq!(next_lines(), [(first.name.clone(), "history line".to_string())]);
+    let second = TestContainer::run(
+        "tail2",
+        &["--label", &format!("lookout.service={tag}")],
+        &["sh", "-c", "echo skipped; echo live line 1; echo live line 2; sleep 100000"],
+    );
+    let mut live = Vec::new();
+    while live.len() < 2 {
+        live.extend(next_lines());
+    }
+    assert_eq!(
+        live,
+        [(second.name.clone(), "live line 1".to_string()), (second.name.clone(), "live line 2".to_string())],
+        "only new lines that pass the filter, in order"
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }

@@ -214,10 +214,183 @@ fn streams_json(q: &logql::LogQuery, found: &[LogStreamOut], forward: bool, limi
         .collect()
 }
 
-pub async fn labels(State(s): State<AppState>) -> Response {
-    Json(json!({"status": "success", "data": s.store.log_label_names()})).into_response()
+/// The streams `query`'s selector names that have lines in the request's range (an hour before `end`
+/// by default); every stream with lines there when no selector is given.
+fn streams_in_range(s: &AppState, p: &Params, selectors: &[&str]) -> Result<Vec<LabelSet>, ApiError> {
+    let end = time_ns(p, "end", now_ns())?;
+    let start = time_ns(p, "start", end - 3600 * 1_000_000_000)?;
+    let mut out: Vec<LabelSet> = Vec::new();
+    let mut sets: Vec<Vec<crate::model::Matcher>> = Vec::new();
+    for sel in selectors {
+        sets.push(logql::parse(sel).map_err(|e| ApiError::BadData(e.to_string()))?.matchers);
+    }
+    if sets.is_empty() {
+        sets.push(Vec::new());
+    }
+    for m in sets {
+        out.extend(s.store.log_series(&m, start, end).map_err(|e| ApiError::Internal(e.to_string()))?);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
-pub async fn label_values(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    Json(json!({"status": "success", "data": s.store.log_label_values(&name)})).into_response()
+pub async fn labels(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
+    let query: Vec<&str> = p.get("query").filter(|q| !q.is_empty()).into_iter().collect();
+    let mut names: Vec<String> =
+        streams_in_range(&s, &p, &query)?.iter().flat_map(|l| l.iter().map(|(k, _)| k.to_string())).collect();
+    names.sort();
+    names.dedup();
+    Ok(Json(json!({"status": "success", "data": names})).into_response())
+}
+
+pub async fn label_values(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    p: Params,
+) -> Result<Response, ApiError> {
+    let query: Vec<&str> = p.get("query").filter(|q| !q.is_empty()).into_iter().collect();
+    let mut values: Vec<String> =
+        streams_in_range(&s, &p, &query)?.iter().filter_map(|l| l.get(&name).map(str::to_string)).collect();
+    values.sort();
+    values.dedup();
+    Ok(Json(json!({"status": "success", "data": values})).into_response())
+}
+
+/// `match[]` selectors (several are a union) to the label sets of streams with lines in the range.
+pub async fn series(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
+    let selectors = p.all("match[]");
+    let selectors = if selectors.is_empty() { p.all("match") } else { selectors };
+    let found = streams_in_range(&s, &p, &selectors)?;
+    let data: Vec<serde_json::Value> = found
+        .iter()
+        .map(|l| serde_json::Value::Object(l.iter().map(|(k, v)| (k.to_string(), json!(v))).collect()))
+        .collect();
+    Ok(Json(json!({"status": "success", "data": data})).into_response())
+}
+
+/// Grafana's query-size hint: a bare `{streams, chunks, entries, bytes}` object.
+pub async fn index_stats(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
+    let q = logql::parse(p.required("query")?).map_err(|e| ApiError::BadData(e.to_string()))?;
+    let end = time_ns(&p, "end", now_ns())?;
+    let start = time_ns(&p, "start", end - 3600 * 1_000_000_000)?;
+    let stats = s.store.log_stats(&q.matchers, start, end).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(stats).into_response())
+}
+
+/// Lines a tail sends at most per message, and how many it starts with by default (Loki's 100).
+const TAIL_DEFAULT_LIMIT: usize = 100;
+
+/// `tail` over a websocket: the `limit` newest lines since `start` (an hour ago by default), then
+/// every matching line as it is committed, as `{"streams": [...]}` messages. A tail that falls too
+/// far behind is sent `dropped_entries` saying so, as Loki does.
+pub async fn tail(
+    State(s): State<AppState>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+    p: Params,
+) -> Result<Response, ApiError> {
+    let text = p.required("query")?.to_string();
+    if logql_metric::is_metric(&text) {
+        return Err(ApiError::BadData("tail takes a log query, not a metric query".into()));
+    }
+    let q = logql::parse(&text).map_err(|e| ApiError::BadData(e.to_string()))?;
+    let limit = match p.get("limit") {
+        None | Some("") => TAIL_DEFAULT_LIMIT,
+        Some(v) => v.parse().map_err(|_| ApiError::BadData(format!("invalid parameter \"limit\": {v:?}")))?,
+    };
+    if limit > MAX_LIMIT {
+        return Err(ApiError::BadData(format!(
+            "max entries limit per query exceeded, limit > max_entries_limit ({limit} > {MAX_LIMIT})"
+        )));
+    }
+    let start = time_ns(&p, "start", now_ns() - 3600 * 1_000_000_000)?;
+    Ok(ws.on_upgrade(move |socket| tail_socket(s, q, start, limit, socket)))
+}
+
+async fn tail_socket(
+    s: AppState,
+    q: logql::LogQuery,
+    start: i64,
+    limit: usize,
+    mut socket: axum::extract::ws::WebSocket,
+) {
+    use axum::extract::ws::Message;
+    let q = std::sync::Arc::new(q);
+    // Subscribe before reading history, so nothing committed in between is missed; lines of a stream
+    // at or before the newest one history had for it were in the history.
+    let mut feed = s.store.subscribe_logs();
+    let store = s.store.clone();
+    let q2 = q.clone();
+    let history = tokio::task::spawn_blocking(move || {
+        let found = store.select_logs(&q2.matchers, start, now_ns() + 1)?;
+        let seen: HashMap<LabelSet, i64> =
+            found.iter().filter_map(|st| Some((st.labels.clone(), st.lines.last()?.time_ns))).collect();
+        // Loki sends history oldest first, as the `limit` newest.
+        let mut result = streams_json(&q2, &found, false, limit);
+        for st in &mut result {
+            if let Some(v) = st["values"].as_array_mut() {
+                v.reverse();
+            }
+        }
+        Ok::<_, crate::store::StoreError>((result, seen))
+    })
+    .await;
+    let (history, mut seen) = match history {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            let _ = socket.send(Message::Close(Some(close_frame(1011, &e.to_string())))).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    if !history.is_empty() {
+        let msg = json!({"streams": history, "dropped_entries": null}).to_string();
+        if socket.send(Message::Text(msg.into())).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            batch = feed.recv() => {
+                let msg = match batch {
+                    Ok(streams) => {
+                        let found: Vec<LogStreamOut> = streams
+                            .iter()
+                            .filter(|st| q.matchers.iter().all(|m| m.matches_labels(&st.labels)))
+                            .map(|st| {
+                                let after = seen.remove(&st.labels).unwrap_or(i64::MIN);
+                                LogStreamOut {
+                                    labels: st.labels.clone(),
+                                    lines: st.lines.iter().filter(|l| l.time_ns > after).cloned().collect(),
+                                }
+                            })
+                            .collect();
+                        let result = streams_json(&q, &found, true, usize::MAX);
+                        if result.is_empty() {
+                            continue;
+                        }
+                        json!({"streams": result, "dropped_entries": null})
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(batches = n, "a log tail fell behind; it is told so");
+                        json!({"streams": [], "dropped_entries": [{"labels": {}, "timestamp": now_ns().to_string()}]})
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if socket.send(Message::Text(msg.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => {
+                // The client closed (or went away); anything else it sends is ignored.
+                if matches!(incoming, None | Some(Err(_)) | Some(Ok(Message::Close(_)))) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn close_frame(code: u16, reason: &str) -> axum::extract::ws::CloseFrame {
+    axum::extract::ws::CloseFrame { code, reason: reason.chars().take(120).collect::<String>().into() }
 }

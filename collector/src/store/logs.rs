@@ -273,3 +273,64 @@ pub fn read(
     }
     Ok(out)
 }
+
+/// Matching streams that have a line in `[start_ns, end_ns)`: in the head, or in a sealed chunk
+/// whose time range overlaps.
+pub fn series(
+    conn: &Connection,
+    (streams, last_chunk): (Vec<(u32, LabelSet, Vec<LogLine>)>, i64),
+    start_ns: i64,
+    end_ns: i64,
+) -> Result<Vec<LabelSet>, String> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT 1 FROM log_chunks WHERE stream_id = ?1 AND t_max >= ?2 AND t_min < ?3 AND id <= ?4 LIMIT 1",
+        )
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for (id, labels, head) in streams {
+        if !head.is_empty() || stmt.exists(params![id, start_ns, end_ns, last_chunk]).map_err(|e| e.to_string())? {
+            out.push(labels);
+        }
+    }
+    Ok(out)
+}
+
+/// Loki's `index/stats` answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LogStats {
+    pub streams: u64,
+    pub chunks: u64,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Counts from chunk rows (a chunk overlapping the range counts whole, as Loki's index does) and
+/// from head lines in the range; a stream counts when it has either.
+pub fn stats(
+    conn: &Connection,
+    (streams, last_chunk): (Vec<(u32, LabelSet, Vec<LogLine>)>, i64),
+    start_ns: i64,
+    end_ns: i64,
+) -> Result<LogStats, String> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(lines), 0), coalesce(sum(raw_bytes), 0) FROM log_chunks
+             WHERE stream_id = ?1 AND t_max >= ?2 AND t_min < ?3 AND id <= ?4",
+        )
+        .map_err(|e| e.to_string())?;
+    let mut st = LogStats::default();
+    for (id, _, head) in streams {
+        let (chunks, lines, bytes): (i64, i64, i64) = stmt
+            .query_row(params![id, start_ns, end_ns, last_chunk], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| e.to_string())?;
+        if chunks == 0 && head.is_empty() {
+            continue;
+        }
+        st.streams += 1;
+        st.chunks += chunks as u64 + u64::from(!head.is_empty());
+        st.entries += lines as u64 + head.len() as u64;
+        st.bytes += bytes as u64 + head.iter().map(|l| l.line.len() as u64).sum::<u64>();
+    }
+    Ok(st)
+}

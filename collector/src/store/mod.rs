@@ -15,7 +15,7 @@ pub mod logs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rusqlite::{params, Connection};
@@ -120,8 +120,13 @@ pub struct Store {
     head: RwLock<Vec<Option<HeadSeries>>>,
     /// Log streams and their unsealed heads.
     logs: RwLock<logs::LogState>,
+    /// Every committed batch's log streams, for live tails (sent only while someone listens).
+    log_feed: tokio::sync::broadcast::Sender<Arc<Vec<logs::LogStreamIn>>>,
     readers: Mutex<Vec<Connection>>,
 }
+
+/// Committed batches a live tail may fall behind by before it is told it missed some.
+const LOG_FEED_BATCHES: usize = 1024;
 
 const SCHEMA: &str = "
 -- Label sets are unique by construction: the in-memory index assigns ids; no second copy as an index.
@@ -221,6 +226,7 @@ impl Store {
             index: RwLock::new(index),
             head: RwLock::new(head),
             logs: RwLock::new(log_state),
+            log_feed: tokio::sync::broadcast::channel(LOG_FEED_BATCHES).0,
             readers: Mutex::new(Vec::new()),
         };
         store.recover()?;
@@ -438,6 +444,8 @@ impl Store {
                 .and_then(|mut s| s.execute(params![record]))
                 .map_err(&sql)?;
         }
+        let feed = (self.log_feed.receiver_count() > 0 && !log_batch.streams.is_empty())
+            .then(|| Arc::new(log_batch.streams.clone()));
         let staged_logs = if log_batch.streams.is_empty() {
             None
         } else {
@@ -458,6 +466,10 @@ impl Store {
         if let Some(staged) = staged_logs {
             outcome.log_lines = staged.lines;
             self.logs.write().expect("logs lock poisoned").apply(staged);
+        }
+        if let Some(streams) = feed {
+            // No listener left between the check and now is fine: the batch is simply not wanted.
+            let _ = self.log_feed.send(streams);
         }
         if let Some(q) = &sequence {
             w.committed.insert(q.agent_id.to_string(), q.seq);
@@ -546,6 +558,30 @@ impl Store {
         let heads = self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns);
         let conn = self.reader()?;
         let result = logs::read(&conn, heads, start_ns, end_ns);
+        self.readers.lock().expect("reader pool poisoned").push(conn);
+        result.map_err(|detail| StoreError::Corrupt { path: self.path.clone(), what: "log chunk", detail })
+    }
+
+    /// Log lines as they are committed, batch by batch (a listener too slow for
+    /// `LOG_FEED_BATCHES` batches is told how many it missed).
+    pub fn subscribe_logs(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<logs::LogStreamIn>>> {
+        self.log_feed.subscribe()
+    }
+
+    /// Label sets of the log streams matching every matcher that have lines in `[start_ns, end_ns)`.
+    pub fn log_series(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Result<Vec<LabelSet>, StoreError> {
+        let heads = self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns);
+        let conn = self.reader()?;
+        let result = logs::series(&conn, heads, start_ns, end_ns);
+        self.readers.lock().expect("reader pool poisoned").push(conn);
+        result.map_err(|detail| StoreError::Corrupt { path: self.path.clone(), what: "log chunk", detail })
+    }
+
+    /// What `[start_ns, end_ns)` holds for the matching streams: streams, chunks, lines, bytes of text.
+    pub fn log_stats(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Result<logs::LogStats, StoreError> {
+        let heads = self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns);
+        let conn = self.reader()?;
+        let result = logs::stats(&conn, heads, start_ns, end_ns);
         self.readers.lock().expect("reader pool poisoned").push(conn);
         result.map_err(|detail| StoreError::Corrupt { path: self.path.clone(), what: "log chunk", detail })
     }
