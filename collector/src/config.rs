@@ -20,6 +20,28 @@ pub struct CollectorConfig {
     pub retention: Duration,
     #[serde(default)]
     pub ingest: IngestConfig,
+    #[serde(default)]
+    pub logs: LogsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Log chunks whose newest line is older than this are deleted.
+    #[serde(default = "defaults::retention", with = "humantime_serde")]
+    pub retention: Duration,
+    /// Stored log chunks beyond this many MiB are deleted, oldest first; 0 for no limit.
+    #[serde(default)]
+    pub max_mib: u64,
+    /// A stream's lines are sealed into a compressed chunk at 256 KiB or at this age.
+    #[serde(default = "defaults::chunk_max_age", with = "humantime_serde")]
+    pub chunk_max_age: Duration,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig { retention: defaults::retention(), max_mib: 0, chunk_max_age: defaults::chunk_max_age() }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -44,6 +66,9 @@ mod defaults {
     }
     pub fn retention() -> Duration {
         Duration::from_secs(15 * 24 * 3600)
+    }
+    pub fn chunk_max_age() -> Duration {
+        Duration::from_secs(3600)
     }
 }
 
@@ -86,6 +111,12 @@ impl CollectorConfig {
         let mut problems = Vec::new();
         if self.retention < Duration::from_secs(3600) {
             problems.push("retention: must be at least 1h".to_string());
+        }
+        if self.logs.retention < Duration::from_secs(3600) {
+            problems.push("logs.retention: must be at least 1h".to_string());
+        }
+        if self.logs.chunk_max_age < Duration::from_secs(10) {
+            problems.push("logs.chunk_max_age: must be at least 10s".to_string());
         }
         if self.ingest.tokens.is_empty() && !self.grpc_listen.ip().is_loopback() {
             problems.push(format!(

@@ -32,7 +32,13 @@ pub struct Running {
 
 /// Opens the store, binds both listeners and serves until `shutdown` is cancelled.
 pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let options = store::StoreOptions { retention: cfg.retention, ..Default::default() };
+    let options = store::StoreOptions {
+        retention: cfg.retention,
+        log_retention: cfg.logs.retention,
+        log_max_bytes: cfg.logs.max_mib << 20,
+        log_chunk_max_age: cfg.logs.chunk_max_age,
+        ..Default::default()
+    };
     let data_dir = cfg.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || store::Store::open(&data_dir, options))
         .await?
@@ -72,7 +78,7 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
     let retention_store = store.clone();
     let s3 = shutdown.clone();
     let housekeeping = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 _ = s3.cancelled() => break,
@@ -80,10 +86,22 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
             }
             let st = retention_store.clone();
             let now = now_ms();
-            match tokio::task::spawn_blocking(move || st.enforce_retention(now)).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(chunks = n, "retention deleted old chunks"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "retention failed"),
-                _ => {}
+            match tokio::task::spawn_blocking(move || {
+                (st.enforce_retention(now), st.seal_old_log_heads(now.saturating_mul(1_000_000)))
+            })
+            .await
+            {
+                Ok((retention, sealed)) => {
+                    match retention {
+                        Ok(n) if n > 0 => tracing::info!(chunks = n, "retention deleted old chunks"),
+                        Err(e) => tracing::warn!(error = %e, "retention failed"),
+                        _ => {}
+                    }
+                    if let Err(e) = sealed {
+                        tracing::warn!(error = %e, "sealing old log heads failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "housekeeping task failed"),
             }
         }
     });

@@ -74,6 +74,12 @@ pub struct Staged {
     pub lines: u64,
 }
 
+impl Staged {
+    pub fn changes_len(&self) -> usize {
+        self.changes.len()
+    }
+}
+
 impl LogState {
     /// Rebuilds streams and heads from the database.
     pub fn load(conn: &Connection) -> Result<LogState, String> {
@@ -178,6 +184,37 @@ impl LogState {
             del_head.execute(params![id])?;
             added.insert(id, 0);
             staged.changes.push((id, true, Vec::new()));
+        }
+        Ok(staged)
+    }
+
+    /// Seals every head whose oldest line is at least `max_age_ns` older than `now_ns`, so that a
+    /// quiet stream's lines leave the per-batch head rows (and memory) for a compressed chunk.
+    pub fn seal_old(&self, tx: &Transaction, now_ns: i64, max_age_ns: i64) -> rusqlite::Result<Staged> {
+        let mut staged = Staged::default();
+        let mut ins_chunk = tx.prepare_cached(
+            "INSERT INTO log_chunks (stream_id, t_min, t_max, lines, raw_bytes, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut del_head = tx.prepare_cached("DELETE FROM log_head WHERE stream_id = ?1")?;
+        for (id, head) in self.heads.iter().enumerate() {
+            let Some(oldest) = head.lines.iter().map(|l| l.time_ns).min() else { continue };
+            if now_ns.saturating_sub(oldest) < max_age_ns {
+                continue;
+            }
+            let mut lines = head.lines.clone();
+            lines.sort_by_key(|l| l.time_ns);
+            let t_max = lines.last().map_or(0, |l| l.time_ns);
+            ins_chunk.execute(params![
+                id as u32,
+                oldest,
+                t_max,
+                lines.len() as i64,
+                head.raw_bytes as i64,
+                logchunk::encode(&lines)
+            ])?;
+            staged.last_chunk = Some(tx.last_insert_rowid());
+            del_head.execute(params![id as u32])?;
+            staged.changes.push((id as u32, true, Vec::new()));
         }
         Ok(staged)
     }

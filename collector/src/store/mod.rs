@@ -82,13 +82,25 @@ pub struct DiskUsage {
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     pub retention: Duration,
+    /// Log chunks whose newest line is older than this are deleted.
+    pub log_retention: Duration,
+    /// Beyond this many bytes of sealed log chunks the oldest are deleted; 0 for no limit.
+    pub log_max_bytes: u64,
+    /// A log head whose oldest line is this old is sealed into a chunk, however small.
+    pub log_chunk_max_age: Duration,
     /// When the head log passes this many bytes, the next append checkpoints it.
     pub checkpoint_bytes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { retention: Duration::from_secs(15 * 24 * 3600), checkpoint_bytes: 64 << 20 }
+        StoreOptions {
+            retention: Duration::from_secs(15 * 24 * 3600),
+            log_retention: Duration::from_secs(15 * 24 * 3600),
+            log_max_bytes: 0,
+            log_chunk_max_age: Duration::from_secs(3600),
+            checkpoint_bytes: 64 << 20,
+        }
     }
 }
 
@@ -535,15 +547,54 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes whole chunks whose newest sample is older than the retention period.
+    /// Deletes whole chunks whose newest sample is older than the retention period, and log chunks
+    /// older than the log retention or beyond the log size limit (oldest first).
     pub fn enforce_retention(&self, now_ms: i64) -> Result<u64, StoreError> {
         let cutoff = now_ms - self.options.retention.as_millis() as i64;
+        let log_cutoff_ns = (now_ms - self.options.log_retention.as_millis() as i64).saturating_mul(1_000_000);
         let w = self.writer.lock().expect("writer lock poisoned");
         let n = w.conn.execute("DELETE FROM chunks WHERE t_max < ?1", params![cutoff]).map_err(self.sql_err())?;
-        w.conn
-            .execute("DELETE FROM log_chunks WHERE t_max < ?1", params![cutoff.saturating_mul(1_000_000)])
+        let mut logs = w
+            .conn
+            .execute("DELETE FROM log_chunks WHERE t_max < ?1", params![log_cutoff_ns])
             .map_err(self.sql_err())?;
-        Ok(n as u64)
+        if self.options.log_max_bytes > 0 {
+            logs += self.enforce_log_size(&w.conn, self.options.log_max_bytes).map_err(self.sql_err())?;
+        }
+        Ok((n + logs) as u64)
+    }
+
+    /// Deletes the oldest log chunks until the rest fit in `max_bytes` (compressed, as on disk).
+    fn enforce_log_size(&self, conn: &Connection, max_bytes: u64) -> rusqlite::Result<usize> {
+        let mut stmt = conn.prepare_cached("SELECT id, length(data) FROM log_chunks ORDER BY t_max DESC, id DESC")?;
+        let mut rows = stmt.query([])?;
+        let mut total = 0u64;
+        let mut doomed: Vec<i64> = Vec::new();
+        while let Some(row) = rows.next()? {
+            total += row.get::<_, i64>(1)? as u64;
+            if total > max_bytes {
+                doomed.push(row.get(0)?);
+            }
+        }
+        drop(rows);
+        let mut del = conn.prepare_cached("DELETE FROM log_chunks WHERE id = ?1")?;
+        for id in &doomed {
+            del.execute(params![id])?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Seals log heads whose oldest line is older than `log_chunk_max_age`; returns how many.
+    pub fn seal_old_log_heads(&self, now_ns: i64) -> Result<u64, StoreError> {
+        let sql = self.sql_err();
+        let mut w = self.writer.lock().expect("writer lock poisoned");
+        let tx = w.conn.transaction().map_err(&sql)?;
+        let max_age = self.options.log_chunk_max_age.as_nanos() as i64;
+        let staged = self.logs.read().expect("logs lock poisoned").seal_old(&tx, now_ns, max_age).map_err(&sql)?;
+        tx.commit().map_err(&sql)?;
+        let n = staged.changes_len() as u64;
+        self.logs.write().expect("logs lock poisoned").apply(staged);
+        Ok(n)
     }
 
     /// Log streams matching every matcher, with their lines in `[start_ns, end_ns)` in time order.

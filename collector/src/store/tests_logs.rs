@@ -90,3 +90,65 @@ fn log_positions_commit_with_their_batch_and_a_resent_batch_does_not_move_them()
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(store.log_resume("a").unwrap(), [("c1".to_string(), b"two".to_vec())]);
 }
+
+#[test]
+fn a_quiet_head_is_sealed_by_age_and_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour = 3_600_000_000_000i64;
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let old = vec![stream("quiet", [(0, "a".to_string()), (1, "b".to_string())]), stream("busy", [(hour, "x".into())])];
+    store.append_batch("a", "h", 1, 0, Vec::new(), logs(old)).unwrap();
+    assert_eq!(store.seal_old_log_heads(hour - 1).unwrap(), 0, "not an hour old yet");
+    assert_eq!(store.seal_old_log_heads(hour + 5).unwrap(), 1, "only the quiet stream's head");
+    let conn = store.reader().unwrap();
+    let (chunks, heads): (i64, i64) = conn
+        .query_row("SELECT (SELECT count(*) FROM log_chunks), (SELECT count(*) FROM log_head)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((chunks, heads), (1, 1));
+    store.append_batch("a", "h", 2, 0, Vec::new(), logs(vec![stream("quiet", [(hour, "c".to_string())])])).unwrap();
+    let texts: Vec<String> = read_all(&store, "quiet").into_iter().map(|l| l.line).collect();
+    assert_eq!(texts, ["a", "b", "c"]);
+    drop(store);
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let texts: Vec<String> = read_all(&store, "quiet").into_iter().map(|l| l.line).collect();
+    assert_eq!(texts, ["a", "b", "c"], "after reopening too");
+}
+
+#[test]
+fn the_log_size_limit_deletes_the_oldest_chunks_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions { log_max_bytes: 200_000, ..StoreOptions::default() };
+    let store = Store::open(dir.path(), opts).unwrap();
+    // Lines that do not compress (pseudo-random hex), 300 KB a batch: each batch seals one chunk.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = || {
+        (0..30)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("{x:016x}")
+            })
+            .collect::<String>()
+    };
+    let now_ms = 10_000;
+    for b in 0..6i64 {
+        let lines: Vec<(i64, String)> = (0..625).map(|i| ((b * 1000 + i) * 1_000_000, noise())).collect();
+        store.append_batch("a", "h", b as u64 + 1, now_ms, Vec::new(), logs(vec![stream("web", lines)])).unwrap();
+    }
+    let conn = store.reader().unwrap();
+    let sizes = |conn: &Connection| -> (i64, i64) {
+        conn.query_row("SELECT count(*), coalesce(sum(length(data)), 0) FROM log_chunks", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+    };
+    assert!(sizes(&conn).1 > 600_000, "{:?}", sizes(&conn));
+    store.enforce_retention(now_ms).unwrap();
+    let (chunks, bytes) = sizes(&conn);
+    assert!(bytes <= 200_000 && chunks >= 1, "{chunks} chunks, {bytes} bytes");
+    let first = read_all(&store, "web")[0].time_ns;
+    assert!(first >= 3_000_000_000, "the oldest batches went first: the first line left is at {first}");
+}
