@@ -70,6 +70,15 @@ pub enum Bench {
         #[arg(long, default_value_t = 2_000_000)]
         lines: usize,
     },
+    /// The collector's log path: durable ingest of agent-shaped batches, compression, and a needle
+    /// search over everything stored, through the Loki HTTP API.
+    Logstore {
+        /// GiB of log text to store.
+        #[arg(long, default_value_t = 1.0)]
+        gib: f64,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Agent cost: CPU and memory of a real agent process watching N real containers.
     Agent {
         #[arg(long, default_value_t = 100)]
@@ -89,6 +98,7 @@ pub fn run(what: Bench) -> std::process::ExitCode {
         Bench::Query { containers, hours, runs } => query(containers, hours, runs),
         Bench::Grpc { containers, ticks } => grpc(containers, ticks),
         Bench::Logread { lines } => crate::bench_logs::run(lines),
+        Bench::Logstore { gib, runs } => crate::bench_logs::store(gib, runs),
         Bench::Dashboards { containers, hours, runs, label_series, prometheus } => {
             crate::bench_dashboards::run(containers, hours, runs, label_series, &prometheus)
         }
@@ -106,7 +116,7 @@ pub fn run(what: Bench) -> std::process::ExitCode {
 pub(crate) struct XorShift(pub(crate) u64);
 
 impl XorShift {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -458,16 +468,16 @@ fn grpc(containers: usize, ticks: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }
 
-fn process_cpu_seconds() -> f64 {
+pub(crate) fn process_cpu_seconds() -> f64 {
     pid_cpu_seconds(std::process::id()).unwrap_or(0.0)
 }
 
 /// utime + stime of a process, from /proc/<pid>/stat.
-fn pid_cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn pid_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -478,7 +488,7 @@ fn pid_cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// A `VmRSS`/`VmHWM` line of /proc/<pid>/status, in bytes.
-fn pid_status_kib(pid: u32, key: &str) -> Option<u64> {
+pub(crate) fn pid_status_kib(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|k| k * 1024)
@@ -578,7 +588,7 @@ fn measure_agent(containers: usize, duration: Duration, interval: Duration) -> a
 /// The agent as it is deployed: `lookout-agent` beside this executable (`cargo build --release
 /// --workspace` builds it), else this executable's `lookout agent`, which carries the collector's code
 /// too and so maps more pages.
-fn agent_command(config: &Path) -> anyhow::Result<Command> {
+pub(crate) fn agent_command(config: &Path) -> anyhow::Result<Command> {
     let me = std::env::current_exe()?;
     let dedicated = me.with_file_name("lookout-agent");
     let mut cmd = if dedicated.exists() {
@@ -608,7 +618,7 @@ pub fn ensure_test_image() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cleanup_bench_containers() {
+pub(crate) fn cleanup_bench_containers() {
     let out = Command::new("docker").args(["ps", "-aq", "--filter", "label=lookout.bench=1"]).output();
     if let Ok(out) = out {
         let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();

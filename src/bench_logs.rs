@@ -70,3 +70,183 @@ fn report(what: &str, lines: usize, t: Instant) {
     let s = t.elapsed().as_secs_f64();
     println!("  {what}: {:.2} M lines/s ({s:.3} s)", lines as f64 / s / 1e6);
 }
+
+/// A realistic container log line: access logs, levelled application lines, JSON lines and the odd
+/// stack-trace frame, with the ids, addresses and durations that make real logs compress less well
+/// than repeated text.
+fn realistic_line(rng: &mut crate::bench::XorShift, i: u64) -> String {
+    const PATHS: [&str; 6] =
+        ["/api/v1/items", "/api/v1/users/me", "/healthz", "/api/v1/orders", "/static/app.js", "/login"];
+    const LEVELS: [&str; 5] = ["INFO", "INFO", "INFO", "WARN", "ERROR"];
+    const MSGS: [&str; 5] = [
+        "request completed",
+        "cache miss, loading from database",
+        "connection pool exhausted, waiting",
+        "retrying upstream call",
+        "user session refreshed",
+    ];
+    let r = rng.next();
+    // A service sees a few hundred clients, not the whole address space.
+    let ip = format!("10.1.{}.{}", r % 3, (r >> 8) % 100);
+    let ms = (r >> 24) % 2000;
+    match (r >> 40) % 10 {
+        0..=4 => format!(
+            "{ip} - - [23/Nov/2026:12:{:02}:{:02} +0000] \"GET {}?page={} HTTP/1.1\" {} {} \"-\" \"Mozilla/5.0\" {ms}ms",
+            i / 60 % 60,
+            i % 60,
+            PATHS[(r >> 32) as usize % PATHS.len()],
+            r % 50,
+            [200, 200, 200, 304, 404, 500][(r >> 44) as usize % 6],
+            (r >> 12) % 100_000
+        ),
+        5..=7 => format!(
+            "2026-11-23T12:00:00.{:06}Z {} [worker-{}] {} trace={:016x} took={ms}ms",
+            i % 1_000_000,
+            LEVELS[(r >> 50) as usize % LEVELS.len()],
+            r % 16,
+            MSGS[(r >> 36) as usize % MSGS.len()],
+            rng.next()
+        ),
+        8 => format!(
+            r#"{{"ts":"2026-11-23T12:00:00Z","level":"{}","msg":"{}","user_id":{},"duration_ms":{ms}}}"#,
+            LEVELS[(r >> 50) as usize % LEVELS.len()].to_lowercase(),
+            MSGS[(r >> 36) as usize % MSGS.len()],
+            r % 5000
+        ),
+        _ => format!("    at com.example.service.Handler.process(Handler.java:{})", r % 500),
+    }
+}
+
+/// `lookout bench logstore`: the collector's side. Durable ingest of agent-shaped batches into the
+/// store (lines/s), the compression of what it stored, then `{service="x"} |= "needle"` over all of
+/// it through the Loki HTTP API.
+pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let tmp = tempfile::tempdir()?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let collector = rt.block_on(lookout_collector::start(
+        lookout_collector::CollectorConfig {
+            data_dir: tmp.path().to_path_buf(),
+            http_listen: "127.0.0.1:0".parse()?,
+            grpc_listen: "127.0.0.1:0".parse()?,
+            ..Default::default()
+        },
+        shutdown.clone(),
+    ))?;
+    let store = collector.store.clone();
+    let target = (gib * (1u64 << 30) as f64) as u64;
+    let containers = 8;
+    let per_stream = 1000; // lines per container per batch: 8,000 lines (~1 MB) a batch, as an agent under load
+    let mut rng = crate::bench::XorShift(0x9e37_79b9_7f4a_7c15);
+    let t0_ns: i64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as i64
+        - 20 * 3600 * 1_000_000_000;
+    let (mut raw, mut lines, mut seq, mut needles) = (0u64, 0u64, 0u64, 0u64);
+    let (mut append_wall, mut gen_cpu) = (0.0f64, 0.0f64);
+    let cpu0 = crate::bench::process_cpu_seconds();
+    println!("logstore: {gib} GiB of realistic lines from {containers} containers of service x, 8,000 lines a batch");
+    while raw < target {
+        let g = crate::bench::process_cpu_seconds();
+        let streams: Vec<lookout_collector::store::logs::LogStreamIn> = (0..containers)
+            .map(|c| {
+                let lines: Vec<lookout_collector::store::logchunk::LogLine> = (0..per_stream)
+                    .map(|k| {
+                        let i = lines + (c * per_stream + k) as u64;
+                        let mut line = realistic_line(&mut rng, i);
+                        // One line in about 1.3 million carries the needle.
+                        if rng.next() % 1_300_000 == 0 {
+                            line.push_str(" needle-7f3a");
+                            needles += 1;
+                        }
+                        lookout_collector::store::logchunk::LogLine {
+                            time_ns: t0_ns + (lines / containers as u64 + k as u64) as i64 * 5_000_000,
+                            line,
+                        }
+                    })
+                    .collect();
+                lookout_collector::store::logs::LogStreamIn {
+                    labels: lookout_collector::model::LabelSet::from_pairs([
+                        ("service", "x".to_string()),
+                        ("container", format!("x-{c}")),
+                        ("stream", "stdout".to_string()),
+                    ]),
+                    lines,
+                }
+            })
+            .collect();
+        gen_cpu += crate::bench::process_cpu_seconds() - g;
+        raw += streams.iter().flat_map(|s| &s.lines).map(|l| l.line.len() as u64).sum::<u64>();
+        lines += streams.iter().map(|s| s.lines.len() as u64).sum::<u64>();
+        seq += 1;
+        let t = Instant::now();
+        store.append_batch(
+            "bench",
+            "host",
+            seq,
+            0,
+            Vec::new(),
+            lookout_collector::store::LogBatchIn { streams, resume: Vec::new() },
+        )?;
+        append_wall += t.elapsed().as_secs_f64();
+    }
+    let append_cpu = crate::bench::process_cpu_seconds() - cpu0 - gen_cpu;
+    println!(
+        "  ingest: {lines} lines ({:.2} GB of text) in {append_wall:.1} s of durable appends: {:.0} k lines/s wall, {:.0} k lines per CPU-second",
+        raw as f64 / 1e9,
+        lines as f64 / append_wall / 1e3,
+        lines as f64 / append_cpu / 1e3
+    );
+    let s = store.log_storage()?;
+    println!(
+        "  stored: {} chunks, {:.1} MB compressed for {:.1} MB of text in chunks: {:.1}x; database files {:.1} MB",
+        s.chunks,
+        s.stored_bytes as f64 / 1e6,
+        s.raw_bytes as f64 / 1e6,
+        s.raw_bytes as f64 / s.stored_bytes.max(1) as f64,
+        crate::bench::dir_bytes(tmp.path()) as f64 / 1e6
+    );
+
+    let base = format!("http://{}", collector.http_addr);
+    let client = reqwest::Client::new();
+    let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as i64;
+    let queries = [
+        (r#"{service="x"} |= "needle-7f3a""#, "needle"),
+        (r#"{service="x"} |~ "needle-7f3[a-z]""#, "needle by regex"),
+        (r#"sum(count_over_time({service="x"} |= "ERROR" [1h]))"#, "count of ERROR lines per hour"),
+    ];
+    for (q, what) in queries {
+        let mut times = Vec::new();
+        let mut found = 0;
+        for _ in 0..runs {
+            let t = Instant::now();
+            let body: serde_json::Value = rt.block_on(async {
+                client
+                    .post(format!("{base}/loki/api/v1/query_range"))
+                    .form(&[
+                        ("query", q.to_string()),
+                        ("start", (t0_ns - 1).to_string()),
+                        ("end", end.to_string()),
+                        ("limit", "1000".into()),
+                        ("step", "3600".into()),
+                    ])
+                    .send()
+                    .await?
+                    .json()
+                    .await
+            })?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            anyhow::ensure!(body["status"] == "success", "{q}: {body}");
+            found = body["data"]["result"]
+                .as_array()
+                .map_or(0, |r| r.iter().map(|s| s["values"].as_array().map_or(0, Vec::len)).sum::<usize>());
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "  {what}: {q} over {:.2} GB: best {:.0} ms, median {:.0} ms ({found} results; {needles} needles written)",
+            raw as f64 / 1e9,
+            times[0],
+            times[times.len() / 2]
+        );
+    }
+    shutdown.cancel();
+    Ok(())
+}

@@ -95,6 +95,17 @@ impl LogQuery {
         })
     }
 
+    /// Byte strings every kept line contains (the leading `|=` filters): a chunk without one of them
+    /// holds no line of the result.
+    pub fn needles(&self) -> Vec<&[u8]> {
+        self.leading_filters()
+            .filter_map(|f| match f {
+                LineFilter::Contains(s) if !s.is_empty() => Some(s.as_bytes()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether a line passes the pipeline's line filters (for pipelines that are `filters_only`).
     pub fn keeps(&self, line: &str) -> bool {
         self.leading_filters().all(|f| f.keeps(line))

@@ -11,6 +11,7 @@ use super::{ApiError, AppState};
 use crate::logql;
 use crate::logql_metric;
 use crate::model::{format_value, LabelSet};
+use crate::store::logchunk::LinePrefilter;
 use crate::store::logs::LogStreamOut;
 use std::collections::HashMap;
 
@@ -88,8 +89,10 @@ async fn metric(s: &AppState, text: &str, times: &[i64], instant: bool) -> Resul
                 return Err(ApiError::BadData("the query time range exceeds the limit".into()));
             }
             // Windows are (t − range, t]; the store reads [start, end).
+            let keep = |l: &str| q.keeps(l);
+            let filter = LinePrefilter { needles: q.needles(), keep: Some(&keep) };
             let found = store
-                .select_logs(&q.matchers, first - range + 1, last + 1)
+                .select_logs_where(&q.matchers, first - range + 1, last + 1, &filter)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             fetched.push(found);
         }
@@ -152,7 +155,10 @@ async fn logs(s: AppState, p: Params, text: String, start: i64, end: i64) -> Res
     };
     let store = s.store.clone();
     let streams = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let found = store.select_logs(&q.matchers, start, end).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let keep = |l: &str| q.keeps(l);
+        let filter = LinePrefilter { needles: q.needles(), keep: Some(&keep) };
+        let found =
+            store.select_logs_where(&q.matchers, start, end, &filter).map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(streams_json(&q, &found, forward, limit))
     })
     .await

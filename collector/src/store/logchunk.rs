@@ -48,19 +48,38 @@ pub fn encode(lines: &[LogLine]) -> Vec<u8> {
 
 /// Appends the chunk's lines to `out`.
 pub fn decode(data: &[u8], out: &mut Vec<LogLine>) -> Result<(), LogChunkError> {
+    decode_where(data, &LinePrefilter::default(), out)
+}
+
+/// What a query needs of a line, checked before the line is copied out of its chunk: byte strings
+/// that must all occur (a chunk without one of them is skipped after a single memmem pass), and a
+/// test on each line.
+#[derive(Default)]
+pub struct LinePrefilter<'a> {
+    pub needles: Vec<&'a [u8]>,
+    pub keep: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
+}
+
+/// Appends the chunk's lines that pass `filter` to `out`.
+pub fn decode_where(data: &[u8], filter: &LinePrefilter<'_>, out: &mut Vec<LogLine>) -> Result<(), LogChunkError> {
     let mut raw = Vec::with_capacity(data.len() * 8);
     // Bounded, so a damaged blob cannot inflate without limit.
     flate2::read::DeflateDecoder::new(data)
         .take(MAX_RAW_BYTES)
         .read_to_end(&mut raw)
         .map_err(|e| LogChunkError::Inflate(e.to_string()))?;
+    if filter.needles.iter().any(|n| memchr::memmem::find(&raw, n).is_none()) {
+        return Ok(());
+    }
     let mut r = &raw[..];
     let n = get_varint(&mut r).ok_or(LogChunkError::Truncated("the line count"))?;
     // Each line takes at least two bytes (time delta and length).
     if n > r.len() as u64 / 2 {
         return Err(LogChunkError::Count(n));
     }
-    out.reserve(n as usize);
+    if filter.keep.is_none() {
+        out.reserve(n as usize);
+    }
     let mut t = 0i64;
     for _ in 0..n {
         t = t.wrapping_add(unzigzag(get_varint(&mut r).ok_or(LogChunkError::Truncated("a time"))?));
@@ -70,8 +89,10 @@ pub fn decode(data: &[u8], out: &mut Vec<LogLine>) -> Result<(), LogChunkError> 
         }
         let (text, rest) = r.split_at(len as usize);
         r = rest;
-        let line = std::str::from_utf8(text).map_err(|_| LogChunkError::Utf8)?.to_string();
-        out.push(LogLine { time_ns: t, line });
+        let line = std::str::from_utf8(text).map_err(|_| LogChunkError::Utf8)?;
+        if filter.keep.is_none_or(|keep| keep(line)) {
+            out.push(LogLine { time_ns: t, line: line.to_string() });
+        }
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, Transaction};
 
-use super::logchunk::{self, LogLine};
+use super::logchunk::{self, LinePrefilter, LogLine};
 use crate::model::{LabelSet, Matcher};
 
 /// A stream's head is sealed into a chunk at this many bytes of text.
@@ -279,28 +279,57 @@ impl LogState {
 }
 
 /// Reads the sealed chunks of `streams` overlapping `[start_ns, end_ns)` and merges them with the head
-/// lines given, each stream in time order.
+/// lines given, each stream in time order; only lines passing `filter` are copied out. Chunks are
+/// inflated on every core: a scan over gigabytes is bound by inflating.
 pub fn read(
     conn: &Connection,
     (streams, last_chunk): (Vec<(u32, LabelSet, Vec<LogLine>)>, i64),
     start_ns: i64,
     end_ns: i64,
+    filter: &LinePrefilter<'_>,
 ) -> Result<Vec<LogStreamOut>, String> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT data FROM log_chunks WHERE stream_id = ?1 AND t_max >= ?2 AND t_min < ?3 AND id <= ?4 ORDER BY t_min",
         )
         .map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(streams.len());
-    for (id, labels, head) in streams {
-        let mut lines = Vec::new();
+    // Every chunk's blob, tagged with its stream's place in `streams`.
+    let mut blobs: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (i, (id, _, _)) in streams.iter().enumerate() {
         let mut rows = stmt.query(params![id, start_ns, end_ns, last_chunk]).map_err(|e| e.to_string())?;
         while let Some(row) = rows.next().map_err(|e| e.to_string())? {
-            let data = row.get_ref(0).and_then(|v| v.as_blob().map_err(Into::into)).map_err(|e| e.to_string())?;
-            logchunk::decode(data, &mut lines).map_err(|e| format!("log chunk of stream {id}: {e}"))?;
+            blobs.push((i, row.get(0).map_err(|e| e.to_string())?));
         }
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blobs.len().max(1));
+    let per = blobs.len().div_ceil(threads).max(1);
+    let decoded: Vec<Result<Vec<(usize, Vec<LogLine>)>, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = blobs
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut out = Vec::with_capacity(part.len());
+                    for (i, data) in part {
+                        let mut lines = Vec::new();
+                        logchunk::decode_where(data, filter, &mut lines).map_err(|e| format!("log chunk: {e}"))?;
+                        out.push((*i, lines));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a chunk decoder panicked".into()))).collect()
+    });
+    let mut per_stream: Vec<Vec<LogLine>> = vec![Vec::new(); streams.len()];
+    for part in decoded {
+        for (i, lines) in part? {
+            per_stream[i].extend(lines);
+        }
+    }
+    let mut out = Vec::with_capacity(streams.len());
+    for ((_, labels, head), mut lines) in streams.into_iter().zip(per_stream) {
         lines.retain(|l| l.time_ns >= start_ns && l.time_ns < end_ns);
-        lines.extend(head);
+        lines.extend(head.into_iter().filter(|l| filter.keep.is_none_or(|keep| keep(&l.line))));
         if lines.is_empty() {
             continue;
         }

@@ -70,6 +70,13 @@ pub struct SeriesGroup {
     pub series: Vec<(Vec<(String, String)>, Samples)>,
 }
 
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogStorage {
+    pub chunks: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct DiskUsage {
     pub used_bytes: u64,
@@ -606,9 +613,20 @@ impl Store {
     ) -> Result<Vec<logs::LogStreamOut>, StoreError> {
         // Heads and the newest chunk id in one snapshot: chunks sealed after it hold head lines we
         // already have (and later ones), so they are left out.
+        self.select_logs_where(matchers, start_ns, end_ns, &logchunk::LinePrefilter::default())
+    }
+
+    /// `select_logs`, keeping only lines that pass `filter` (checked before a line is copied out).
+    pub fn select_logs_where(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+        filter: &logchunk::LinePrefilter<'_>,
+    ) -> Result<Vec<logs::LogStreamOut>, StoreError> {
         let heads = self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns);
         let conn = self.reader()?;
-        let result = logs::read(&conn, heads, start_ns, end_ns);
+        let result = logs::read(&conn, heads, start_ns, end_ns, filter);
         self.readers.lock().expect("reader pool poisoned").push(conn);
         result.map_err(|detail| StoreError::Corrupt { path: self.path.clone(), what: "log chunk", detail })
     }
@@ -635,6 +653,24 @@ impl Store {
         let result = logs::stats(&conn, heads, start_ns, end_ns);
         self.readers.lock().expect("reader pool poisoned").push(conn);
         result.map_err(|detail| StoreError::Corrupt { path: self.path.clone(), what: "log chunk", detail })
+    }
+
+    /// Sealed log chunks: how many, their text and their stored (compressed) size.
+    pub fn log_storage(&self) -> Result<LogStorage, StoreError> {
+        let conn = self.reader()?;
+        let r = conn.query_row(
+            "SELECT count(*), coalesce(sum(raw_bytes), 0), coalesce(sum(length(data)), 0) FROM log_chunks",
+            [],
+            |r| {
+                Ok(LogStorage {
+                    chunks: r.get::<_, i64>(0)? as u64,
+                    raw_bytes: r.get::<_, i64>(1)? as u64,
+                    stored_bytes: r.get::<_, i64>(2)? as u64,
+                })
+            },
+        );
+        self.readers.lock().expect("reader pool poisoned").push(conn);
+        r.map_err(self.sql_err())
     }
 
     pub fn log_label_names(&self) -> Vec<String> {
