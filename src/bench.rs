@@ -79,6 +79,17 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// The agent's log path end to end with a real container and agent process: json-file to
+    /// committed at a collector, its CPU and memory, and the delay at a steady write rate.
+    Logship {
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: usize,
+        /// Lines per second for the delay measurement.
+        #[arg(long, default_value_t = 10_000)]
+        rate: usize,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// Agent cost: CPU and memory of a real agent process watching N real containers.
     Agent {
         #[arg(long, default_value_t = 100)]
@@ -99,6 +110,7 @@ pub fn run(what: Bench) -> std::process::ExitCode {
         Bench::Grpc { containers, ticks } => grpc(containers, ticks),
         Bench::Logread { lines } => crate::bench_logs::run(lines),
         Bench::Logstore { gib, runs } => crate::bench_logs::store(gib, runs),
+        Bench::Logship { lines, rate, seconds } => crate::bench_logs::ship(lines, rate, seconds),
         Bench::Dashboards { containers, hours, runs, label_series, prometheus } => {
             crate::bench_dashboards::run(containers, hours, runs, label_series, &prometheus)
         }

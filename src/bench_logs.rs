@@ -250,3 +250,152 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
     shutdown.cancel();
     Ok(())
 }
+
+/// `lookout bench logship`: the agent's whole log path with a real container and a real agent
+/// process. A container writes `lines` 100-byte lines into Docker's json-file log first; then an
+/// agent starts and ships them to a collector in this process over gRPC on loopback, timed until the
+/// collector has committed the last one (it acknowledges only after the commit). Then a second
+/// container writes at `rate` lines/s and each line's delay from Docker's timestamp to the commit is
+/// measured.
+pub fn ship(lines: usize, rate: usize, seconds: u64) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    crate::bench::ensure_test_image()?;
+    crate::bench::cleanup_bench_containers();
+    let result = (|| -> anyhow::Result<()> {
+        let bulk = "lookout-bench-logship";
+        let script = format!(
+            r#"awk 'BEGIN {{ for (i = 0; i < {lines}; i++) printf "%010d GET /api/v1/items?page=3 200 12.5ms user=alice trace=4bf92f3577b34da6a3ce929d0e0e4736 ok\n", i }}'; sleep 100000"#
+        );
+        let log_path = run_container(bulk, &script)?;
+        println!("logship: waiting for the container to write {lines} lines of 100 bytes");
+        let deadline = Instant::now() + std::time::Duration::from_secs(600);
+        loop {
+            let n = std::fs::read(&log_path).map(|d| d.iter().filter(|&&b| b == b'\n').count()).unwrap_or(0);
+            if n >= lines {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the container wrote only {n} lines in 10 minutes");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        let file_bytes = std::fs::metadata(&log_path)?.len();
+
+        let rt = tokio::runtime::Runtime::new()?;
+        let tmp = tempfile::tempdir()?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let collector = rt.block_on(lookout_collector::start(
+            lookout_collector::CollectorConfig {
+                data_dir: tmp.path().join("collector"),
+                http_listen: "127.0.0.1:0".parse()?,
+                grpc_listen: "127.0.0.1:0".parse()?,
+                ..Default::default()
+            },
+            shutdown.clone(),
+        ))?;
+        let committed = Arc::new(AtomicU64::new(0));
+        let delays: Arc<Mutex<Vec<i64>>> = Default::default();
+        let mut feed = collector.store.subscribe_logs();
+        let (c2, d2) = (committed.clone(), delays.clone());
+        rt.spawn(async move {
+            while let Ok(batch) = feed.recv().await {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i64);
+                for s in batch.iter() {
+                    match s.labels.get("container") {
+                        Some("lookout-bench-logship") => {
+                            c2.fetch_add(s.lines.len() as u64, Ordering::Relaxed);
+                        }
+                        Some("lookout-bench-lograte") => {
+                            d2.lock().expect("delays").extend(s.lines.iter().map(|l| now - l.time_ns));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        });
+        let cfg = tmp.path().join("agent.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "collectors = [\"http://{}\"]\ninterval = \"10s\"\nstate_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n",
+                collector.grpc_addr,
+                tmp.path().join("agent").display()
+            ),
+        )?;
+        let collector_cpu0 = crate::bench::process_cpu_seconds();
+        let t0 = Instant::now();
+        let mut child = crate::bench::agent_command(&cfg)?.env("RUST_LOG", "warn").spawn()?;
+        let pid = child.id();
+        let mut rss_max = 0;
+        while committed.load(Ordering::Relaxed) < lines as u64 {
+            anyhow::ensure!(
+                t0.elapsed().as_secs() < 300,
+                "only {} lines committed in 5 minutes",
+                committed.load(Ordering::Relaxed)
+            );
+            rss_max = rss_max.max(crate::bench::pid_status_kib(pid, "VmRSS:").unwrap_or(0));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let agent_cpu = crate::bench::pid_cpu_seconds(pid).unwrap_or(0.0);
+        let collector_cpu = crate::bench::process_cpu_seconds() - collector_cpu0;
+        let hwm = crate::bench::pid_status_kib(pid, "VmHWM:").unwrap_or(0);
+        println!(
+            "  {lines} lines ({:.0} MB of json-file) from the file to committed at the collector: {wall:.2} s, {:.0} k lines/s",
+            file_bytes as f64 / 1e6,
+            lines as f64 / wall / 1e3
+        );
+        println!(
+            "  agent: {agent_cpu:.2} s CPU ({:.0} k lines per CPU-second), RSS at most {:.1} MB (VmHWM {:.1} MB)",
+            lines as f64 / agent_cpu / 1e3,
+            rss_max as f64 / 1e6,
+            hwm as f64 / 1e6
+        );
+        println!(
+            "  collector (this process): {collector_cpu:.2} s CPU ({:.0} k lines per CPU-second, gRPC decode + durable commit)",
+            lines as f64 / collector_cpu / 1e3
+        );
+
+        // Latency at a steady rate: bursts of rate/50 lines every 20 ms.
+        let burst = (rate / 50).max(1);
+        let script = format!(
+            r#"end=$(( $(date +%s) + {seconds} )); while [ $(date +%s) -lt $end ]; do awk 'BEGIN {{ for (i = 0; i < {burst}; i++) print "latency probe line with some padding to make it about a hundred bytes long ........." }}'; usleep 20000; done; sleep 100000"#
+        );
+        let t = Instant::now();
+        run_container("lookout-bench-lograte", &script)?;
+        std::thread::sleep(std::time::Duration::from_secs(seconds + 3));
+        let mut d = std::mem::take(&mut *delays.lock().expect("delays"));
+        let elapsed = t.elapsed().as_secs_f64() - 3.0;
+        let _ = child.kill();
+        let _ = child.wait();
+        shutdown.cancel();
+        anyhow::ensure!(!d.is_empty(), "no line of the rate container arrived");
+        d.sort_unstable();
+        let q = |p: f64| d[((d.len() - 1) as f64 * p) as usize] as f64 / 1e6;
+        println!(
+            "  written at {:.0} lines/s for {seconds} s: from Docker's timestamp to committed, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} lines)",
+            d.len() as f64 / elapsed,
+            q(0.5),
+            q(0.99),
+            q(1.0),
+            d.len()
+        );
+        Ok(())
+    })();
+    crate::bench::cleanup_bench_containers();
+    result
+}
+
+/// Starts a bench container running `script` under `sh -c`; returns its json-file log path.
+fn run_container(name: &str, script: &str) -> anyhow::Result<std::path::PathBuf> {
+    let out = std::process::Command::new("docker")
+        .args(["run", "-d", "--name", name, "--label", "lookout.bench=1"])
+        // One file for the whole run, whatever the daemon's default rotation is.
+        .args(["--log-opt", "max-size=2g", "--log-opt", "max-file=2"])
+        .args([crate::bench::TEST_IMAGE, "sh", "-c", script])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "docker run {name}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("docker").args(["inspect", "-f", "{{.LogPath}}", name]).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().into())
+}
