@@ -25,7 +25,8 @@ pub enum LogChunkError {
 /// No chunk holds more than this uncompressed (chunks are cut at about 256 KiB).
 const MAX_RAW_BYTES: u64 = 64 << 20;
 
-/// Deflate level 6, zlib's default. On 256 KiB of this machine's dpkg.log: level 1 9.2×, 6 11.0×,
+/// Deflate level 6, zlib's default (measured with miniz_oxide; zlib-rs, the backend in use, gives
+/// 7.7x where these figures say 8.0x). On 256 KiB of this machine's dpkg.log: level 1 9.2×, 6 11.0×,
 /// 9 11.2×; on the test's web-service mix 6 and 9 both give 8.0×. Laying the chunk out column by
 /// column (times, lengths, texts) made it worse (7.8×), so lines stay whole.
 const LEVEL: u32 = 6;
@@ -181,7 +182,9 @@ mod tests {
         let data = encode(&lines);
         let ratio = raw as f64 / data.len() as f64;
         println!("{} lines, {raw} bytes of text and times, {} stored: {ratio:.1}x", lines.len(), data.len());
-        assert!(ratio >= 8.0, "{ratio:.1}x");
+        // 8.0x with flate2's miniz_oxide backend, 7.7x with zlib-rs, which inflates and deflates
+        // about 2.7 times faster (docs/performance.md); this guards against regressions of the format.
+        assert!(ratio >= 7.5, "{ratio:.1}x");
         let mut back = Vec::new();
         decode(&data, &mut back).unwrap();
         assert_eq!(back, lines);
