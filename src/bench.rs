@@ -396,15 +396,7 @@ fn grpc(containers: usize, ticks: usize) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let tmp = tempfile::tempdir()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let collector = rt.block_on(lookout_collector::start(
-        lookout_collector::CollectorConfig {
-            data_dir: tmp.path().to_path_buf(),
-            http_listen: "127.0.0.1:0".parse()?,
-            grpc_listen: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    ))?;
+    let collector = local_collector(&rt, tmp.path().to_path_buf(), &shutdown)?;
     // Batches built up front, as an agent's batcher would have them sealed.
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
     let mut sims: Vec<SimContainer> = (0..containers).map(|i| SimContainer::new(i, &mut rng)).collect();
@@ -480,6 +472,21 @@ fn grpc(containers: usize, ticks: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A collector in this process on loopback ports chosen by the system, its data in `data_dir`.
+pub(crate) fn local_collector(
+    rt: &tokio::runtime::Runtime,
+    data_dir: PathBuf,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<lookout_collector::Running> {
+    let cfg = lookout_collector::CollectorConfig {
+        data_dir,
+        http_listen: "127.0.0.1:0".parse()?,
+        grpc_listen: "127.0.0.1:0".parse()?,
+        ..Default::default()
+    };
+    rt.block_on(lookout_collector::start(cfg, shutdown.clone()))
+}
+
 pub(crate) fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
 }
@@ -541,15 +548,7 @@ fn measure_agent(containers: usize, duration: Duration, interval: Duration) -> a
     let rt = tokio::runtime::Runtime::new()?;
     let tmp = tempfile::tempdir()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let collector = rt.block_on(lookout_collector::start(
-        lookout_collector::CollectorConfig {
-            data_dir: tmp.path().join("collector"),
-            http_listen: "127.0.0.1:0".parse()?,
-            grpc_listen: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    ))?;
+    let collector = local_collector(&rt, tmp.path().join("collector"), &shutdown)?;
     let cfg = tmp.path().join("agent.toml");
     std::fs::write(
         &cfg,

@@ -23,15 +23,7 @@ pub fn run(containers: usize, hours: usize, runs: usize, label_series: usize, pr
     let rt = tokio::runtime::Runtime::new()?;
     let tmp = tempfile::tempdir()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let collector = rt.block_on(lookout_collector::start(
-        lookout_collector::CollectorConfig {
-            data_dir: tmp.path().join("lookout"),
-            http_listen: "127.0.0.1:0".parse()?,
-            grpc_listen: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    ))?;
+    let collector = crate::bench::local_collector(&rt, tmp.path().join("lookout"), &shutdown)?;
     let mut targets = vec![("lookout", format!("http://{}", collector.http_addr))];
     let _prom = match prometheus {
         "none" => None,

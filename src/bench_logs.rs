@@ -124,15 +124,7 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let tmp = tempfile::tempdir()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let collector = rt.block_on(lookout_collector::start(
-        lookout_collector::CollectorConfig {
-            data_dir: tmp.path().to_path_buf(),
-            http_listen: "127.0.0.1:0".parse()?,
-            grpc_listen: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    ))?;
+    let collector = crate::bench::local_collector(&rt, tmp.path().to_path_buf(), &shutdown)?;
     let store = collector.store.clone();
     let target = (gib * (1u64 << 30) as f64) as u64;
     let containers = 8;
@@ -283,15 +275,7 @@ pub fn ship(lines: usize, rate: usize, seconds: u64) -> anyhow::Result<()> {
         let rt = tokio::runtime::Runtime::new()?;
         let tmp = tempfile::tempdir()?;
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let collector = rt.block_on(lookout_collector::start(
-            lookout_collector::CollectorConfig {
-                data_dir: tmp.path().join("collector"),
-                http_listen: "127.0.0.1:0".parse()?,
-                grpc_listen: "127.0.0.1:0".parse()?,
-                ..Default::default()
-            },
-            shutdown.clone(),
-        ))?;
+        let collector = crate::bench::local_collector(&rt, tmp.path().join("collector"), &shutdown)?;
         let committed = Arc::new(AtomicU64::new(0));
         let delays: Arc<Mutex<Vec<i64>>> = Default::default();
         let mut feed = collector.store.subscribe_logs();
