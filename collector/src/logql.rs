@@ -681,7 +681,7 @@ pub fn parse(query: &str) -> Result<LogQuery, ParseError> {
                 }
             }
             stages.push(Stage::Keep(names));
-        } else if ["unwrap", "label_format", "pattern", "decolorize", "unpack", "line_format"]
+        } else if ["unwrap", "label_format", "pattern", "decolorize", "unpack"]
             .iter()
             .any(|w| c.s[c.i..].starts_with(w))
         {

@@ -33,6 +33,23 @@ pub fn write_resume(tx: &Transaction, agent_id: &str, resume: &[(String, Vec<u8>
     Ok(())
 }
 
+/// Matching streams with what was taken of their heads, and the newest chunk id at that moment:
+/// chunks sealed later hold head lines already taken, so readers leave them out.
+pub type Heads<T> = (Vec<(u32, LabelSet, T)>, i64);
+
+/// Lines and bytes of text of a stream's head within a time range.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeadCount {
+    pub lines: u64,
+    pub bytes: u64,
+}
+
+impl HeadCount {
+    pub fn of(lines: &mut dyn Iterator<Item = &LogLine>) -> HeadCount {
+        lines.fold(HeadCount::default(), |c, l| HeadCount { lines: c.lines + 1, bytes: c.bytes + l.line.len() as u64 })
+    }
+}
+
 /// Lines of one stream in a batch.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogStreamIn {
@@ -237,27 +254,23 @@ impl LogState {
         }
     }
 
-    /// Streams whose labels match, with their head lines in `[start_ns, end_ns)`, and the newest chunk
-    /// id that goes with them.
-    pub fn select_heads(
+    /// Streams whose labels match, each with `take` of its head lines in `[start_ns, end_ns)` (a copy
+    /// for reads, a count for series and stats), and the newest chunk id that goes with them.
+    pub fn select_heads<T>(
         &self,
         matchers: &[Matcher],
         start_ns: i64,
         end_ns: i64,
-    ) -> (Vec<(u32, LabelSet, Vec<LogLine>)>, i64) {
+        take: impl Fn(&mut dyn Iterator<Item = &LogLine>) -> T,
+    ) -> Heads<T> {
         let heads = self
             .labels
             .iter()
             .enumerate()
             .filter(|(_, l)| !l.is_empty() && matchers.iter().all(|m| m.matches_labels(l)))
             .map(|(id, l)| {
-                let lines = self.heads[id]
-                    .lines
-                    .iter()
-                    .filter(|x| x.time_ns >= start_ns && x.time_ns < end_ns)
-                    .cloned()
-                    .collect();
-                (id as u32, l.clone(), lines)
+                let mut lines = self.heads[id].lines.iter().filter(|x| x.time_ns >= start_ns && x.time_ns < end_ns);
+                (id as u32, l.clone(), take(&mut lines))
             })
             .collect();
         (heads, self.last_chunk)
@@ -283,7 +296,7 @@ impl LogState {
 /// inflated on every core: a scan over gigabytes is bound by inflating.
 pub fn read(
     conn: &Connection,
-    (streams, last_chunk): (Vec<(u32, LabelSet, Vec<LogLine>)>, i64),
+    (streams, last_chunk): Heads<Vec<LogLine>>,
     start_ns: i64,
     end_ns: i64,
     filter: &LinePrefilter<'_>,
@@ -344,7 +357,7 @@ pub fn read(
 /// whose time range overlaps.
 pub fn series(
     conn: &Connection,
-    (streams, last_chunk): (Vec<(u32, LabelSet, Vec<LogLine>)>, i64),
+    (streams, last_chunk): Heads<HeadCount>,
     start_ns: i64,
     end_ns: i64,
 ) -> Result<Vec<LabelSet>, String> {
@@ -355,7 +368,7 @@ pub fn series(
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (id, labels, head) in streams {
-        if !head.is_empty() || stmt.exists(params![id, start_ns, end_ns, last_chunk]).map_err(|e| e.to_string())? {
+        if head.lines > 0 || stmt.exists(params![id, start_ns, end_ns, last_chunk]).map_err(|e| e.to_string())? {
             out.push(labels);
         }
     }
@@ -375,7 +388,7 @@ pub struct LogStats {
 /// from head lines in the range; a stream counts when it has either.
 pub fn stats(
     conn: &Connection,
-    (streams, last_chunk): (Vec<(u32, LabelSet, Vec<LogLine>)>, i64),
+    (streams, last_chunk): Heads<HeadCount>,
     start_ns: i64,
     end_ns: i64,
 ) -> Result<LogStats, String> {
@@ -390,13 +403,13 @@ pub fn stats(
         let (chunks, lines, bytes): (i64, i64, i64) = stmt
             .query_row(params![id, start_ns, end_ns, last_chunk], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(|e| e.to_string())?;
-        if chunks == 0 && head.is_empty() {
+        if chunks == 0 && head.lines == 0 {
             continue;
         }
         st.streams += 1;
-        st.chunks += chunks as u64 + u64::from(!head.is_empty());
-        st.entries += lines as u64 + head.len() as u64;
-        st.bytes += bytes as u64 + head.iter().map(|l| l.line.len() as u64).sum::<u64>();
+        st.chunks += chunks as u64 + u64::from(head.lines > 0);
+        st.entries += lines as u64 + head.lines;
+        st.bytes += bytes as u64 + head.bytes;
     }
     Ok(st)
 }

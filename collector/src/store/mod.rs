@@ -624,11 +624,24 @@ impl Store {
         end_ns: i64,
         filter: &logchunk::LinePrefilter<'_>,
     ) -> Result<Vec<logs::LogStreamOut>, StoreError> {
-        let heads = self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns);
+        let heads = self
+            .logs
+            .read()
+            .expect("logs lock poisoned")
+            .select_heads(matchers, start_ns, end_ns, |lines| lines.cloned().collect());
+        self.with_reader("log chunk", |conn| logs::read(conn, heads, start_ns, end_ns, filter))
+    }
+
+    /// Runs `f` on a pooled read connection; its error names what was being read.
+    fn with_reader<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Connection) -> Result<T, String>,
+    ) -> Result<T, StoreError> {
         let conn = self.reader()?;
-        let result = logs::read(&conn, heads, start_ns, end_ns, filter);
+        let result = f(&conn);
         self.readers.lock().expect("reader pool poisoned").push(conn);
-        result.map_err(|detail| StoreError::Corrupt { path: self.path.clone(), what: "log chunk", detail })
+        result.map_err(|detail| StoreError::Corrupt { path: self.path.clone(), what, detail })
     }
 
     /// Log lines as they are committed, batch by batch (a listener too slow for
@@ -639,20 +652,16 @@ impl Store {
 
     /// Label sets of the log streams matching every matcher that have lines in `[start_ns, end_ns)`.
     pub fn log_series(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Result<Vec<LabelSet>, StoreError> {
-        let heads = self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns);
-        let conn = self.reader()?;
-        let result = logs::series(&conn, heads, start_ns, end_ns);
-        self.readers.lock().expect("reader pool poisoned").push(conn);
-        result.map_err(|detail| StoreError::Corrupt { path: self.path.clone(), what: "log chunk", detail })
+        let heads =
+            self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns, logs::HeadCount::of);
+        self.with_reader("log chunk", |conn| logs::series(conn, heads, start_ns, end_ns))
     }
 
     /// What `[start_ns, end_ns)` holds for the matching streams: streams, chunks, lines, bytes of text.
     pub fn log_stats(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Result<logs::LogStats, StoreError> {
-        let heads = self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns);
-        let conn = self.reader()?;
-        let result = logs::stats(&conn, heads, start_ns, end_ns);
-        self.readers.lock().expect("reader pool poisoned").push(conn);
-        result.map_err(|detail| StoreError::Corrupt { path: self.path.clone(), what: "log chunk", detail })
+        let heads =
+            self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns, logs::HeadCount::of);
+        self.with_reader("log chunk", |conn| logs::stats(conn, heads, start_ns, end_ns))
     }
 
     /// Sealed log chunks: how many, their text and their stored (compressed) size.
