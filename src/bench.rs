@@ -90,6 +90,31 @@ pub enum Bench {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// Prober cost: CPU and schedule drift of probing N containers (HTTP endpoints simulated by a
+    /// child process), measured after one interval of warm-up.
+    Probes {
+        #[arg(long, default_value_t = 1000)]
+        containers: usize,
+        #[arg(long, default_value = "10s", value_parser = super::humantime_duration)]
+        interval: Duration,
+        #[arg(long, default_value = "60s", value_parser = super::humantime_duration)]
+        duration: Duration,
+        /// `http` (GET /healthz) or `tcp` (connect).
+        #[arg(long, default_value = "http")]
+        kind: String,
+    },
+    /// The simulated endpoints of `bench probes` (started by it).
+    #[command(hide = true)]
+    ProbeTargets,
+    /// Failing probe to restart: real containers, a real agent process, a collector in this process.
+    Restart {
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        #[arg(long, default_value = "2s", value_parser = super::humantime_duration)]
+        interval: Duration,
+        #[arg(long, default_value_t = 3)]
+        retries: u32,
+    },
     /// Agent cost: CPU and memory of a real agent process watching N real containers.
     Agent {
         #[arg(long, default_value_t = 100)]
@@ -111,6 +136,11 @@ pub fn run(what: Bench) -> std::process::ExitCode {
         Bench::Logread { lines } => crate::bench_logs::run(lines),
         Bench::Logstore { gib, runs } => crate::bench_logs::store(gib, runs),
         Bench::Logship { lines, rate, seconds } => crate::bench_logs::ship(lines, rate, seconds),
+        Bench::Probes { containers, interval, duration, kind } => {
+            crate::bench_probes::probes(containers, interval, duration, &kind)
+        }
+        Bench::ProbeTargets => crate::bench_probes::serve_targets(),
+        Bench::Restart { trials, interval, retries } => crate::bench_probes::restart(trials, interval, retries),
         Bench::Dashboards { containers, hours, runs, label_series, prometheus } => {
             crate::bench_dashboards::run(containers, hours, runs, label_series, &prometheus)
         }
@@ -549,16 +579,7 @@ fn measure_agent(containers: usize, duration: Duration, interval: Duration) -> a
     let tmp = tempfile::tempdir()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let collector = local_collector(&rt, tmp.path().join("collector"), &shutdown)?;
-    let cfg = tmp.path().join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "collectors = [\"http://{}\"]\ninterval = \"{}\"\nstate_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n",
-            collector.grpc_addr,
-            humantime::format_duration(interval),
-            tmp.path().join("agent").display()
-        ),
-    )?;
+    let cfg = agent_config(tmp.path(), collector.grpc_addr, interval)?;
     let mut cmd = agent_command(&cfg)?;
     let exe = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd.env("RUST_LOG", "warn").spawn()?;
@@ -599,6 +620,20 @@ fn measure_agent(containers: usize, duration: Duration, interval: Duration) -> a
 /// The agent as it is deployed: `lookout-agent` beside this executable (`cargo build --release
 /// --workspace` builds it), else this executable's `lookout agent`, which carries the collector's code
 /// too and so maps more pages.
+/// Writes `dir/agent.toml` for an agent of `dir/agent` sending to `collector` every `interval`.
+pub(crate) fn agent_config(dir: &Path, collector: std::net::SocketAddr, interval: Duration) -> anyhow::Result<PathBuf> {
+    let cfg = dir.join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "collectors = [\"http://{collector}\"]\ninterval = \"{}\"\nstate_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n",
+            humantime::format_duration(interval),
+            dir.join("agent").display()
+        ),
+    )?;
+    Ok(cfg)
+}
+
 pub(crate) fn agent_command(config: &Path) -> anyhow::Result<Command> {
     let me = std::env::current_exe()?;
     let dedicated = me.with_file_name("lookout-agent");

@@ -2,7 +2,7 @@
 //! 100-byte lines, beside the machine's limits: reading the file (`cat > /dev/null`) and serde_json.
 
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lookout_agent::logs::assemble::Assembler;
 use lookout_agent::logs::tail::Tailer;
@@ -298,15 +298,7 @@ pub fn ship(lines: usize, rate: usize, seconds: u64) -> anyhow::Result<()> {
                 }
             }
         });
-        let cfg = tmp.path().join("agent.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "collectors = [\"http://{}\"]\ninterval = \"10s\"\nstate_dir = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n",
-                collector.grpc_addr,
-                tmp.path().join("agent").display()
-            ),
-        )?;
+        let cfg = crate::bench::agent_config(tmp.path(), collector.grpc_addr, Duration::from_secs(10))?;
         let collector_cpu0 = crate::bench::process_cpu_seconds();
         let t0 = Instant::now();
         let mut child = crate::bench::agent_command(&cfg)?.env("RUST_LOG", "warn").spawn()?;

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_dashboards;
 mod bench_logs;
+mod bench_probes;
 mod dashboard;
 
 use std::net::SocketAddr;

@@ -25,7 +25,7 @@ fn read_for(path: &Path, state: &Path, id: &str, dur: Duration, out: &mut Vec<En
     let mut cps = Checkpoints::load(state).unwrap();
     let resume = cps.containers.get(id).cloned();
     let (mut tailer, events) = Tailer::open(path, resume.as_ref().map(|r| r.position)).unwrap();
-    let mut asm = resume.as_ref().map(Assembler::resume).unwrap_or_default();
+    let mut asm = resume.as_ref().map(|r| Assembler::resume(r, None, 0)).unwrap_or_default();
     let end = Instant::now() + dur;
     while Instant::now() < end {
         let (lines, _) = tailer.read(1 << 20).unwrap();

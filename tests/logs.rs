@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::*;
 
+/// Lines with their stream labels, oldest first.
 fn loki_lines(base: &str, query: &str) -> Vec<(Value, String)> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let form = [
@@ -29,10 +30,14 @@ fn loki_lines(base: &str, query: &str) -> Vec<(Value, String)> {
     let mut out = Vec::new();
     for st in body["data"]["result"].as_array().unwrap() {
         for v in st["values"].as_array().unwrap() {
-            out.push((st["stream"].clone(), v[1].as_str().unwrap().to_string()));
+            let ns: i64 = v[0].as_str().unwrap().parse().unwrap();
+            out.push((ns, st["stream"].clone(), v[1].as_str().unwrap().to_string()));
         }
     }
-    out
+    // In time order across streams (a flagged line is in a stream of its own); stable, so each
+    // stream keeps its order.
+    out.sort_by_key(|(ns, _, _)| *ns);
+    out.into_iter().map(|(_, s, t)| (s, t)).collect()
 }
 
 #[test]
@@ -199,4 +204,73 @@ fn a_tail_sends_history_then_new_lines_as_they_arrive() {
 
 fn urlencode(s: &str) -> String {
     s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+#[test]
+fn a_services_stack_traces_arrive_as_one_entry_each_across_a_kill_of_the_agent() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // 300 events: every 7th an ERROR with a stack trace of (n % 5) + 2 frame lines, event 150 a trace
+    // of 120 frames (past max_lines = 50), the rest single INFO lines; the last event is a trace
+    // that only the max_wait timer can hand out (nothing follows it).
+    let script = r#"
+        i=0
+        while [ $i -lt 300 ]; do
+            if [ $i = 150 ]; then
+                printf '2026-11-23 12:00:00 ERROR n=%03d long\n' $i
+                j=0; while [ $j -lt 120 ]; do printf '\tat deep.Frame%d(F.java:%d)\n' $j $j; j=$((j+1)); done
+            elif [ $((i % 7)) = 0 ] || [ $i = 299 ]; then
+                printf '2026-11-23 12:00:00 ERROR n=%03d failed\n' $i
+                printf 'java.lang.IllegalStateException: n=%03d\n' $i
+                j=0; while [ $j -lt $((i % 5 + 2)) ]; do printf '\tat app.Handler.run(Handler.java:%d)\n' $j; j=$((j+1)); done
+            else
+                printf '2026-11-23 12:00:00 INFO n=%03d ok\n' $i
+            fi
+            if [ $((i % 10)) = 0 ]; then usleep 100000; fi
+            i=$((i+1))
+        done
+        sleep 100000
+    "#;
+    let c = TestContainer::run("multiline", &["--label", "lookout.service=javasvc"], &["sh", "-c", script]);
+    let (http, grpc) = (free_addr(), free_addr());
+    let _collector = Lookout::collector_on(&dir.path().join("c"), http, grpc);
+    let rules = "[[logs.multiline]]\nservice = \"javasvc\"\nstart = '^\\d{4}-\\d\\d-\\d\\d '\nmax_lines = 50\nmax_wait = \"1s\"\n";
+    let mut agent = spawn_agent(dir.path(), grpc, rules);
+    let base = format!("http://{http}");
+    let q = format!(r#"{{container="{}"}}"#, c.name);
+    eventually(Duration::from_secs(30), "the first entries", || (loki_lines(&base, &q).len() > 40).then_some(()));
+    agent.kill().unwrap();
+    let _ = agent.wait();
+    let mut agent = spawn_agent(dir.path(), grpc, rules);
+    let entries = eventually(Duration::from_secs(60), "the last trace, handed out by the timer", || {
+        let l = loki_lines(&base, &q);
+        l.iter().any(|(_, t)| t.contains("ERROR n=299")).then_some(l)
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+
+    let texts: Vec<&str> = entries.iter().map(|(_, t)| t.as_str()).collect();
+    // The event number of an entry that starts an event.
+    let number = |t: &str| -> Option<usize> {
+        let first = t.split('\n').next()?;
+        first.starts_with("2026-").then(|| first.find(" n=").and_then(|i| first.get(i + 3..i + 6)?.parse().ok()))?
+    };
+    let numbers: Vec<usize> = texts.iter().filter_map(|t| number(t)).collect();
+    assert_eq!(numbers, (0..300).collect::<Vec<_>>(), "every event once, in order");
+    for (i, t) in texts.iter().enumerate().filter(|(_, t)| t.contains(" failed")) {
+        let n = number(t).unwrap();
+        let lines: Vec<&str> = t.split('\n').collect();
+        assert_eq!(lines.len(), 2 + n % 5 + 2, "trace of event {n} whole in entry {i}: {t:?}");
+        assert_eq!(lines[1], format!("java.lang.IllegalStateException: n={n:03}"));
+    }
+    // The overlong trace: cut at 50 lines, nothing lost, nothing appended to its neighbours.
+    let at = texts.iter().position(|t| t.contains("ERROR n=150 long")).unwrap();
+    let parts: Vec<&str> = texts[at..].iter().take_while(|t| !t.contains("n=151")).copied().collect();
+    assert!(parts.iter().all(|p| p.split('\n').count() <= 50), "{parts:?}");
+    let frames: usize = parts.iter().map(|p| p.split('\n').filter(|l| l.starts_with("\tat deep.Frame")).count()).sum();
+    assert_eq!((parts.len(), frames), (3, 120), "121 lines cut into 50 + 50 + 21");
+    assert!(
+        texts.iter().all(|t| !t.starts_with('\t') || parts.contains(t)),
+        "no frame line stands alone outside the cut trace"
+    );
 }

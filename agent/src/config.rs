@@ -35,6 +35,52 @@ pub struct AgentConfig {
     pub queue: QueueConfig,
     #[serde(default)]
     pub logs: LogsConfig,
+    /// Probes for containers without `lookout.probe.*` labels, by service or image; first match wins.
+    #[serde(default)]
+    pub probes: Vec<ProbeRule>,
+}
+
+/// `[[probes]]`: the `lookout.probe.*` settings (without the prefix) for the containers of a service
+/// or image, e.g. `service = "api"`, `http = ":8080/healthz"`, `interval = "10s"`, `retries = 3`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProbeRule {
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(flatten)]
+    pub values: std::collections::BTreeMap<String, toml::Value>,
+}
+
+impl ProbeRule {
+    pub fn matches(&self, service: &str, image: &str) -> bool {
+        selects(self.service.as_deref(), self.image.as_deref(), service, image)
+    }
+
+    /// The settings as label values (`retries = 3` reads as `"3"`).
+    pub fn settings(&self) -> std::collections::BTreeMap<String, String> {
+        self.values
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+}
+
+/// Whether a rule naming `service` and/or `image` (with or without its tag) selects a container.
+fn selects(rule_service: Option<&str>, rule_image: Option<&str>, service: &str, image: &str) -> bool {
+    let service_ok = rule_service.is_none_or(|s| s == service);
+    let image_ok = rule_image.is_none_or(|i| {
+        i == image
+            || i == image.split('@').next().unwrap_or(image)
+            || i == crate::discover::identity::split_image(image).0
+    });
+    service_ok && image_ok
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -67,11 +113,60 @@ pub struct LogsConfig {
     /// MiB of lines sent but not yet acknowledged, at most; beyond it the log files are the buffer.
     #[serde(default = "defaults::logs_in_flight_mib")]
     pub in_flight_mib: u64,
+    /// Multiline joins (stack traces), by service or image; the first rule that matches a container wins.
+    #[serde(default)]
+    pub multiline: Vec<MultilineConfig>,
 }
 
 impl Default for LogsConfig {
     fn default() -> Self {
-        LogsConfig { enabled: true, in_flight_mib: defaults::logs_in_flight_mib() }
+        LogsConfig { enabled: true, in_flight_mib: defaults::logs_in_flight_mib(), multiline: Vec::new() }
+    }
+}
+
+/// `[[logs.multiline]]`: lines of a service's containers join into entries that begin with `start`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultilineConfig {
+    /// The containers' `service` label (exactly).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The containers' image, with or without its tag (`shop/api` or `shop/api:1.4`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// A line matching this regular expression opens a new entry; other lines attach to the one before.
+    pub start: Pattern,
+    #[serde(default = "defaults::multiline_max_lines")]
+    pub max_lines: u32,
+    /// KiB in one entry at most (256 at the most).
+    #[serde(default = "defaults::multiline_max_kib")]
+    pub max_kib: usize,
+    /// An entry that got no line for this long is sent; a line written longer after the last opens a new one.
+    #[serde(default = "defaults::multiline_max_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl MultilineConfig {
+    /// Whether a container of `service` running `image` joins by this rule.
+    pub fn matches(&self, service: &str, image: &str) -> bool {
+        let service_ok = self.service.as_deref().is_none_or(|s| s == service);
+        let image_ok = self.image.as_deref().is_none_or(|i| {
+            i == image
+                || i == image.split('@').next().unwrap_or(image)
+                || i == crate::discover::identity::split_image(image).0
+        });
+        service_ok && image_ok
+    }
+}
+
+/// A regular expression, compiled as the config is read so that a bad one names its line and key.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        regex::Regex::new(&s).map(Pattern).map_err(serde::de::Error::custom)
     }
 }
 
@@ -105,7 +200,16 @@ mod defaults {
         true
     }
     pub fn logs_in_flight_mib() -> u64 {
-        16
+        8
+    }
+    pub fn multiline_max_lines() -> u32 {
+        500
+    }
+    pub fn multiline_max_kib() -> usize {
+        256
+    }
+    pub fn multiline_max_wait() -> Duration {
+        Duration::from_secs(1)
     }
 }
 
@@ -163,6 +267,30 @@ impl AgentConfig {
         if self.queue.max_mib == 0 {
             problems.push("queue.max_mib: must be at least 1".into());
         }
+        for (i, r) in self.probes.iter().enumerate() {
+            if r.service.is_none() && r.image.is_none() {
+                problems.push(format!("probes[{i}]: needs `service` or `image` to say which containers it probes"));
+            }
+            for p in crate::probe::spec::plan(&r.settings(), Some(Duration::from_secs(30))).problems {
+                let p = p.strip_prefix(crate::probe::spec::LABEL_PREFIX).unwrap_or(&p);
+                problems.push(format!("probes[{i}].{p}"));
+            }
+        }
+        for (i, m) in self.logs.multiline.iter().enumerate() {
+            let key = format!("logs.multiline[{i}]");
+            if m.service.is_none() && m.image.is_none() {
+                problems.push(format!("{key}: needs `service` or `image` to say whose lines it joins"));
+            }
+            if m.max_lines == 0 {
+                problems.push(format!("{key}.max_lines: must be at least 1"));
+            }
+            if !(1..=256).contains(&m.max_kib) {
+                problems.push(format!("{key}.max_kib: must be 1 to 256 (got {})", m.max_kib));
+            }
+            if m.max_wait < Duration::from_millis(100) {
+                problems.push(format!("{key}.max_wait: must be at least 100ms"));
+            }
+        }
         problems
     }
 
@@ -198,6 +326,42 @@ mod tests {
     fn bad_duration_names_line_and_key() {
         let err = AgentConfig::parse(Path::new("a.toml"), "interval = \"often\"\n").unwrap_err().to_string();
         assert!(err.contains("line 1") && err.contains("interval"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_multiline_pattern_names_line_and_key() {
+        let text = "[logs]\n\n[[logs.multiline]]\nservice = \"api\"\nstart = '^(\\d+'\n";
+        let err = AgentConfig::parse(Path::new("a.toml"), text).unwrap_err().to_string();
+        assert!(err.contains("line 5") && err.contains("start") && err.contains("unclosed group"), "{err}");
+        let err = AgentConfig::parse(Path::new("a.toml"), "[[logs.multiline]]\nstart = '^x'\nmax_kib = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("logs.multiline[0]: needs `service` or `image`"), "{err}");
+        assert!(err.contains("logs.multiline[0].max_kib: must be 1 to 256 (got 0)"), "{err}");
+    }
+
+    #[test]
+    fn a_multiline_rule_matches_by_service_or_image_with_or_without_tag() {
+        let text = "[[logs.multiline]]\nimage = \"shop/api\"\nstart = '^x'\n[[logs.multiline]]\nservice = \"db\"\nstart = '^y'\n";
+        let cfg = AgentConfig::parse(Path::new("a.toml"), text).unwrap();
+        let m = &cfg.logs.multiline;
+        assert!(m[0].matches("whatever", "shop/api:1.4") && m[0].matches("x", "shop/api"));
+        assert!(!m[0].matches("api", "shop/api-v2:1"));
+        assert!(m[1].matches("db", "postgres:16") && !m[1].matches("dbx", "postgres:16"));
+        assert_eq!((m[0].max_lines, m[0].max_kib, m[0].max_wait), (500, 256, Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn probe_rules_use_the_label_settings_and_name_a_bad_one() {
+        let text = "[[probes]]\nservice = \"api\"\nhttp = \":8080/healthz\"\nretries = 2\n";
+        let cfg = AgentConfig::parse(Path::new("a.toml"), text).unwrap();
+        assert!(cfg.probes[0].matches("api", "shop/api:1"));
+        assert_eq!(cfg.probes[0].settings()["retries"], "2");
+        let err =
+            AgentConfig::parse(Path::new("a.toml"), "[[probes]]\nimage = \"x\"\ninterval = \"soon\"\nhttp = \":80\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("probes[0].interval=\"soon\": not a duration"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod expose;
 pub mod logs;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod sampler;
 pub mod ship;
 pub mod telemetry;
@@ -36,6 +37,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
     let mut registry = Registry::default();
     let metrics = telemetry::AgentMetrics::register(&mut registry);
 
+    // One Docker client (it connects per request) for probes and for restarts the collector asks for.
+    let docker = bollard::Docker::connect_with_unix(&cfg.docker_socket, 30, bollard::API_DEFAULT_VERSION).ok();
     let ship_cfg = ship::ShipConfig {
         agent_id: agent_id.clone(),
         host: host.clone(),
@@ -43,10 +46,12 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
         token: cfg.token.clone(),
         include_labels: cfg.labels.include.clone(),
         max_queue_bytes: (cfg.queue.max_mib as usize) << 20,
+        docker: docker.clone(),
     };
     let (out, queue) = ship::spawn(ship_cfg, metrics.clone(), shutdown.clone());
 
     let containers: discover::ContainerSet = Default::default();
+    let error_rates: Arc<probe::errors::ErrorRates> = Default::default();
     let log_reader = if cfg.logs.enabled {
         let (ack_tx, ack_rx) = std::sync::mpsc::channel();
         queue.report_log_acks(ack_tx);
@@ -57,6 +62,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
             include_labels: cfg.labels.include.clone(),
             state_dir: cfg.state_dir.clone(),
             in_flight_bytes: (cfg.logs.in_flight_mib as usize) << 20,
+            multiline: cfg.logs.multiline.clone(),
+            error_rates: error_rates.clone(),
         };
         let (c, m, s, log_out) = (containers.clone(), metrics.clone(), shutdown.clone(), out.clone());
         Some(tokio::task::spawn_blocking(move || {
@@ -68,12 +75,35 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
         None
     };
     let (changes_tx, mut changes_rx) = tokio::sync::mpsc::channel(1024);
-    let discovery = discover::Discovery::new(&cfg.docker_socket, containers.clone(), changes_tx);
+    // Docker's `health_status` events, from discovery to the `docker` probes.
+    let (health_events, _) = tokio::sync::broadcast::channel(1024);
+    let discovery = discover::Discovery::new(&cfg.docker_socket, containers.clone(), changes_tx)
+        .with_health_events(health_events.clone());
     tokio::spawn(discovery.run(shutdown.clone()));
     let change_out = out.clone();
     tokio::spawn(async move {
         while let Some(c) = changes_rx.recv().await {
             if change_out.send(ship::Outgoing::Change(c)).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let probe_problems: probe::ConfigProblems = Default::default();
+    let runner = Arc::new(probe::check::Runner::new(docker, error_rates));
+    let prober_cfg = probe::ProberConfig {
+        host: host.clone(),
+        include_labels: cfg.labels.include.clone(),
+        rules: cfg.probes.clone(),
+        health_events: Some(health_events),
+        problems: probe_problems.clone(),
+    };
+    let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(probe::run(prober_cfg, containers.clone(), runner, Default::default(), probe_tx, shutdown.clone()));
+    let probe_out = out.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = probe_rx.recv().await {
+            if probe_out.send(ship::Outgoing::Probe(ev)).await.is_err() {
                 break;
             }
         }
@@ -90,7 +120,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
         },
         containers,
         metrics.clone(),
-    );
+    )
+    .with_probe_problems(probe_problems);
     let (s, l, m) = (shutdown.clone(), latest.clone(), metrics.clone());
     let sampling = tokio::task::spawn_blocking(move || {
         sampler.run(s, l, |tick| {

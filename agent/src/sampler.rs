@@ -61,6 +61,7 @@ pub struct Sampler {
     host_identity: Arc<Vec<(String, String)>>,
     metrics: AgentMetrics,
     buf: Vec<Sample>,
+    probe_problems: crate::probe::ConfigProblems,
 }
 
 impl Sampler {
@@ -68,7 +69,23 @@ impl Sampler {
         let layout = cgroup::detect(&cfg.cgroup_root);
         let host = HostReader::new(&cfg.proc_root);
         let host_identity = Arc::new(vec![("host".to_string(), cfg.host.clone())]);
-        Sampler { cfg, layout, containers, watched: HashMap::new(), host, host_identity, metrics, buf: Vec::new() }
+        Sampler {
+            cfg,
+            layout,
+            containers,
+            watched: HashMap::new(),
+            host,
+            host_identity,
+            metrics,
+            buf: Vec::new(),
+            probe_problems: Default::default(),
+        }
+    }
+
+    /// Reports each container's probe settings that do not parse as `lookout_probe_config_problems`.
+    pub fn with_probe_problems(mut self, problems: crate::probe::ConfigProblems) -> Self {
+        self.probe_problems = problems;
+        self
     }
 
     /// Reads everything once, for the tick scheduled at `ts_ms`.
@@ -118,6 +135,9 @@ impl Sampler {
             self.buf.push(Sample::new("container_last_seen", now_s));
             if let Some(t) = c.started_at {
                 self.buf.push(Sample::new("container_start_time_seconds", t));
+            }
+            if let Some(n) = self.probe_problems.read().expect("config problems poisoned").get(&c.id) {
+                self.buf.push(Sample::new("lookout_probe_config_problems", *n as f64));
             }
             w.last.clone_from(&self.buf);
             tick.readings.extend(self.buf.drain(..).map(|sample| Reading { identity: w.identity.clone(), sample }));

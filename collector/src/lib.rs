@@ -3,11 +3,13 @@
 
 pub mod api;
 pub mod config;
+pub mod health;
 pub mod ingest;
 pub mod logql;
 pub mod logql_metric;
 pub mod model;
 pub mod query;
+pub mod restart;
 pub mod store;
 pub mod telemetry;
 
@@ -55,14 +57,25 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
         .with_context(|| format!("binding gRPC ingest to {}", cfg.grpc_listen))?;
     let (http_addr, grpc_addr) = (http.local_addr()?, grpc.local_addr()?);
 
+    let health: Arc<health::HealthBoard> = Default::default();
     let state = api::AppState {
         store: store.clone(),
+        health: health.clone(),
         engine: Arc::new(query::Engine::default()),
         registry: Arc::new(Mutex::new(registry)),
         metrics: metrics.clone(),
     };
     let router = api::router(state);
-    let ingest = ingest::IngestService::new(store.clone(), cfg.ingest.tokens.clone(), metrics).into_server();
+    let restarter = Arc::new(restart::Restarter::new(
+        cfg.restart.clone(),
+        store.clone(),
+        health.clone(),
+        metrics.decisions.clone(),
+    ));
+    tokio::spawn(restarter.clone().run(shutdown.clone()));
+    let ingest =
+        ingest::IngestService::new(store.clone(), cfg.ingest.tokens.clone(), metrics, health, restarter.clone())
+            .into_server();
 
     let s1 = shutdown.clone();
     let http_task =

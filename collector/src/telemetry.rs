@@ -20,11 +20,18 @@ pub struct CollectorMetrics {
     pub queries: Counter,
     pub remote_write_requests: Counter,
     pub remote_write_rejected: Counter,
+    /// Decisions by kind and outcome (`lookout_decisions_total`).
+    pub decisions: prometheus_client::metrics::family::Family<Vec<(String, String)>, Counter>,
 }
 
 impl CollectorMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = CollectorMetrics::default();
+        registry.register(
+            "lookout_decisions",
+            "Decisions taken (restart, restart_held, restart_waiting, restart_given_up) by outcome",
+            m.decisions.clone(),
+        );
         let r = registry.sub_registry_with_prefix("lookout_collector");
         r.register("batches", "Batches committed from agents", m.batches.clone());
         r.register(

@@ -53,7 +53,7 @@ fn label<'a>(c: &'a Container, key: &str) -> Option<&'a str> {
 }
 
 /// Splits `registry:5000/shop/api:1.4@sha256:...` into (`registry:5000/shop/api`, Some(`1.4`)).
-fn split_image(image: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_image(image: &str) -> (&str, Option<&str>) {
     let no_digest = image.split('@').next().unwrap_or(image);
     let slash = no_digest.rfind('/').map_or(0, |i| i + 1);
     match no_digest[slash..].rfind(':') {
@@ -88,6 +88,8 @@ mod tests {
             log_path: None,
             log_driver: "json-file".into(),
             started_at: None,
+            address: None,
+            healthcheck: None,
         }
     }
 

@@ -33,6 +33,10 @@ pub struct Container {
     pub log_driver: String,
     /// Unix seconds.
     pub started_at: Option<f64>,
+    /// Where probes reach it: its address on its (first) network, 127.0.0.1 with host networking.
+    pub address: Option<std::net::IpAddr>,
+    /// The interval of its own HEALTHCHECK, if it has one (Docker reports its health).
+    pub healthcheck: Option<std::time::Duration>,
 }
 
 /// The current set of running containers, shared with the readers.
@@ -61,11 +65,19 @@ pub struct Discovery {
     socket: String,
     containers: ContainerSet,
     changes: tokio::sync::mpsc::Sender<ContainerChange>,
+    /// Containers whose own health status Docker just reported (`health_status` events).
+    health: Option<tokio::sync::broadcast::Sender<ContainerId>>,
 }
 
 impl Discovery {
     pub fn new(socket: &str, containers: ContainerSet, changes: tokio::sync::mpsc::Sender<ContainerChange>) -> Self {
-        Discovery { socket: socket.to_string(), containers, changes }
+        Discovery { socket: socket.to_string(), containers, changes, health: None }
+    }
+
+    /// Also tells `health` of every `health_status` event, so a `docker` probe reads it at once.
+    pub fn with_health_events(mut self, health: tokio::sync::broadcast::Sender<ContainerId>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// Runs until `shutdown`: (re)connects to Docker with backoff, lists, inspects, then follows events.
@@ -165,6 +177,11 @@ impl Discovery {
                     let c = self.containers.write().expect("container set lock poisoned").remove(&id);
                     self.emit(ChangeKind::Destroyed, id, c).await;
                 }
+                a if a.starts_with("health_status") => {
+                    if let Some(h) = &self.health {
+                        let _ = h.send(id);
+                    }
+                }
                 "oom" => {
                     let c = self.containers.read().expect("container set lock poisoned").get(&id).cloned();
                     self.emit(ChangeKind::Oom, id, c).await;
@@ -199,6 +216,25 @@ fn from_inspect(id: &ContainerId, info: bollard::models::ContainerInspectRespons
         return None;
     }
     let config = info.config.unwrap_or_default();
+    let host_network = info.host_config.as_ref().and_then(|h| h.network_mode.as_deref()) == Some("host");
+    let address = if host_network {
+        Some(std::net::IpAddr::from([127, 0, 0, 1]))
+    } else {
+        let nets = info.network_settings.as_ref().and_then(|n| n.networks.as_ref());
+        let mut ips: Vec<(&String, &str)> = nets
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, n)| Some((name, n.ip_address.as_deref().filter(|ip| !ip.is_empty())?)))
+            .collect();
+        ips.sort();
+        ips.first().and_then(|(_, ip)| ip.parse().ok())
+    };
+    let healthcheck = config
+        .healthcheck
+        .as_ref()
+        .filter(|h| h.test.as_ref().and_then(|t| t.first()).is_some_and(|first| first != "NONE"))
+        // Docker's default interval is 30 s; its value is in nanoseconds.
+        .map(|h| std::time::Duration::from_nanos(h.interval.filter(|i| *i > 0).unwrap_or(30_000_000_000) as u64));
     let started_at = state
         .and_then(|s| s.started_at.as_deref())
         .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
@@ -214,6 +250,8 @@ fn from_inspect(id: &ContainerId, info: bollard::models::ContainerInspectRespons
         log_path: info.log_path.filter(|p| !p.is_empty()).map(PathBuf::from),
         log_driver: info.host_config.and_then(|h| h.log_config).and_then(|l| l.typ).unwrap_or_default(),
         started_at,
+        address,
+        healthcheck,
     })
 }
 

@@ -2,6 +2,7 @@
 //! broken records kept (flagged), and the position a checkpoint may safely record.
 
 use super::jsonfile::{self, Stream};
+use super::multiline::{JoinedLine, Joiner, Rule};
 use super::tail::{Position, RawLine};
 
 /// An entry longer than this is handed out in pieces of this size, each flagged `truncated`.
@@ -36,6 +37,8 @@ pub struct Assembler {
     last: Option<Position>,
     /// Parse problems seen, for the caller's counters and a log line.
     pub corrupt_records: u64,
+    /// The service's multiline join, after Docker's pieces are joined.
+    joiner: Joiner,
 }
 
 struct Open {
@@ -49,6 +52,9 @@ struct Open {
 pub struct Resume {
     pub position: Position,
     pub open: Vec<OpenLine>,
+    /// Multiline entries in hand (their lines are behind `position` too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<JoinedLine>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -67,6 +73,11 @@ fn slot(s: Stream) -> usize {
 }
 
 impl Assembler {
+    /// An assembler that also joins lines by a service's multiline rule.
+    pub fn new(rule: Option<std::sync::Arc<Rule>>) -> Assembler {
+        Assembler { joiner: Joiner::new(rule), ..Assembler::default() }
+    }
+
     /// Feeds one raw line; complete entries are appended to `out`. `now_ns` dates a corrupt record.
     pub fn push(&mut self, raw: &RawLine, now_ns: i64, out: &mut Vec<Entry>) {
         self.last = Some(raw.end);
@@ -76,7 +87,7 @@ impl Assembler {
             self.corrupt_records += 1;
             let text = String::from_utf8_lossy(&raw.bytes).into_owned();
             let flags = Flags { truncated: true, corrupt: true, ..Flags::default() };
-            out.push(Entry { text, stream: Stream::Stdout, time_ns: now_ns, flags });
+            self.joiner.push(Entry { text, stream: Stream::Stdout, time_ns: now_ns, flags }, now_ns, out);
             return;
         }
         if raw.bytes.is_empty() {
@@ -88,7 +99,7 @@ impl Assembler {
                 self.corrupt_records += 1;
                 let text = String::from_utf8_lossy(&raw.bytes).into_owned();
                 let flags = Flags { corrupt: true, ..Flags::default() };
-                out.push(Entry { text, stream: Stream::Stdout, time_ns: now_ns, flags });
+                self.joiner.push(Entry { text, stream: Stream::Stdout, time_ns: now_ns, flags }, now_ns, out);
                 return;
             }
         };
@@ -107,14 +118,24 @@ impl Assembler {
             piece = &piece[room..];
             let text = std::mem::take(&mut open.text);
             let flags = Flags { truncated: true, replaced: open.replaced, corrupt: false };
-            out.push(Entry { text, stream: rec.stream, time_ns: open.time_ns, flags });
+            self.joiner.push(Entry { text, stream: rec.stream, time_ns: open.time_ns, flags }, now_ns, out);
         }
         open.text.push_str(piece);
         if !rec.partial {
             let o = self.open[s].take().expect("opened above");
             let flags = Flags { replaced: o.replaced, ..Flags::default() };
-            out.push(Entry { text: o.text, stream: rec.stream, time_ns: o.time_ns, flags });
+            self.joiner.push(Entry { text: o.text, stream: rec.stream, time_ns: o.time_ns, flags }, now_ns, out);
         }
+    }
+
+    /// Hands out multiline entries that waited long enough for more lines.
+    pub fn tick(&mut self, now_ns: i64, out: &mut Vec<Entry>) {
+        self.joiner.tick(now_ns, out);
+    }
+
+    /// When `tick` has something to hand out (agent clock, ns), if ever.
+    pub fn due_at(&self) -> Option<i64> {
+        self.joiner.due_at()
     }
 
     /// What a restart needs to go on exactly here: the end of the last raw line read, and the lines
@@ -136,12 +157,13 @@ impl Assembler {
                 })
             })
             .collect();
-        Some(Resume { position, open })
+        Some(Resume { position, open, joined: self.joiner.in_hand() })
     }
 
-    /// An assembler that goes on from a checkpoint.
-    pub fn resume(r: &Resume) -> Assembler {
-        let mut a = Assembler { last: Some(r.position), ..Assembler::default() };
+    /// An assembler that goes on from a checkpoint, joining by `rule` from now on.
+    pub fn resume(r: &Resume, rule: Option<std::sync::Arc<Rule>>, now_ns: i64) -> Assembler {
+        let joiner = Joiner::resume(rule, &r.joined, now_ns);
+        let mut a = Assembler { last: Some(r.position), joiner, ..Assembler::default() };
         for o in &r.open {
             a.open[slot(o.stream)] = Some(Open { text: o.text.clone(), time_ns: o.time_ns, replaced: o.replaced });
         }
@@ -154,9 +176,10 @@ impl Assembler {
             if let Some(o) = o.take() {
                 let stream = if i == 0 { Stream::Stdout } else { Stream::Stderr };
                 let flags = Flags { replaced: o.replaced, ..Flags::default() };
-                out.push(Entry { text: o.text, stream, time_ns: o.time_ns, flags });
+                self.joiner.push(Entry { text: o.text, stream, time_ns: o.time_ns, flags }, 0, out);
             }
         }
+        self.joiner.flush(out);
     }
 }
 
@@ -198,7 +221,7 @@ mod tests {
         let cp = a.checkpoint().unwrap();
         assert_eq!(cp.position.offset, 20);
         // A restart resumes after the stderr line with the stdout half in hand.
-        let mut b = Assembler::resume(&cp);
+        let mut b = Assembler::resume(&cp, None, 0);
         let mut out2 = Vec::new();
         b.push(&raw(&rec("second half\n", "stdout"), 30), 0, &mut out2);
         assert_eq!(out2.len(), 1);

@@ -58,6 +58,7 @@ mod tests {
     use super::*;
     use crate::logs::assemble::OpenLine;
     use crate::logs::jsonfile::Stream;
+    use crate::logs::multiline::JoinedLine;
     use crate::logs::tail::{FileId, Position};
 
     #[test]
@@ -77,6 +78,14 @@ mod tests {
                     text: "half \"a\" line".into(),
                     time_ns: 5,
                     replaced: true,
+                }],
+                joined: vec![JoinedLine {
+                    stream: Stream::Stdout,
+                    text: "2026-11-23 ERROR x\n\tat a.b(C.java:1)".into(),
+                    time_ns: 4,
+                    last_ns: 5,
+                    lines: 2,
+                    replaced: false,
                 }],
             },
         );

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::assemble::{Assembler, Entry, Flags, Resume};
 use super::checkpoint::Checkpoints;
 use super::jsonfile::Stream;
+use super::multiline::Rule;
 use super::tail::{Event, Tailer};
 use crate::discover::{identity, Container, ContainerSet};
 use crate::telemetry::AgentMetrics;
@@ -24,6 +25,8 @@ const ROUND_BYTES: usize = 256 * 1024;
 const SAFETY_POLL: Duration = Duration::from_millis(500);
 /// How often files are looked at when file events are not available at all.
 const POLL: Duration = Duration::from_millis(100);
+/// Acknowledged checkpoints are written to the state dir at most this often.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct LogReaderConfig {
@@ -32,6 +35,20 @@ pub struct LogReaderConfig {
     pub state_dir: PathBuf,
     /// Bytes of lines sent but not yet acknowledged, at most.
     pub in_flight_bytes: usize,
+    /// Multiline joins by service or image, first match wins.
+    pub multiline: Vec<crate::config::MultilineConfig>,
+    /// Where `log_error_rate` probes read their counts; the reader counts watched containers' lines.
+    pub error_rates: Arc<crate::probe::errors::ErrorRates>,
+}
+
+/// The multiline rule for a container, if one matches it.
+fn rule_for(cfg: &[(crate::config::MultilineConfig, Arc<Rule>)], c: &Container) -> Option<Arc<Rule>> {
+    let service = identity::service_of(c);
+    cfg.iter().find(|(m, _)| m.matches(&service, &c.image)).map(|(_, r)| r.clone())
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// A stream's worth of lines for shipping.
@@ -78,6 +95,8 @@ struct Followed {
     tailer: Tailer,
     asm: Assembler,
     labels: Vec<(String, String)>,
+    /// Counts this container's lines for its `log_error_rate` probe, if it has one.
+    error_rates: Arc<crate::probe::errors::ErrorRates>,
 }
 
 /// Runs until `shutdown`; `send` hands a batch to shipping (blocking while shipping is busy).
@@ -117,15 +136,32 @@ pub fn run(
             }
         }
     }
+    let rules: Vec<(crate::config::MultilineConfig, Arc<Rule>)> = cfg
+        .multiline
+        .iter()
+        .map(|m| {
+            let rule = Rule {
+                start: m.start.0.clone(),
+                max_lines: m.max_lines,
+                max_bytes: m.max_kib * 1024,
+                max_wait_ns: m.max_wait.as_nanos() as i64,
+            };
+            (m.clone(), Arc::new(rule))
+        })
+        .collect();
     let mut followed: HashMap<String, Followed> = HashMap::new();
     let mut reported: std::collections::HashSet<String> = Default::default();
     let mut in_flight = 0usize;
     let (wake_tx, wake) = std::sync::mpsc::channel::<PathBuf>();
     let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            for p in ev.paths {
-                let _ = wake_tx.send(p);
-            }
+        let Ok(ev) = ev else { return };
+        // Opens and closes say nothing new, and the reader's own opens of a log would otherwise wake
+        // it again and again (a loop that keeps a core busy at the end of every file).
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        for p in ev.paths {
+            let _ = wake_tx.send(p);
         }
     }) {
         Ok(w) => Some(w),
@@ -140,6 +176,8 @@ pub fn run(
     let mut by_dir: HashMap<PathBuf, String> = HashMap::new();
     let mut last_full = std::time::Instant::now();
     let mut early_ack: Option<LogAck> = None;
+    let mut unsaved = false;
+    let mut last_save = std::time::Instant::now();
     while !shutdown.is_cancelled() {
         // Acknowledged: those checkpoints are safe now.
         let mut changed = false;
@@ -155,7 +193,12 @@ pub fn run(
                 }
             }
         }
-        if changed {
+        // Saved at most once a second: each save is two fsyncs, and the collector's Welcome (which
+        // wins over this file) already holds every acknowledged position.
+        unsaved |= changed;
+        if unsaved && last_save.elapsed() >= SAVE_EVERY {
+            unsaved = false;
+            last_save = std::time::Instant::now();
             if let Err(e) = saved.save(&cfg.state_dir) {
                 tracing::warn!(error = %e, "cannot save log checkpoints; lines may be read again after a restart");
             }
@@ -180,7 +223,11 @@ pub fn run(
                     for e in events {
                         log_event(&c.name, &e);
                     }
-                    let asm = resume.as_ref().map(Assembler::resume).unwrap_or_default();
+                    let rule = rule_for(&rules, c);
+                    let asm = match resume.as_ref() {
+                        Some(r) => Assembler::resume(r, rule, now_ns()),
+                        None => Assembler::new(rule),
+                    };
                     let labels = identity::identity_labels(&cfg.host, c, &cfg.include_labels);
                     if let (Some(w), Some(dir)) = (watcher.as_mut(), path.parent()) {
                         use notify::Watcher;
@@ -192,7 +239,8 @@ pub fn run(
                     if let Some(dir) = path.parent() {
                         by_dir.insert(dir.to_path_buf(), id.clone());
                     }
-                    followed.insert(id, Followed { path: path.clone(), tailer, asm, labels });
+                    let error_rates = cfg.error_rates.clone();
+                    followed.insert(id, Followed { path: path.clone(), tailer, asm, labels, error_rates });
                 }
                 Err(e) => {
                     tracing::warn!(container = %c.name, path = %path.display(), error = %e, "cannot open the log")
@@ -211,15 +259,16 @@ pub fn run(
             last_full = std::time::Instant::now();
         }
         let mut batch = LogBatch::default();
+        let now = now_ns();
         if in_flight < cfg.in_flight_bytes {
             for (id, f) in followed.iter_mut() {
                 let finishing = gone.contains(id);
-                if !finishing && !dirty.contains(id) {
+                let joined_due = f.asm.due_at().is_some_and(|t| t <= now);
+                if !finishing && !joined_due && !dirty.contains(id) {
                     continue;
                 }
-                let before = batch.ack.bytes;
-                read_one(id, f, if finishing { usize::MAX } else { ROUND_BYTES }, finishing, &mut batch, &metrics);
-                if batch.ack.bytes == before {
+                let budget = if finishing { usize::MAX } else { ROUND_BYTES };
+                if !read_one(id, f, budget, finishing, now, &mut batch, &metrics) {
                     dirty.remove(id);
                 }
             }
@@ -245,10 +294,13 @@ pub fn run(
                 match acks.recv_timeout(SAFETY_POLL) {
                     Ok(a) => early_ack = Some(a),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             } else if watcher.is_some() {
-                let wait = SAFETY_POLL.saturating_sub(last_full.elapsed());
+                // Until the next full look, or until a multiline entry in hand is due.
+                let due = followed.values().filter_map(|f| f.asm.due_at()).min();
+                let until_due = due.map_or(SAFETY_POLL, |t| Duration::from_nanos((t - now_ns()).max(0) as u64));
+                let wait = SAFETY_POLL.saturating_sub(last_full.elapsed()).min(until_due);
                 if let Ok(p) = wake.recv_timeout(wait) {
                     mark(&by_dir, &p, &mut dirty);
                 }
@@ -259,7 +311,19 @@ pub fn run(
         }
         in_flight += batch.ack.bytes;
         if !send(batch) {
-            return;
+            break;
+        }
+    }
+    // Acks that arrived since the last save are not left behind.
+    while let Ok(ack) = acks.try_recv() {
+        for (id, r) in ack.checkpoints {
+            saved.containers.insert(id, r);
+            unsaved = true;
+        }
+    }
+    if unsaved {
+        if let Err(e) = saved.save(&cfg.state_dir) {
+            tracing::warn!(error = %e, "cannot save log checkpoints; lines may be read again after a restart");
         }
     }
 }
@@ -279,10 +343,18 @@ fn mark(
 }
 
 /// Reads one container's new lines into `batch`; `finishing` reads to the end and flushes lines
-/// still being joined (the container is gone).
-fn read_one(id: &str, f: &mut Followed, budget: usize, finishing: bool, batch: &mut LogBatch, metrics: &AgentMetrics) {
+/// still being joined (the container is gone). Whether any line was read.
+fn read_one(
+    id: &str,
+    f: &mut Followed,
+    budget: usize,
+    finishing: bool,
+    now_ns: i64,
+    batch: &mut LogBatch,
+    metrics: &AgentMetrics,
+) -> bool {
     let mut entries: Vec<Entry> = Vec::new();
-    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    let mut read_any = false;
     loop {
         match f.tailer.read(budget.min(1 << 20)) {
             Ok((lines, events)) => {
@@ -292,6 +364,7 @@ fn read_one(id: &str, f: &mut Followed, budget: usize, finishing: bool, batch: &
                 if lines.is_empty() {
                     break;
                 }
+                read_any = true;
                 for l in &lines {
                     f.asm.push(l, now_ns, &mut entries);
                 }
@@ -307,10 +380,13 @@ fn read_one(id: &str, f: &mut Followed, budget: usize, finishing: bool, batch: &
     }
     if finishing {
         f.asm.flush(&mut entries);
+    } else {
+        f.asm.tick(now_ns, &mut entries);
     }
     if entries.is_empty() {
-        return;
+        return read_any;
     }
+    f.error_rates.count(id, entries.iter().map(|e| (e.time_ns, e.text.as_str())));
     let mut by_stream: [TaggedStream; 2] = Default::default();
     for e in entries {
         let slot = usize::from(e.stream == Stream::Stderr);
@@ -329,6 +405,7 @@ fn read_one(id: &str, f: &mut Followed, budget: usize, finishing: bool, batch: &
     if let Some(cp) = f.asm.checkpoint() {
         batch.ack.checkpoints.push((id.to_string(), cp));
     }
+    read_any
 }
 
 fn log_event(container: &str, e: &Event) {

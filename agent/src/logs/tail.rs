@@ -197,9 +197,11 @@ impl Tailer {
                 *id = FileId::of(file)?;
                 continue;
             }
-            match File::open(&self.path) {
-                Ok(mut live) => {
-                    if id.matches(&mut live)? {
+            // The path still names the open file when device and inode agree: an inode cannot be
+            // reused while this descriptor holds it. (A stat, not an open: no file event.)
+            match std::fs::metadata(&self.path) {
+                Ok(live) => {
+                    if live.dev() == id.dev && live.ino() == id.ino {
                         return Ok((lines, events));
                     }
                     // Rotated: the old file was read to its end through its descriptor just now
@@ -319,6 +321,39 @@ mod tests {
 
     fn numbered(from: usize, to: usize) -> String {
         (from..to).map(|i| format!("line {i:04} padding to make the file longer than a fingerprint\n")).collect()
+    }
+
+    #[test]
+    fn looking_for_more_at_the_end_of_a_file_does_not_open_it() {
+        // An open of a watched log is a file event; a reader woken by its own opens would spin.
+        use notify::Watcher;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("c-json.log");
+        append(&log, &numbered(0, 10));
+        let (mut t, _) = Tailer::open(&log, None).unwrap();
+        assert_eq!(t.read(1 << 20).unwrap().0.len(), 10);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut w = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+            let _ = tx.send(e.map(|e| (e.kind, e.paths)));
+        })
+        .unwrap();
+        w.watch(dir.path(), notify::RecursiveMode::NonRecursive).unwrap();
+        for _ in 0..50 {
+            assert!(t.read(1 << 20).unwrap().0.is_empty());
+        }
+        // A marker file's creation closes the count: every event before it came from the reads.
+        std::fs::write(dir.path().join("marker"), b"").unwrap();
+        let mut opens = 0;
+        loop {
+            let (kind, paths) =
+                rx.recv_timeout(std::time::Duration::from_secs(5)).expect("the marker's event").unwrap();
+            match kind {
+                notify::EventKind::Create(_) => break,
+                notify::EventKind::Access(notify::event::AccessKind::Open(_)) if paths.contains(&log) => opens += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(opens, 0, "50 reads at the end of the file opened it {opens} times");
     }
 
     #[test]

@@ -56,6 +56,43 @@ pub fn change_event(host: &str, include: &[String], c: &ContainerChange) -> Cont
     }
 }
 
+/// A probe run as the wire carries it: the container's identity labels plus `probe`.
+pub fn probe_result(r: crate::probe::ProbeRun) -> lookout_proto::v1::ProbeResult {
+    lookout_proto::v1::ProbeResult {
+        labels: r.labels.into_iter().map(|(name, value)| Label { name, value }).collect(),
+        time_ms: r.time_ms,
+        kind: r.kind.to_string(),
+        success: r.success,
+        duration_seconds: r.duration.as_secs_f64(),
+        output: r.output,
+        state: r.state.as_str().to_string(),
+        previous_state: r.previous.map(|s| s.as_str().to_string()).unwrap_or_default(),
+        failing_streak: r.failing_streak,
+        interval_seconds: r.interval.as_secs_f64(),
+        restart: r.restart,
+    }
+}
+
+/// A container's probe setting that does not parse, as a CONFIG event on that container.
+pub fn config_event(
+    host: &str,
+    include: &[String],
+    c: &crate::discover::Container,
+    message: String,
+    time_ms: i64,
+) -> ContainerEvent {
+    ContainerEvent {
+        kind: Kind::Config as i32,
+        time_ms,
+        container_id: c.id.as_str().to_string(),
+        labels: crate::discover::identity_labels(host, c, include)
+            .into_iter()
+            .map(|(name, value)| Label { name, value })
+            .collect(),
+        message,
+    }
+}
+
 /// The log reader's streams as wire streams.
 pub fn log_streams(streams: Vec<crate::logs::reader::TaggedStream>, out: &mut Vec<lookout_proto::v1::LogStream>) {
     for s in streams {

@@ -41,6 +41,7 @@ pub enum Outgoing {
     Tick(Tick),
     Change(ContainerChange),
     Logs(LogBatch),
+    Probe(crate::probe::ProbeEvent),
 }
 
 #[derive(Clone, Debug)]
@@ -51,6 +52,8 @@ pub struct ShipConfig {
     pub token: Option<String>,
     pub include_labels: Vec<String>,
     pub max_queue_bytes: usize,
+    /// Carries out the collector's commands (restarts); without it they are refused with a reason.
+    pub docker: Option<bollard::Docker>,
 }
 
 /// Starts the batcher and the connection; returns the sender the readers use and the queue (for tests
@@ -72,6 +75,7 @@ async fn batcher(cfg: ShipConfig, mut rx: mpsc::Receiver<Outgoing>, queue: Arc<Q
     let mut logs: Option<LogAck> = None;
     let mut bytes = 0usize;
     let mut opened: Option<Instant> = None;
+    let mut urgent = false;
     loop {
         let deadline = opened.map(|t| t + SEAL_AGE);
         tokio::select! {
@@ -80,6 +84,7 @@ async fn batcher(cfg: ShipConfig, mut rx: mpsc::Receiver<Outgoing>, queue: Arc<Q
                 let before = open.groups.len();
                 let events_before = open.container_events.len();
                 let streams_before = open.log_streams.len();
+                let probes_before = open.probe_results.len();
                 match msg {
                     Outgoing::Tick(t) => convert::tick_groups(&t, &mut open.groups),
                     Outgoing::Change(c) => open.container_events.push(convert::change_event(&cfg.host, &cfg.include_labels, &c)),
@@ -87,12 +92,22 @@ async fn batcher(cfg: ShipConfig, mut rx: mpsc::Receiver<Outgoing>, queue: Arc<Q
                         convert::log_streams(b.streams, &mut open.log_streams);
                         logs.get_or_insert_with(LogAck::default).merge(b.ack);
                     }
+                    Outgoing::Probe(crate::probe::ProbeEvent::Run(r)) => {
+                        // A change of health, and the first failure of a streak, go out at once: the
+                        // collector may act on them (and weighs a service's failing containers together).
+                        urgent |= r.previous.is_some() || (!r.success && r.failing_streak == 1);
+                        open.probe_results.push(convert::probe_result(r));
+                    }
+                    Outgoing::Probe(crate::probe::ProbeEvent::ConfigProblem { container, message, time_ms }) => {
+                        open.container_events.push(convert::config_event(&cfg.host, &cfg.include_labels, &container, message, time_ms));
+                    }
                 }
                 bytes += open.groups[before..].iter().map(|g| g.encoded_len() + 4).sum::<usize>()
                     + open.container_events[events_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>()
-                    + open.log_streams[streams_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>();
+                    + open.log_streams[streams_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>()
+                    + open.probe_results[probes_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>();
                 opened.get_or_insert_with(Instant::now);
-                if bytes >= SEAL_BYTES {
+                if bytes >= SEAL_BYTES || std::mem::take(&mut urgent) {
                     seal(&queue, &mut open, &mut logs, &mut bytes, &mut opened);
                 }
             }
@@ -247,8 +262,12 @@ async fn session(
                         queue.committed(a.seq);
                     }
                     Some(collector_message::Msg::Command(c)) => {
-                        let result = CommandResult { id: c.id, ok: false, message: "this agent does not carry out commands yet".into() };
-                        let _ = tx.send(AgentMessage { msg: Some(agent_message::Msg::CommandResult(result)) }).await;
+                        // Carried out beside the stream: a slow restart must not hold up acks.
+                        let (tx, docker) = (tx.clone(), cfg.docker.clone());
+                        tokio::spawn(async move {
+                            let result = carry_out(docker.as_ref(), c).await;
+                            let _ = tx.send(AgentMessage { msg: Some(agent_message::Msg::CommandResult(result)) }).await;
+                        });
                     }
                     _ => {}
                 },
@@ -257,5 +276,51 @@ async fn session(
             _ = shutdown.cancelled(), if draining.is_none() => draining = Some(Instant::now() + DRAIN),
             _ = tokio::time::sleep_until(draining.unwrap_or_else(Instant::now)), if draining.is_some() => {}
         }
+    }
+}
+
+/// Carries out one command from the collector through the Docker API; the answer says what Docker said.
+async fn carry_out(docker: Option<&bollard::Docker>, c: lookout_proto::v1::Command) -> CommandResult {
+    use lookout_proto::v1::command::Action;
+    let fail = |id: String, message: String| CommandResult { id, ok: false, message };
+    let Some(docker) = docker else { return fail(c.id, "this agent has no Docker connection".into()) };
+    match c.action {
+        Some(Action::Restart(r)) => {
+            tracing::info!(container = %r.container_id, reason = %r.reason, command = %c.id, "restarting a container for the collector");
+            // Docker waits the container's own stop timeout (10 s unless `--stop-timeout` says otherwise).
+            match docker.restart_container(&r.container_id, None).await {
+                Ok(()) => CommandResult { id: c.id, ok: true, message: format!("restarted {}", r.container_id) },
+                Err(e) => fail(c.id, format!("Docker refused the restart of {}: {e}", r.container_id)),
+            }
+        }
+        None => fail(c.id, "a command without an action".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_restart_docker_refuses_is_answered_with_dockers_message() {
+        let docker = bollard::Docker::connect_with_unix("/var/run/docker.sock", 30, bollard::API_DEFAULT_VERSION)
+            .expect("a Docker client (apt-get install docker.io)");
+        let gone = "0".repeat(64);
+        let cmd = lookout_proto::v1::Command {
+            id: "restart-1".into(),
+            action: Some(lookout_proto::v1::command::Action::Restart(lookout_proto::v1::Restart {
+                container_id: gone.clone(),
+                reason: "test".into(),
+            })),
+        };
+        let r = carry_out(Some(&docker), cmd).await;
+        assert!(!r.ok, "{r:?}");
+        assert!(
+            r.message.contains("Docker refused the restart") && r.message.contains("No such container"),
+            "{}",
+            r.message
+        );
+        let none = carry_out(None, lookout_proto::v1::Command { id: "x".into(), action: None }).await;
+        assert_eq!(none.message, "this agent has no Docker connection");
     }
 }

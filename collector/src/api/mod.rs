@@ -23,6 +23,7 @@ use crate::telemetry::CollectorMetrics;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
+    pub health: Arc<crate::health::HealthBoard>,
     pub engine: Arc<Engine>,
     pub registry: Arc<Mutex<Registry>>,
     pub metrics: CollectorMetrics,
@@ -50,6 +51,8 @@ pub fn router(state: AppState) -> Router {
         .route("/loki/api/v1/series", get(loki::series).post(loki::series))
         .route("/loki/api/v1/index/stats", get(loki::index_stats).post(loki::index_stats))
         .route("/loki/api/v1/tail", get(loki::tail))
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/decisions", get(decisions))
         .route("/metrics", get(self_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
@@ -103,3 +106,63 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 mod tests;
+
+#[derive(serde::Deserialize)]
+struct HealthQuery {
+    host: Option<String>,
+    service: Option<String>,
+    container: Option<String>,
+}
+
+/// `GET /api/v1/health[?host=&service=&container=]`: per container its state (the worst of its
+/// probes), since when, each probe's state, failing streak, last output and recent runs.
+async fn health(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<HealthQuery>,
+) -> axum::Json<serde_json::Value> {
+    let list = s.health.list(q.host.as_deref(), q.service.as_deref(), q.container.as_deref());
+    axum::Json(serde_json::json!({ "status": "success", "data": list }))
+}
+
+#[derive(serde::Deserialize)]
+struct DecisionsQuery {
+    since: Option<String>,
+    kind: Option<String>,
+    service: Option<String>,
+    container_id: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/decisions[?since=&kind=&service=&container_id=&limit=]`: decisions oldest first,
+/// each with its reason, rule, inputs and outcome. `since` is a time as the Prometheus API takes it.
+async fn decisions(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<DecisionsQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let bad = |msg: String| {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"status": "error", "errorType": "bad_data", "error": msg})),
+        )
+            .into_response()
+    };
+    let since_ms = match q.since.as_deref().map(|v| (v, params::parse_time_ms(v))) {
+        None => None,
+        Some((_, Some(t))) => Some(t),
+        Some((v, None)) => return bad(format!("since: cannot parse {v:?} as a time (Unix seconds or RFC 3339)")),
+    };
+    let filter = crate::store::decisions::DecisionFilter {
+        since_ms,
+        kind: q.kind,
+        service: q.service,
+        container_id: q.container_id,
+        limit: q.limit.unwrap_or(1000).min(10_000),
+    };
+    let store = s.store.clone();
+    match tokio::task::spawn_blocking(move || store.decisions(&filter)).await {
+        Ok(Ok(list)) => axum::Json(serde_json::json!({ "status": "success", "data": list })).into_response(),
+        Ok(Err(e)) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

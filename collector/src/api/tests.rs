@@ -12,7 +12,13 @@ fn state(dir: &std::path::Path) -> AppState {
     let store = Arc::new(Store::open(dir, StoreOptions::default()).unwrap());
     let mut registry = Registry::default();
     let metrics = CollectorMetrics::register(&mut registry);
-    AppState { store, engine: Arc::new(Engine::default()), registry: Arc::new(Mutex::new(registry)), metrics }
+    AppState {
+        store,
+        health: Default::default(),
+        engine: Arc::new(Engine::default()),
+        registry: Arc::new(Mutex::new(registry)),
+        metrics,
+    }
 }
 
 async fn call(state: &AppState, req: Request<Body>) -> (StatusCode, serde_json::Value) {

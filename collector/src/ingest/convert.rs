@@ -17,7 +17,20 @@ pub struct Decoded {
     pub invalid_series: u64,
     /// What was wrong with the first invalid series, for the log line.
     pub first_problem: String,
+    /// Probe runs for the health board (their samples are in `groups` too).
+    pub probes: Vec<crate::health::ProbeReport>,
+    /// Container events the collector acts on: stopped or removed containers, probe settings that do not parse.
+    pub events: Vec<EventIn>,
 }
+
+#[derive(Clone, Debug)]
+pub enum EventIn {
+    Gone { container_id: String },
+    ConfigProblem { labels: std::collections::BTreeMap<String, String>, message: String },
+}
+
+/// The states `lookout_container_health` has a series for.
+const STATES: [&str; 3] = ["starting", "healthy", "unhealthy"];
 
 pub fn batch(batch: Batch) -> Decoded {
     let mut out = Decoded {
@@ -27,6 +40,8 @@ pub fn batch(batch: Batch) -> Decoded {
         samples: 0,
         invalid_series: 0,
         first_problem: String::new(),
+        probes: Vec::with_capacity(batch.probe_results.len()),
+        events: Vec::new(),
     };
     let mut loose = SeriesGroup::default();
     for s in batch.series {
@@ -47,6 +62,20 @@ pub fn batch(batch: Batch) -> Decoded {
     for ls in batch.log_streams {
         out.push_logs(ls);
     }
+    for p in batch.probe_results {
+        out.push_probe(p);
+    }
+    for e in batch.container_events {
+        use lookout_proto::v1::container_event::Kind;
+        match Kind::try_from(e.kind) {
+            Ok(Kind::Died | Kind::Destroyed) => out.events.push(EventIn::Gone { container_id: e.container_id }),
+            Ok(Kind::Config) => out.events.push(EventIn::ConfigProblem {
+                labels: e.labels.into_iter().map(|l| (l.name, l.value)).collect(),
+                message: e.message,
+            }),
+            _ => {}
+        }
+    }
     out
 }
 
@@ -63,6 +92,48 @@ fn flags_label(flags: u32) -> Option<String> {
 }
 
 impl Decoded {
+    /// A probe run: samples of `lookout_probe_success`, `lookout_probe_duration_seconds` and
+    /// `lookout_container_health{state}` (1 for its state, 0 for the others), and a report for the board.
+    fn push_probe(&mut self, p: lookout_proto::v1::ProbeResult) {
+        let mut labels = p.labels.clone();
+        if !labels.iter().any(|l| l.name == "probe") {
+            labels.push(Label { name: "probe".into(), value: p.kind.clone() });
+        }
+        let common = LabelSet::from_pairs(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())));
+        let mut group = SeriesGroup { common, series: Vec::with_capacity(5) };
+        let sample = |name: &str, extra: Option<(&str, &str)>, v: f64| -> SeriesSamples {
+            let mut own = vec![Label { name: METRIC_NAME.into(), value: name.into() }];
+            if let Some((k, val)) = extra {
+                own.push(Label { name: k.into(), value: val.into() });
+            }
+            SeriesSamples { labels: own, timestamps_ms: vec![p.time_ms], values: vec![v] }
+        };
+        self.push(&labels, &mut group, sample("lookout_probe_success", None, f64::from(u8::from(p.success))));
+        self.push(&labels, &mut group, sample("lookout_probe_duration_seconds", None, p.duration_seconds));
+        for st in STATES {
+            let v = f64::from(u8::from(p.state == st));
+            self.push(&labels, &mut group, sample("lookout_container_health", Some(("state", st)), v));
+        }
+        if !group.series.is_empty() {
+            self.groups.push(group);
+        }
+        self.probes.push(crate::health::ProbeReport {
+            labels: p.labels.into_iter().map(|l| (l.name, l.value)).collect(),
+            probe: p.kind,
+            run: crate::health::Run {
+                time_ms: p.time_ms,
+                success: p.success,
+                duration_seconds: p.duration_seconds,
+                output: p.output,
+                state: p.state,
+            },
+            previous_state: Some(p.previous_state).filter(|s| !s.is_empty()),
+            failing_streak: p.failing_streak,
+            interval_seconds: p.interval_seconds,
+            restart: p.restart,
+        });
+    }
+
     /// A stream's lines; lines with flags go to a sibling stream labelled with them.
     fn push_logs(&mut self, ls: lookout_proto::v1::LogStream) {
         if let Some(l) = ls.labels.iter().find(|l| !valid_label_name(&l.name)) {

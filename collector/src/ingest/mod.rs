@@ -23,16 +23,27 @@ pub use lookout_proto::v1::ingest_server::IngestServer;
 /// for replays merged by a later spool without letting one peer exhaust memory.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+use crate::health::HealthBoard;
+use crate::restart::Restarter;
+
 pub struct IngestService {
     store: Arc<Store>,
     tokens: Arc<Vec<String>>,
     metrics: CollectorMetrics,
+    health: Arc<HealthBoard>,
+    restarter: Arc<Restarter>,
 }
 
 impl IngestService {
     /// `tokens` empty means no authentication (only `lookout up` and loopback listeners allow that).
-    pub fn new(store: Arc<Store>, tokens: Vec<String>, metrics: CollectorMetrics) -> Self {
-        IngestService { store, tokens: Arc::new(tokens), metrics }
+    pub fn new(
+        store: Arc<Store>,
+        tokens: Vec<String>,
+        metrics: CollectorMetrics,
+        health: Arc<HealthBoard>,
+        restarter: Arc<Restarter>,
+    ) -> Self {
+        IngestService { store, tokens: Arc::new(tokens), metrics, health, restarter }
     }
 
     /// The tonic service with gzip both ways and the message size bound.
@@ -77,6 +88,8 @@ impl Ingest for IngestService {
         let (tx, rx) = mpsc::channel::<Result<CollectorMessage, Status>>(256);
         let store = self.store.clone();
         let metrics = self.metrics.clone();
+        let health = self.health.clone();
+        let restarter = self.restarter.clone();
         let committed = store.committed_seq(&hello.agent_id);
         tracing::info!(agent = %hello.agent_id, host = %hello.host, %peer, committed, "agent connected");
         let log_resume = store
@@ -93,7 +106,8 @@ impl Ingest for IngestService {
         tx.send(Ok(CollectorMessage { msg: Some(welcome) })).await.map_err(|_| Status::cancelled("stream closed"))?;
         metrics.connected_agents.inc();
         tokio::spawn(async move {
-            let result = serve_agent(&store, &metrics, &hello.agent_id, &hello.host, &mut inbound, &tx).await;
+            let peer = (hello.agent_id.as_str(), hello.host.as_str());
+            let result = serve_agent(&store, &metrics, (&health, &restarter), peer, &mut inbound, &tx).await;
             metrics.connected_agents.dec();
             match result {
                 Ok(()) => tracing::info!(agent = %hello.agent_id, "agent disconnected"),
@@ -109,16 +123,41 @@ impl Ingest for IngestService {
 async fn serve_agent(
     store: &Arc<Store>,
     metrics: &CollectorMetrics,
-    agent_id: &str,
-    host: &str,
+    (health, restarter): (&HealthBoard, &Restarter),
+    (agent_id, host): (&str, &str),
     inbound: &mut Streaming<AgentMessage>,
     tx: &mpsc::Sender<Result<CollectorMessage, Status>>,
 ) -> Result<(), Status> {
-    while let Some(msg) = inbound.message().await? {
+    loop {
+        // Commands for this host go down the stream as soon as they are decided (registered for the
+        // wake-up before looking, so a command queued in between is not missed).
+        let queued = restarter.queued.notified();
+        tokio::pin!(queued);
+        queued.as_mut().enable();
+        for c in restarter.take_for(host) {
+            let restart = lookout_proto::v1::Restart { container_id: c.container_id.clone(), reason: c.reason.clone() };
+            let cmd = lookout_proto::v1::Command {
+                id: c.id.clone(),
+                action: Some(lookout_proto::v1::command::Action::Restart(restart)),
+            };
+            if tx.send(Ok(CollectorMessage { msg: Some(collector_message::Msg::Command(cmd)) })).await.is_err() {
+                restarter.unsent(&c.id);
+                return Ok(());
+            }
+        }
+        let msg = tokio::select! {
+            m = inbound.message() => match m? {
+                Some(m) => m,
+                None => break,
+            },
+            _ = &mut queued => continue,
+        };
         match msg.msg {
             Some(agent_message::Msg::Batch(batch)) => {
                 let seq = batch.seq;
-                let decoded = convert::batch(batch);
+                let mut decoded = convert::batch(batch);
+                let probes = std::mem::take(&mut decoded.probes);
+                let events = std::mem::take(&mut decoded.events);
                 if decoded.invalid_series > 0 {
                     metrics.invalid_series.inc_by(decoded.invalid_series);
                     tracing::warn!(agent = agent_id, seq, count = decoded.invalid_series, first = %decoded.first_problem, "invalid series skipped");
@@ -136,6 +175,24 @@ async fn serve_agent(
                     Status::unavailable("the collector cannot commit right now; retry")
                 })?;
                 metrics.record_batch(&outcome);
+                if !outcome.duplicate {
+                    for e in events {
+                        match e {
+                            convert::EventIn::Gone { container_id } => health.forget(&container_id),
+                            convert::EventIn::ConfigProblem { labels, message } => {
+                                tracing::warn!(agent = agent_id, container = ?labels.get("container"), %message, "probe setting ignored");
+                                health.config_problem(&labels, message);
+                            }
+                        }
+                    }
+                    let transitions = health.apply(probes);
+                    for t in &transitions {
+                        tracing::info!(container_id = %t.container_id, probe = %t.probe, from = %t.from, to = %t.to, "health changed");
+                    }
+                    if !transitions.is_empty() {
+                        restarter.changed.notify_one();
+                    }
+                }
                 let ack = CollectorMessage { msg: Some(collector_message::Msg::Ack(Ack { seq })) };
                 if tx.send(Ok(ack)).await.is_err() {
                     return Ok(());
@@ -143,6 +200,7 @@ async fn serve_agent(
             }
             Some(agent_message::Msg::CommandResult(r)) => {
                 tracing::info!(agent = agent_id, command = %r.id, ok = r.ok, message = %r.message, "command result");
+                restarter.result(&r.id, r.ok, &r.message);
             }
             Some(agent_message::Msg::Hello(_)) => return Err(Status::invalid_argument("Hello sent twice")),
             None => return Err(Status::invalid_argument("empty AgentMessage")),

@@ -8,6 +8,7 @@
 //! the head log, so recovery replays only what came after it.
 
 pub mod chunk;
+pub mod decisions;
 mod headlog;
 mod index;
 pub mod logchunk;
@@ -176,6 +177,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.execute_batch(logs::SCHEMA).map_err(sql)?;
+        conn.execute_batch(decisions::SCHEMA).map_err(sql)?;
         let log_state = logs::LogState::load(&conn).map_err(|detail| StoreError::Corrupt {
             path: path.clone(),
             what: "log streams",

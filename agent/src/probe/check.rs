@@ -1,0 +1,349 @@
+//! Running one probe against a container, from outside it: HTTP, TCP, Docker exec, Docker's own
+//! health status, or the log error rate. Every run is bounded by its timeout and its output by 4 KiB.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use futures::StreamExt;
+
+use super::errors::ErrorRates;
+use super::health::State;
+use super::spec::Check;
+
+/// Output kept per run, as Docker keeps for its own health checks.
+pub const OUTPUT_CAP: usize = 4096;
+/// Bytes of an HTTP body read at most (for the body pattern); the rest is not read.
+pub const BODY_CAP: usize = 64 * 1024;
+
+/// What a probe runs against.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub container_id: String,
+    /// The container's address on its network; 127.0.0.1 for host networking.
+    pub address: Option<IpAddr>,
+}
+
+/// One run's result. `docker` carries Docker's own view when the check is `docker`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub success: bool,
+    pub output: String,
+    pub docker: Option<(State, u32)>,
+}
+
+impl Outcome {
+    fn pass(output: String) -> Outcome {
+        Outcome { success: true, output: cap(output), docker: None }
+    }
+    fn fail(output: String) -> Outcome {
+        Outcome { success: false, output: cap(output), docker: None }
+    }
+}
+
+/// Shared by all probes: one HTTP client (connections are not reused between runs: each run
+/// must see the container as a new client would) and one Docker client.
+pub struct Runner {
+    pub http: reqwest::Client,
+    pub docker: Option<Docker>,
+    pub rates: Arc<ErrorRates>,
+}
+
+impl Runner {
+    pub fn new(docker: Option<Docker>, rates: Arc<ErrorRates>) -> Runner {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .user_agent(concat!("lookout-probe/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("an HTTP client without TLS builds");
+        Runner { http, docker, rates }
+    }
+
+    /// Runs `check` once, giving up after `timeout` (a failure that says so).
+    pub async fn run(&self, check: &Check, target: &Target, timeout: Duration) -> Outcome {
+        match tokio::time::timeout(timeout, self.run_inner(check, target)).await {
+            Ok(o) => o,
+            Err(_) => Outcome::fail(format!("timed out after {}", humantime::format_duration(timeout))),
+        }
+    }
+
+    async fn run_inner(&self, check: &Check, target: &Target) -> Outcome {
+        match check {
+            Check::Http { port, path, body } => {
+                let Some(ip) = target.address else { return Outcome::fail("the container has no address".into()) };
+                let url = format!("http://{}{path}", SocketAddr::new(ip, *port));
+                self.http_get(&url, body.as_ref()).await
+            }
+            Check::Tcp { port } => {
+                let Some(ip) = target.address else { return Outcome::fail("the container has no address".into()) };
+                let addr = SocketAddr::new(ip, *port);
+                match tokio::net::TcpStream::connect(addr).await {
+                    Ok(_) => Outcome::pass(format!("connected to {addr}")),
+                    Err(e) => Outcome::fail(format!("connect to {addr}: {e}")),
+                }
+            }
+            Check::Exec { command } => match &self.docker {
+                Some(d) => exec(d, &target.container_id, command).await,
+                None => Outcome::fail("no Docker connection".into()),
+            },
+            Check::Docker => match &self.docker {
+                Some(d) => docker_health(d, &target.container_id).await,
+                None => Outcome::fail("no Docker connection".into()),
+            },
+            Check::LogErrorRate { threshold, window, min_lines, .. } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i64);
+                let (lines, errors) = self.rates.rate(&target.container_id, now, *window);
+                error_rate_outcome(lines, errors, *threshold, *window, *min_lines)
+            }
+        }
+    }
+
+    async fn http_get(&self, url: &str, body: Option<&regex::Regex>) -> Outcome {
+        // Bounded by the caller's timeout, which says so in the outcome.
+        let mut resp = match self.http.get(url).send().await {
+            Ok(r) => r,
+            Err(e) => return Outcome::fail(format!("GET {url}: {}", error_chain(&e))),
+        };
+        let status = resp.status();
+        let mut seen: Vec<u8> = Vec::new();
+        while seen.len() < BODY_CAP {
+            match resp.chunk().await {
+                Ok(Some(c)) => seen.extend_from_slice(&c[..c.len().min(BODY_CAP - seen.len())]),
+                Ok(None) => break,
+                Err(e) => return Outcome::fail(format!("GET {url}: HTTP {status}, body cut: {}", error_chain(&e))),
+            }
+        }
+        let text = String::from_utf8_lossy(&seen);
+        let ok_status = (200..400).contains(&status.as_u16());
+        let excerpt: String = text.chars().take(512).collect();
+        let mut out = format!("GET {url}: HTTP {}", status.as_u16());
+        if !excerpt.is_empty() {
+            out.push_str(": ");
+            out.push_str(excerpt.trim_end());
+        }
+        match body {
+            _ if !ok_status => Outcome::fail(out),
+            Some(re) if !re.is_match(&text) => {
+                Outcome::fail(format!("{out} (body does not match {:?} in its first {BODY_CAP} bytes)", re.as_str()))
+            }
+            _ => Outcome::pass(out),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// The `log_error_rate` verdict from the window's counts.
+pub fn error_rate_outcome(lines: u64, errors: u64, threshold: f64, window: Duration, min_lines: u64) -> Outcome {
+    let w = humantime::format_duration(window);
+    if lines < min_lines {
+        return Outcome::pass(format!(
+            "{errors} of {lines} lines matched in the last {w}: fewer than {min_lines} lines, not judged"
+        ));
+    }
+    let rate = errors as f64 / lines as f64;
+    let text = format!(
+        "{errors} of {lines} lines matched in the last {w} ({:.1}%, threshold {:.1}%)",
+        rate * 100.0,
+        threshold * 100.0
+    );
+    if rate > threshold {
+        Outcome::fail(text)
+    } else {
+        Outcome::pass(text)
+    }
+}
+
+async fn exec(docker: &Docker, container: &str, command: &str) -> Outcome {
+    let config = bollard::models::ExecConfig {
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        cmd: Some(vec!["/bin/sh".into(), "-c".into(), command.into()]),
+        ..Default::default()
+    };
+    let created = match docker.create_exec(container, config).await {
+        Ok(c) => c,
+        Err(e) => return Outcome::fail(format!("exec {command:?}: {e}")),
+    };
+    let mut output: Vec<u8> = Vec::new();
+    match docker.start_exec(&created.id, None).await {
+        Ok(bollard::exec::StartExecResults::Attached { output: mut stream, .. }) => {
+            // Read to the end (the command's exit), keeping only the first bytes.
+            while let Some(piece) = stream.next().await {
+                match piece {
+                    Ok(p) => {
+                        let bytes = p.into_bytes();
+                        let room = OUTPUT_CAP.saturating_sub(output.len());
+                        output.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    }
+                    Err(e) => return Outcome::fail(format!("exec {command:?}: output: {e}")),
+                }
+            }
+        }
+        Ok(bollard::exec::StartExecResults::Detached) => {}
+        Err(e) => return Outcome::fail(format!("exec {command:?}: {e}")),
+    }
+    let text = String::from_utf8_lossy(&output).trim_end().to_string();
+    match docker.inspect_exec(&created.id).await.map(|i| i.exit_code) {
+        Ok(Some(0)) => Outcome::pass(text),
+        Ok(Some(code)) => Outcome::fail(format!("exit code {code}: {text}")),
+        Ok(None) => Outcome::fail(format!("no exit code: {text}")),
+        Err(e) => Outcome::fail(format!("exec {command:?}: inspect: {e}")),
+    }
+}
+
+async fn docker_health(docker: &Docker, container: &str) -> Outcome {
+    use bollard::models::HealthStatusEnum;
+    let info =
+        match docker.inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>).await {
+            Ok(i) => i,
+            Err(e) => return Outcome::fail(format!("inspect: {e}")),
+        };
+    let Some(h) = info.state.and_then(|s| s.health) else {
+        return Outcome::fail("the container reports no health".into());
+    };
+    let state = match h.status {
+        Some(HealthStatusEnum::HEALTHY) => State::Healthy,
+        Some(HealthStatusEnum::UNHEALTHY) => State::Unhealthy,
+        _ => State::Starting,
+    };
+    let last = h.log.and_then(|l| l.into_iter().last());
+    let exit = last.as_ref().and_then(|r| r.exit_code);
+    let output = last.and_then(|r| r.output).unwrap_or_default();
+    let streak = h.failing_streak.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
+    let text = match exit {
+        Some(code) => format!("Docker: {} (last check exit code {code}): {}", state.as_str(), output.trim_end()),
+        None => format!("Docker: {}", state.as_str()),
+    };
+    Outcome {
+        success: exit.is_none_or(|c| c == 0) && state != State::Unhealthy,
+        output: cap(text),
+        docker: Some((state, streak)),
+    }
+}
+
+/// At most `OUTPUT_CAP` bytes, cut on a character boundary.
+fn cap(mut s: String) -> String {
+    if s.len() > OUTPUT_CAP {
+        let mut at = OUTPUT_CAP;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn runner() -> Runner {
+        Runner::new(None, Arc::new(ErrorRates::default()))
+    }
+
+    /// A one-shot HTTP server on loopback answering every connection with `reply` (or doing `hang`).
+    fn serve(reply: Vec<u8>, hang: bool) -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                if hang {
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+                let _ = s.write_all(&reply);
+            }
+        });
+        port
+    }
+
+    fn local() -> Target {
+        Target { container_id: "c".into(), address: Some(IpAddr::from([127, 0, 0, 1])) }
+    }
+
+    #[tokio::test]
+    async fn http_status_decides_and_the_body_pattern_must_match() {
+        let r = runner();
+        let ok = serve(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nall ok\n".to_vec(), false);
+        let o = r
+            .run(&Check::Http { port: ok, path: "/healthz".into(), body: None }, &local(), Duration::from_secs(2))
+            .await;
+        assert!(o.success && o.output.contains("HTTP 200: all ok"), "{o:?}");
+        let body = Some(regex::Regex::new("^ready").unwrap());
+        let o = r.run(&Check::Http { port: ok, path: "/".into(), body }, &local(), Duration::from_secs(2)).await;
+        assert!(!o.success && o.output.contains("does not match"), "{o:?}");
+        let redirect = serve(b"HTTP/1.1 302 Found\r\nlocation: /x\r\ncontent-length: 0\r\n\r\n".to_vec(), false);
+        let o = r
+            .run(&Check::Http { port: redirect, path: "/".into(), body: None }, &local(), Duration::from_secs(2))
+            .await;
+        assert!(o.success, "3xx passes without being followed: {o:?}");
+        let err = serve(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\ndown".to_vec(), false);
+        let o = r.run(&Check::Http { port: err, path: "/".into(), body: None }, &local(), Duration::from_secs(2)).await;
+        assert!(!o.success && o.output.contains("HTTP 503: down"), "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_target_is_a_failure_at_the_timeout_and_a_huge_body_is_not_read_whole() {
+        let r = runner();
+        let hang = serve(b"HTTP/1.1 200 OK\r\n\r\n".to_vec(), true);
+        let t0 = std::time::Instant::now();
+        let o = r
+            .run(&Check::Http { port: hang, path: "/".into(), body: None }, &local(), Duration::from_millis(300))
+            .await;
+        assert!(!o.success && o.output.starts_with("timed out after 300ms"), "{o:?}");
+        assert!(t0.elapsed() < Duration::from_secs(4), "gave up at the timeout, not when the target answered");
+
+        let mut huge = b"HTTP/1.1 200 OK\r\ncontent-length: 10485760\r\n\r\n".to_vec();
+        huge.extend(std::iter::repeat_n(b'x', 10 << 20));
+        let big = serve(huge, false);
+        let o = r.run(&Check::Http { port: big, path: "/".into(), body: None }, &local(), Duration::from_secs(5)).await;
+        assert!(o.success && o.output.len() <= OUTPUT_CAP, "{}", o.output.len());
+    }
+
+    #[tokio::test]
+    async fn tcp_connects_or_says_why_not() {
+        let r = runner();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(r.run(&Check::Tcp { port }, &local(), Duration::from_secs(1)).await.success);
+        drop(l);
+        let o = r.run(&Check::Tcp { port }, &local(), Duration::from_secs(1)).await;
+        assert!(!o.success && o.output.contains("refused"), "{o:?}");
+    }
+
+    #[test]
+    fn error_rate_needs_enough_lines_before_it_may_fail() {
+        let w = Duration::from_secs(60);
+        assert!(error_rate_outcome(10, 10, 0.05, w, 20).success, "10 lines are too few to judge");
+        let o = error_rate_outcome(200, 40, 0.05, w, 20);
+        assert!(
+            !o.success && o.output.contains("40 of 200 lines matched in the last 1m (20.0%, threshold 5.0%)"),
+            "{o:?}"
+        );
+        assert!(error_rate_outcome(200, 2, 0.05, w, 20).success);
+    }
+
+    #[test]
+    fn output_is_capped_on_a_character_boundary() {
+        let s = cap("é".repeat(OUTPUT_CAP));
+        assert!(s.len() <= OUTPUT_CAP && s.chars().all(|c| c == 'é'));
+    }
+}

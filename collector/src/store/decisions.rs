@@ -1,0 +1,173 @@
+//! The decision log: every decision the collector takes (a restart, a restart held back and why,
+//! a budget given up on) with its inputs, its rule and its outcome, in one SQLite table.
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::{Store, StoreError};
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL, kind TEXT NOT NULL,
+    service TEXT NOT NULL, host TEXT NOT NULL, container TEXT NOT NULL, container_id TEXT NOT NULL,
+    reason TEXT NOT NULL, rule TEXT NOT NULL, inputs TEXT NOT NULL, outcome TEXT NOT NULL,
+    detail TEXT NOT NULL, settled_ms INTEGER);
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ms);
+";
+
+/// One decision as recorded; `rule` and `inputs` are JSON.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Decision {
+    pub id: i64,
+    pub time_ms: i64,
+    /// `restart`, `restart_held`, `restart_waiting`, `restart_given_up`.
+    pub kind: String,
+    pub service: String,
+    pub host: String,
+    pub container: String,
+    pub container_id: String,
+    pub reason: String,
+    pub rule: serde_json::Value,
+    pub inputs: serde_json::Value,
+    /// `pending`, `ok`, `failed`, `not_carried_out`, `dry_run`, `recorded`.
+    pub outcome: String,
+    pub detail: String,
+    pub settled_ms: Option<i64>,
+}
+
+/// Which decisions to list.
+#[derive(Clone, Debug, Default)]
+pub struct DecisionFilter {
+    pub since_ms: Option<i64>,
+    pub kind: Option<String>,
+    pub service: Option<String>,
+    pub container_id: Option<String>,
+    pub limit: usize,
+}
+
+impl Store {
+    /// Records a decision; returns its id.
+    pub fn record_decision(&self, d: &Decision) -> Result<i64, StoreError> {
+        let w = self.writer.lock().expect("writer lock poisoned");
+        w.conn
+            .execute(
+                "INSERT INTO decisions (time_ms, kind, service, host, container, container_id, reason, rule, inputs, outcome, detail, settled_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    d.time_ms,
+                    d.kind,
+                    d.service,
+                    d.host,
+                    d.container,
+                    d.container_id,
+                    d.reason,
+                    d.rule.to_string(),
+                    d.inputs.to_string(),
+                    d.outcome,
+                    d.detail,
+                    d.settled_ms
+                ],
+            )
+            .map_err(self.sql_err())?;
+        Ok(w.conn.last_insert_rowid())
+    }
+
+    /// Sets a decision's outcome once it is known (a command's answer, or its deadline).
+    pub fn settle_decision(&self, id: i64, outcome: &str, detail: &str, at_ms: i64) -> Result<(), StoreError> {
+        let w = self.writer.lock().expect("writer lock poisoned");
+        w.conn
+            .execute(
+                "UPDATE decisions SET outcome = ?2, detail = ?3, settled_ms = ?4 WHERE id = ?1",
+                params![id, outcome, detail, at_ms],
+            )
+            .map_err(self.sql_err())?;
+        Ok(())
+    }
+
+    /// Decisions matching `f`, oldest first (the newest `limit` of them).
+    pub fn decisions(&self, f: &DecisionFilter) -> Result<Vec<Decision>, StoreError> {
+        let f = f.clone();
+        self.with_reader("decisions", move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, time_ms, kind, service, host, container, container_id, reason, rule, inputs, outcome, detail, settled_ms
+                     FROM decisions
+                     WHERE time_ms >= ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR service = ?3)
+                       AND (?4 IS NULL OR container_id = ?4)
+                     ORDER BY id DESC LIMIT ?5",
+                )
+                .map_err(|e| e.to_string())?;
+            let limit = if f.limit == 0 { 1000 } else { f.limit } as i64;
+            let rows = stmt
+                .query_map(params![f.since_ms.unwrap_or(0), f.kind, f.service, f.container_id, limit], row)
+                .map_err(|e| e.to_string())?;
+            let mut out = rows.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+            out.reverse();
+            Ok(out)
+        })
+    }
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Decision> {
+    let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
+        let text: String = r.get(i)?;
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    };
+    Ok(Decision {
+        id: r.get(0)?,
+        time_ms: r.get(1)?,
+        kind: r.get(2)?,
+        service: r.get(3)?,
+        host: r.get(4)?,
+        container: r.get(5)?,
+        container_id: r.get(6)?,
+        reason: r.get(7)?,
+        rule: json(8)?,
+        inputs: json(9)?,
+        outcome: r.get(10)?,
+        detail: r.get(11)?,
+        settled_ms: r.get(12)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(kind: &str, service: &str, t: i64) -> Decision {
+        Decision {
+            id: 0,
+            time_ms: t,
+            kind: kind.into(),
+            service: service.into(),
+            host: "h".into(),
+            container: "c".into(),
+            container_id: "abc".into(),
+            reason: "unhealthy for 3 runs".into(),
+            rule: serde_json::json!({"max_restarts": 5}),
+            inputs: serde_json::json!({"probes": []}),
+            outcome: "pending".into(),
+            detail: String::new(),
+            settled_ms: None,
+        }
+    }
+
+    #[test]
+    fn decisions_are_recorded_settled_and_listed_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Default::default()).unwrap();
+        let a = store.record_decision(&decision("restart", "web", 10)).unwrap();
+        store.record_decision(&decision("restart_held", "web", 20)).unwrap();
+        store.record_decision(&decision("restart", "db", 30)).unwrap();
+        store.settle_decision(a, "ok", "restarted abc", 15).unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), Default::default()).unwrap();
+        let web = store.decisions(&DecisionFilter { service: Some("web".into()), ..Default::default() }).unwrap();
+        assert_eq!(web.iter().map(|d| d.kind.as_str()).collect::<Vec<_>>(), ["restart", "restart_held"]);
+        assert_eq!((web[0].outcome.as_str(), web[0].settled_ms), ("ok", Some(15)));
+        assert_eq!(web[0].rule["max_restarts"], 5);
+        let late = store.decisions(&DecisionFilter { since_ms: Some(25), ..Default::default() }).unwrap();
+        assert_eq!(late.len(), 1);
+        assert_eq!(web[0].detail, "restarted abc");
+    }
+}
