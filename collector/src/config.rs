@@ -24,6 +24,9 @@ pub struct CollectorConfig {
     pub logs: LogsConfig,
     #[serde(default)]
     pub restart: RestartConfig,
+    /// `[gates]`: how releases are judged (`[gates.default]`, `[[gates.services]]`).
+    #[serde(default)]
+    pub gates: crate::gate::spec::GatesConfig,
 }
 
 /// `[restart]`: restarts of unhealthy containers. A container opts in with the label
@@ -227,6 +230,7 @@ impl CollectorConfig {
         if self.logs.chunk_max_age < Duration::from_secs(10) {
             problems.push("logs.chunk_max_age: must be at least 10s".to_string());
         }
+        problems.extend(self.gates.validate());
         if self.ingest.tokens.is_empty() && !self.grpc_listen.ip().is_loopback() {
             problems.push(format!(
                 "ingest.tokens: required when grpc_listen ({}) is not a loopback address, so that only your agents can write",

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod gate;
 pub mod health;
 pub mod ingest;
 pub mod logql;
@@ -58,10 +59,14 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
     let (http_addr, grpc_addr) = (http.local_addr()?, grpc.local_addr()?);
 
     let health: Arc<health::HealthBoard> = Default::default();
+    let engine = Arc::new(query::Engine::default());
+    let gates = Arc::new(gate::Gates::new(cfg.gates.clone(), store.clone(), engine.clone(), metrics.decisions.clone()));
+    tokio::spawn(gates.clone().run(shutdown.clone()));
     let state = api::AppState {
         store: store.clone(),
         health: health.clone(),
-        engine: Arc::new(query::Engine::default()),
+        gates,
+        engine,
         registry: Arc::new(Mutex::new(registry)),
         metrics: metrics.clone(),
     };
@@ -131,6 +136,6 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
     Ok(Running { http_addr, grpc_addr, store, done })
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

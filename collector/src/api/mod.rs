@@ -1,6 +1,7 @@
 //! The collector's HTTP API: Prometheus-compatible query and remote-write routes, /metrics, health.
 //! Calls `query` for answers, `ingest` to decode and the store's public API; never sees SQL or protobuf.
 
+mod gates;
 mod loki;
 mod params;
 mod prom;
@@ -24,6 +25,7 @@ use crate::telemetry::CollectorMetrics;
 pub struct AppState {
     pub store: Arc<Store>,
     pub health: Arc<crate::health::HealthBoard>,
+    pub gates: Arc<crate::gate::Gates>,
     pub engine: Arc<Engine>,
     pub registry: Arc<Mutex<Registry>>,
     pub metrics: CollectorMetrics,
@@ -53,6 +55,11 @@ pub fn router(state: AppState) -> Router {
         .route("/loki/api/v1/tail", get(loki::tail))
         .route("/api/v1/health", get(health))
         .route("/api/v1/decisions", get(decisions))
+        .route("/api/v1/decisions/{id}/replay", get(gates::replay))
+        .route("/api/v1/gates", post(gates::start))
+        .route("/api/v1/gates/{id}", get(gates::get))
+        .route("/api/v1/releases/{service}/{version}", get(gates::release))
+        .route("/api/v1/services/{service}", get(gates::service))
         .route("/metrics", get(self_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))

@@ -12,10 +12,13 @@ fn state(dir: &std::path::Path) -> AppState {
     let store = Arc::new(Store::open(dir, StoreOptions::default()).unwrap());
     let mut registry = Registry::default();
     let metrics = CollectorMetrics::register(&mut registry);
+    let engine = Arc::new(Engine::default());
+    let gates = Arc::new(crate::gate::Gates::new(Default::default(), store.clone(), engine.clone(), metrics.decisions.clone()));
     AppState {
         store,
         health: Default::default(),
-        engine: Arc::new(Engine::default()),
+        gates,
+        engine,
         registry: Arc::new(Mutex::new(registry)),
         metrics,
     }

@@ -13,6 +13,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     reason TEXT NOT NULL, rule TEXT NOT NULL, inputs TEXT NOT NULL, outcome TEXT NOT NULL,
     detail TEXT NOT NULL, settled_ms INTEGER);
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ms);
+CREATE TABLE IF NOT EXISTS gates (
+    id TEXT PRIMARY KEY, service TEXT NOT NULL, version TEXT NOT NULL, body TEXT NOT NULL, updated_ms INTEGER NOT NULL);
 ";
 
 /// One decision as recorded; `rule` and `inputs` are JSON.
@@ -20,7 +22,7 @@ CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ms);
 pub struct Decision {
     pub id: i64,
     pub time_ms: i64,
-    /// `restart`, `restart_held`, `restart_waiting`, `restart_given_up`.
+    /// `restart`, `restart_held`, `restart_waiting`, `restart_given_up`, `gate`, `scale`.
     pub kind: String,
     pub service: String,
     pub host: String,
@@ -104,6 +106,44 @@ impl Store {
             let mut out = rows.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
             out.reverse();
             Ok(out)
+        })
+    }
+}
+
+impl Store {
+    /// One decision by id.
+    pub fn decision(&self, id: i64) -> Result<Option<Decision>, StoreError> {
+        self.with_reader("decisions", move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, time_ms, kind, service, host, container, container_id, reason, rule, inputs, outcome, detail, settled_ms
+                     FROM decisions WHERE id = ?1",
+                )
+                .map_err(|e| e.to_string())?;
+            let mut rows = stmt.query_map(params![id], row).map_err(|e| e.to_string())?;
+            rows.next().transpose().map_err(|e| e.to_string())
+        })
+    }
+
+    /// Keeps a gate's state (JSON, the gate module's own shape) so that it outlives a restart.
+    pub fn save_gate(&self, id: &str, service: &str, version: &str, body: &str, now_ms: i64) -> Result<(), StoreError> {
+        let w = self.writer.lock().expect("writer lock poisoned");
+        w.conn
+            .execute(
+                "INSERT INTO gates (id, service, version, body, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms",
+                params![id, service, version, body, now_ms],
+            )
+            .map_err(self.sql_err())?;
+        Ok(())
+    }
+
+    /// Every saved gate's JSON, oldest first.
+    pub fn gates(&self) -> Result<Vec<String>, StoreError> {
+        self.with_reader("gates", |conn| {
+            let mut stmt = conn.prepare_cached("SELECT body FROM gates ORDER BY rowid").map_err(|e| e.to_string())?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| e.to_string())?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(|e| e.to_string())
         })
     }
 }

@@ -1,0 +1,456 @@
+//! Runs a gate's checks over what the store holds for the canary and baseline versions between
+//! two times, and combines them into a verdict. Deterministic for given data and times, so that a
+//! replay of a decision gives the same answer. Reads the store's public API only.
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::{Check, CheckKind, NoData, Plan};
+use super::stats::{self, Side, CONFIDENCE};
+use crate::model::{Matcher, SeriesData};
+use crate::query::Engine;
+use crate::store::Store;
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Wait,
+    /// The check has nothing to look at for this service (no probes, no baseline to compare with).
+    Skip,
+}
+
+/// One check's answer with the numbers behind it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Evidence {
+    pub name: String,
+    pub verdict: Verdict,
+    pub required: bool,
+    /// The canary's figure (a rate, a typical value, a count).
+    pub canary: Option<f64>,
+    pub baseline: Option<f64>,
+    /// Where the canary's figure fails.
+    pub threshold: Option<f64>,
+    /// Lines, runs or values the canary's figure rests on, and the baseline's.
+    pub samples: u64,
+    pub baseline_samples: u64,
+    pub detail: String,
+}
+
+/// The whole answer at one time.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub reason: String,
+    pub checks: Vec<Evidence>,
+}
+
+/// Evaluates every check of `plan` over `[start_ms, end_ms]`; `final_look` turns waiting checks
+/// into the policy's answer for "not enough data".
+pub fn evaluate(store: &Store, engine: &Engine, plan: &Plan, start_ms: i64, end_ms: i64, final_look: bool) -> Outcome {
+    let data = Data { store, engine, plan, start_ms, end_ms };
+    let checks: Vec<Evidence> = plan.checks.iter().map(|c| data.run(c)).collect();
+    combine(checks, plan.on_no_data, final_look)
+}
+
+/// Fail if a required check fails; pass if every required check passes (skips aside); else wait,
+/// or at the deadline the policy's answer for waiting checks.
+pub fn combine(checks: Vec<Evidence>, on_no_data: NoData, final_look: bool) -> Outcome {
+    let required = || checks.iter().filter(|c| c.required);
+    let failed: Vec<String> = required().filter(|c| c.verdict == Verdict::Fail).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+    let waiting: Vec<String> = required().filter(|c| c.verdict == Verdict::Wait).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+    let (verdict, reason) = if !failed.is_empty() {
+        (Verdict::Fail, failed.join("; "))
+    } else if waiting.is_empty() {
+        if required().all(|c| c.verdict == Verdict::Skip) {
+            (Verdict::Wait, "no check has anything to look at yet".to_string())
+        } else {
+            (Verdict::Pass, "every check passes".to_string())
+        }
+    } else if final_look {
+        match on_no_data {
+            NoData::Fail => (Verdict::Fail, format!("not enough data: {}", waiting.join("; "))),
+            NoData::Pass => (Verdict::Pass, format!("not enough data, passed by policy: {}", waiting.join("; "))),
+        }
+    } else {
+        (Verdict::Wait, waiting.join("; "))
+    };
+    Outcome { verdict, reason, checks }
+}
+
+struct Data<'a> {
+    store: &'a Store,
+    engine: &'a Engine,
+    plan: &'a Plan,
+    start_ms: i64,
+    end_ms: i64,
+}
+
+/// What one check reads for one version.
+struct Side2<T> {
+    canary: T,
+    baseline: Option<T>,
+}
+
+impl Data<'_> {
+    fn run(&self, check: &Check) -> Evidence {
+        let mut e = Evidence {
+            name: check.name.clone(),
+            verdict: Verdict::Wait,
+            required: check.required,
+            canary: None,
+            baseline: None,
+            threshold: None,
+            samples: 0,
+            baseline_samples: 0,
+            detail: String::new(),
+        };
+        let r = match &check.kind {
+            CheckKind::ErrorRate { pattern, max_ratio, max_rate, floor } => {
+                self.error_rate(&mut e, check.min_samples, pattern, *max_ratio, *max_rate, *floor)
+            }
+            CheckKind::ProbeFailures { max_ratio, max_rate, floor } => {
+                self.probe_failures(&mut e, check.min_samples, *max_ratio, *max_rate, *floor)
+            }
+            CheckKind::Restarts { max } => self.restarts(&mut e, *max),
+            CheckKind::Cpu { tolerance } => self.versions(|m| self.cpu_values(m)).map(|v| {
+                self.compare(&mut e, check.min_samples, v, Some(*tolerance), None, None, "CPU (cores)");
+            }),
+            CheckKind::Memory { tolerance, max_growth } => self.memory(&mut e, check.min_samples, *tolerance, *max_growth),
+            CheckKind::Query { query, tolerance, max, min, step_ms } => {
+                self.versions(|m| self.query_values(query, m, *step_ms)).map(|v| {
+                    self.compare(&mut e, check.min_samples, v, *tolerance, *max, *min, "value");
+                })
+            }
+        };
+        if let Err(msg) = r {
+            e.verdict = Verdict::Wait;
+            e.detail = format!("could not read the data: {msg}");
+        }
+        e
+    }
+
+    fn matchers(&self, version: &str, name: Option<&str>) -> Vec<Matcher> {
+        let mut m = vec![Matcher::equal("service", &self.plan.service), Matcher::equal("version", version)];
+        if let Some(n) = name {
+            m.push(Matcher::equal("__name__", n));
+        }
+        m
+    }
+
+    /// Reads the same thing for the canary and (when there is one) the baseline.
+    fn versions<T>(&self, read: impl Fn(&str) -> Result<T, String>) -> Result<Side2<T>, String> {
+        Ok(Side2 {
+            canary: read(&self.plan.version)?,
+            baseline: self.plan.baseline.as_deref().map(&read).transpose()?,
+        })
+    }
+
+    fn select(&self, version: &str, name: &str, from_ms: i64) -> Result<Vec<SeriesData>, String> {
+        self.store.select(&self.matchers(version, Some(name)), from_ms, self.end_ms).map_err(|e| e.to_string())
+    }
+
+    fn error_rate(&self, e: &mut Evidence, min: u64, pattern: &str, ratio: f64, limit: f64, floor: f64) -> Result<(), String> {
+        let re = regex::Regex::new(pattern).map_err(|e| e.to_string())?;
+        let counts = self.versions(|v| {
+            let streams = self
+                .store
+                .select_logs(&self.matchers(v, None), self.start_ms * 1_000_000, (self.end_ms + 1) * 1_000_000)
+                .map_err(|e| e.to_string())?;
+            let (mut hits, mut n) = (0u64, 0u64);
+            for s in &streams {
+                n += s.lines.len() as u64;
+                hits += s.lines.iter().filter(|l| re.is_match(&l.line)).count() as u64;
+            }
+            Ok((hits, n))
+        })?;
+        self.rates(e, min, counts, ratio, limit, floor, "lines", "error lines");
+        Ok(())
+    }
+
+    fn probe_failures(&self, e: &mut Evidence, min: u64, ratio: f64, limit: f64, floor: f64) -> Result<(), String> {
+        let counts = self.versions(|v| {
+            let series = self.select(v, "lookout_probe_success", self.start_ms)?;
+            let n = series.iter().map(|s| s.samples.values.len() as u64).sum::<u64>();
+            let failed = series.iter().flat_map(|s| &s.samples.values).filter(|v| **v == 0.0).count() as u64;
+            Ok((failed, n))
+        })?;
+        if counts.canary.1 == 0 && counts.baseline.is_none_or(|b| b.1 == 0) {
+            e.verdict = Verdict::Skip;
+            e.detail = "no probe runs for this service".into();
+            return Ok(());
+        }
+        self.rates(e, min, counts, ratio, limit, floor, "probe runs", "failed runs");
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rates(&self, e: &mut Evidence, min: u64, counts: Side2<(u64, u64)>, ratio: f64, limit: f64, floor: f64, unit: &str, what: &str) {
+        let (hits, n) = counts.canary;
+        e.samples = n;
+        e.canary = Some(hits as f64 / n.max(1) as f64);
+        let baseline = counts.baseline.filter(|b| b.1 >= min);
+        if let Some((bk, bn)) = counts.baseline {
+            e.baseline = Some(bk as f64 / bn.max(1) as f64);
+            e.baseline_samples = bn;
+        }
+        if n < min {
+            e.detail = format!("needs {min} {unit} of version {}, has {n}", self.plan.version);
+            return;
+        }
+        let r = stats::rate_against(hits, n, baseline, ratio, limit, floor, &CONFIDENCE);
+        e.threshold = Some(r.allowed);
+        let against = match (baseline, counts.baseline) {
+            (Some(_), _) => format!("{}× the baseline's {}", ratio, pct(e.baseline.unwrap_or(0.0))),
+            (None, Some((_, bn))) => format!("the limit (baseline has only {bn} {unit})"),
+            (None, None) => "the limit (no baseline)".to_string(),
+        };
+        let figures = format!("{} {what} ({hits} of {n}) against {} allowed, {against}; z = {:.1}", pct(r.rate), pct(r.allowed), r.z);
+        (e.verdict, e.detail) = match r.side {
+            Side::Above => (Verdict::Fail, figures),
+            Side::Below => (Verdict::Pass, figures),
+            Side::Unsure => (Verdict::Wait, format!("{figures}: too few {unit} to tell yet")),
+        };
+    }
+
+    fn restarts(&self, e: &mut Evidence, max: f64) -> Result<(), String> {
+        // From a little before the start, so that a first sample inside the window has a predecessor.
+        let from = self.start_ms - 300_000;
+        let count = |v: &str| -> Result<(u64, u64, Vec<String>), String> {
+            let (mut restarts, mut ooms, mut who) = (0u64, 0u64, Vec::new());
+            let starts = self.select(v, "container_start_time_seconds", from)?;
+            let seen = starts.iter().filter(|s| s.samples.ts.iter().any(|t| *t >= self.start_ms)).count() as u64;
+            for s in &starts {
+                let n = changes_after(&s.samples.ts, &s.samples.values, self.start_ms, |a, b| a != b);
+                if n > 0 {
+                    who.push(format!("{} restarted {n}×", s.labels.get("container").unwrap_or("?")));
+                }
+                restarts += n;
+            }
+            for s in self.select(v, "container_oom_events_total", from)? {
+                let mut n = 0.0;
+                let (ts, vs) = (&s.samples.ts, &s.samples.values);
+                for i in 1..ts.len() {
+                    if ts[i] >= self.start_ms {
+                        n += if vs[i] >= vs[i - 1] { vs[i] - vs[i - 1] } else { vs[i] };
+                    }
+                }
+                if n > 0.0 {
+                    who.push(format!("{} OOM-killed {n}×", s.labels.get("container").unwrap_or("?")));
+                }
+                ooms += n as u64;
+            }
+            Ok((restarts + ooms, seen, who))
+        };
+        let c = self.versions(count)?;
+        let (n, seen, who) = c.canary;
+        e.canary = Some(n as f64);
+        e.samples = seen;
+        e.threshold = Some(max);
+        if let Some((bn, bseen, _)) = c.baseline {
+            e.baseline = Some(bn as f64);
+            e.baseline_samples = bseen;
+        }
+        (e.verdict, e.detail) = if n as f64 > max {
+            (Verdict::Fail, format!("{n} restarts and OOM kills (at most {max}): {}", who.join(", ")))
+        } else if seen == 0 {
+            (Verdict::Wait, format!("no container of version {} seen yet", self.plan.version))
+        } else {
+            (Verdict::Pass, format!("{n} restarts and OOM kills in {seen} containers"))
+        };
+        Ok(())
+    }
+
+    /// Per-sample CPU use (cores) of each container of a version: the counter's rise over the time
+    /// between two samples.
+    fn cpu_values(&self, version: &str) -> Result<Vec<f64>, String> {
+        let mut out = Vec::new();
+        for s in self.select(version, "container_cpu_usage_seconds_total", self.start_ms)? {
+            let (ts, vs) = (&s.samples.ts, &s.samples.values);
+            for i in 1..ts.len() {
+                let dt = (ts[i] - ts[i - 1]) as f64 / 1e3;
+                if dt > 0.0 && vs[i] >= vs[i - 1] {
+                    out.push((vs[i] - vs[i - 1]) / dt);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn query_values(&self, query: &str, version: &str, step_ms: i64) -> Result<Vec<f64>, String> {
+        let q = super::spec::substitute(query, &self.plan.service, version);
+        // Evaluation times on the step's grid, so that a replay evaluates at the same instants.
+        let first = (self.start_ms + step_ms - 1) / step_ms * step_ms;
+        if first > self.end_ms {
+            return Ok(Vec::new());
+        }
+        let series = self.engine.range(self.store, &q, first, self.end_ms, step_ms).map_err(|e| e.to_string())?;
+        Ok(series.into_iter().flat_map(|s| s.samples.values).filter(|v| v.is_finite()).collect())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn compare(&self, e: &mut Evidence, min: u64, v: Side2<Vec<f64>>, tolerance: Option<f64>, max: Option<f64>, min_v: Option<f64>, what: &str) {
+        e.samples = v.canary.len() as u64;
+        if !v.canary.is_empty() {
+            e.canary = Some(stats::median(&v.canary));
+        }
+        if let Some(b) = &v.baseline {
+            e.baseline_samples = b.len() as u64;
+            if !b.is_empty() {
+                e.baseline = Some(stats::median(b));
+            }
+        }
+        if e.samples < min {
+            e.detail = format!("needs {min} values of version {}, has {}", self.plan.version, e.samples);
+            return;
+        }
+        let canary = e.canary.unwrap_or(f64::NAN);
+        if let (Some(tol), Some(b)) = (tolerance, v.baseline.as_ref().filter(|b| b.len() as u64 >= min)) {
+            let s = stats::shift_against(&v.canary, b, tol, &CONFIDENCE);
+            e.threshold = e.baseline.map(|m| m * (1.0 + tol));
+            let figures = format!(
+                "typical {what} {} is {:.2}× the baseline's {} (between {:.2}× and {:.2}×; fails above {:.2}×)",
+                short(canary),
+                s.ratio,
+                short(e.baseline.unwrap_or(f64::NAN)),
+                s.lower,
+                s.upper,
+                1.0 + tol
+            );
+            (e.verdict, e.detail) = match s.side {
+                Side::Above => (Verdict::Fail, figures),
+                Side::Below => (Verdict::Pass, figures),
+                Side::Unsure => (Verdict::Wait, format!("{figures}: too few values to tell yet")),
+            };
+            return;
+        }
+        if max.is_none() && min_v.is_none() {
+            e.verdict = Verdict::Skip;
+            e.detail = match &v.baseline {
+                Some(b) => format!("the baseline has only {} values; no absolute limit is set", b.len()),
+                None => "no baseline to compare with and no absolute limit set".into(),
+            };
+            return;
+        }
+        e.threshold = max.or(min_v);
+        let over = max.is_some_and(|m| canary > m);
+        let under = min_v.is_some_and(|m| canary < m);
+        let limits = [max.map(|m| format!("at most {}", short(m))), min_v.map(|m| format!("at least {}", short(m)))]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" and ");
+        e.verdict = if over || under { Verdict::Fail } else { Verdict::Pass };
+        e.detail = format!("typical {what} {} ({limits})", short(canary));
+    }
+
+    fn memory(&self, e: &mut Evidence, min: u64, tolerance: f64, max_growth: f64) -> Result<(), String> {
+        let series = self.versions(|v| self.select(v, "container_memory_working_set_bytes", self.start_ms))?;
+        let values = |s: &[SeriesData]| s.iter().flat_map(|s| s.samples.values.iter().copied()).collect::<Vec<f64>>();
+        let v = Side2 { canary: values(&series.canary), baseline: series.baseline.as_deref().map(values) };
+        self.compare(e, min, v, Some(tolerance), None, None, "working set (bytes)");
+        if matches!(e.verdict, Verdict::Fail | Verdict::Skip) || e.samples < min {
+            return Ok(());
+        }
+        // Growth: a leak shows as a slope long before it lifts the typical value.
+        let points = |s: &[SeriesData]| -> Vec<Vec<(f64, f64)>> {
+            s.iter()
+                .map(|s| s.samples.ts.iter().zip(&s.samples.values).map(|(t, v)| ((t - self.start_ms) as f64 / 1e3, *v)).collect())
+                .collect()
+        };
+        let Some(c) = stats::pooled_slope(&points(&series.canary)) else { return Ok(()) };
+        let b = series.baseline.as_deref().and_then(|b| stats::pooled_slope(&points(b)));
+        let level = e.baseline.or(e.canary).unwrap_or(0.0);
+        let allowed = max_growth * level / 600.0;
+        let (diff, se) = match b {
+            Some(b) => (c.per_s - b.per_s, (c.se * c.se + b.se * b.se).sqrt()),
+            None => (c.per_s, c.se),
+        };
+        let z = (diff - allowed) / se.max(f64::MIN_POSITIVE);
+        if z > CONFIDENCE.fail_z {
+            e.verdict = Verdict::Fail;
+            e.detail = format!(
+                "working set grows {} per 10 min{} (at most {} of {}); z = {:.1}",
+                short(diff * 600.0),
+                if b.is_some() { " more than the baseline's" } else { "" },
+                pct(max_growth),
+                short(level),
+                z
+            );
+        } else {
+            e.detail = format!("{}; grows {} per 10 min, within {}", e.detail, short(diff * 600.0), pct(max_growth));
+        }
+        Ok(())
+    }
+}
+
+/// How many times a series' value changed at or after `from` (`differs` decides what a change is).
+fn changes_after(ts: &[i64], vs: &[f64], from: i64, differs: impl Fn(f64, f64) -> bool) -> u64 {
+    (1..ts.len()).filter(|&i| ts[i] >= from && differs(vs[i - 1], vs[i])).count() as u64
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+/// A number short enough to read in a table: 3 significant digits, with k/M/G for large values.
+pub fn short(x: f64) -> String {
+    let a = x.abs();
+    if !x.is_finite() {
+        format!("{x}")
+    } else if a >= 1e9 {
+        format!("{:.3}G", x / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.3}M", x / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.1}k", x / 1e3)
+    } else if a >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(name: &str, verdict: Verdict, required: bool) -> Evidence {
+        Evidence {
+            name: name.into(),
+            verdict,
+            required,
+            canary: None,
+            baseline: None,
+            threshold: None,
+            samples: 0,
+            baseline_samples: 0,
+            detail: format!("{name} says {verdict:?}"),
+        }
+    }
+
+    #[test]
+    fn one_failure_fails_all_passes_pass_and_waiting_at_the_deadline_is_the_policys_call() {
+        use Verdict::*;
+        let o = combine(vec![ev("a", Pass, true), ev("b", Fail, true), ev("c", Wait, true)], NoData::Fail, false);
+        assert_eq!((o.verdict, o.reason.as_str()), (Fail, "b: b says Fail"));
+        let o = combine(vec![ev("a", Pass, true), ev("b", Fail, false), ev("c", Skip, true)], NoData::Fail, false);
+        assert_eq!(o.verdict, Pass, "a check that is not required does not decide");
+        let o = combine(vec![ev("a", Pass, true), ev("c", Wait, true)], NoData::Fail, false);
+        assert_eq!(o.verdict, Wait);
+        let o = combine(vec![ev("a", Pass, true), ev("c", Wait, true)], NoData::Fail, true);
+        assert_eq!((o.verdict, o.reason.as_str()), (Fail, "not enough data: c: c says Wait"));
+        let o = combine(vec![ev("a", Pass, true), ev("c", Wait, true)], NoData::Pass, true);
+        assert_eq!(o.verdict, Pass);
+        let o = combine(vec![ev("a", Skip, true)], NoData::Fail, false);
+        assert_eq!(o.verdict, Wait, "nothing to look at is not a pass");
+    }
+
+    #[test]
+    fn a_restart_is_a_change_of_start_time_inside_the_window() {
+        let ts = [0, 10, 20, 30, 40];
+        let vs = [5.0, 5.0, 25.0, 25.0, 35.0];
+        assert_eq!(changes_after(&ts, &vs, 0, |a, b| a != b), 2);
+        assert_eq!(changes_after(&ts, &vs, 25, |a, b| a != b), 1);
+    }
+}
