@@ -27,6 +27,9 @@ pub struct CollectorConfig {
     /// `[gates]`: how releases are judged (`[gates.default]`, `[[gates.services]]`).
     #[serde(default)]
     pub gates: crate::gate::spec::GatesConfig,
+    /// `[[autoscale]]`: per service, a target and the HPA rule; decisions go to a webhook.
+    #[serde(default)]
+    pub autoscale: Vec<crate::autoscale::AutoscalePolicy>,
 }
 
 /// `[restart]`: restarts of unhealthy containers. A container opts in with the label
@@ -231,6 +234,12 @@ impl CollectorConfig {
             problems.push("logs.chunk_max_age: must be at least 10s".to_string());
         }
         problems.extend(self.gates.validate());
+        for (i, p) in self.autoscale.iter().enumerate() {
+            problems.extend(p.validate(&format!("autoscale[{i}]")));
+            if self.autoscale[..i].iter().any(|q| q.service == p.service) {
+                problems.push(format!("autoscale[{i}].service: {:?} has a policy already", p.service));
+            }
+        }
         if self.ingest.tokens.is_empty() && !self.grpc_listen.ip().is_loopback() {
             problems.push(format!(
                 "ingest.tokens: required when grpc_listen ({}) is not a loopback address, so that only your agents can write",

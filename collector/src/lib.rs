@@ -2,6 +2,7 @@
 //! queries. See ARCHITECTURE.md for the module map and what may depend on what.
 
 pub mod api;
+pub mod autoscale;
 pub mod config;
 pub mod gate;
 pub mod health;
@@ -62,10 +63,20 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
     let engine = Arc::new(query::Engine::default());
     let gates = Arc::new(gate::Gates::new(cfg.gates.clone(), store.clone(), engine.clone(), metrics.decisions.clone()));
     tokio::spawn(gates.clone().run(shutdown.clone()));
+    let autoscaler = Arc::new(autoscale::Autoscaler::new(
+        cfg.autoscale.clone(),
+        store.clone(),
+        engine.clone(),
+        health.clone(),
+        gates.clone(),
+        metrics.decisions.clone(),
+    ));
+    tokio::spawn(autoscaler.clone().run(shutdown.clone()));
     let state = api::AppState {
         store: store.clone(),
         health: health.clone(),
         gates,
+        autoscaler,
         engine,
         registry: Arc::new(Mutex::new(registry)),
         metrics: metrics.clone(),

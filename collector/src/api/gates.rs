@@ -115,6 +115,7 @@ pub async fn replay(State(s): State<AppState>, Path(id): Path<i64>) -> Response 
         let Some(d) = st.store.decision(id).map_err(|e| e.to_string())? else { return Ok(None) };
         match d.kind.as_str() {
             "gate" => st.gates.replay(&d).map(Some),
+            "scale" | "scale_held" => st.autoscaler.replay(&d).map(Some),
             other => Ok(Some(json!({
                 "decision": d.id, "kind": other, "same": serde_json::Value::Null,
                 "error": format!("{other} decisions follow live health reports, which are not stored; only gate and scale decisions replay"),

@@ -26,6 +26,7 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub health: Arc<crate::health::HealthBoard>,
     pub gates: Arc<crate::gate::Gates>,
+    pub autoscaler: Arc<crate::autoscale::Autoscaler>,
     pub engine: Arc<Engine>,
     pub registry: Arc<Mutex<Registry>>,
     pub metrics: CollectorMetrics,

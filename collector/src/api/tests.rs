@@ -14,10 +14,19 @@ fn state(dir: &std::path::Path) -> AppState {
     let metrics = CollectorMetrics::register(&mut registry);
     let engine = Arc::new(Engine::default());
     let gates = Arc::new(crate::gate::Gates::new(Default::default(), store.clone(), engine.clone(), metrics.decisions.clone()));
+    let autoscaler = Arc::new(crate::autoscale::Autoscaler::new(
+        Vec::new(),
+        store.clone(),
+        engine.clone(),
+        Default::default(),
+        gates.clone(),
+        Default::default(),
+    ));
     AppState {
         store,
         health: Default::default(),
         gates,
+        autoscaler,
         engine,
         registry: Arc::new(Mutex::new(registry)),
         metrics,

@@ -1,0 +1,139 @@
+//! The HPA arithmetic on its own, and the autoscaler over a real store with CPU readings written
+//! as agents write them.
+
+use super::*;
+use crate::model::{LabelSet, Samples};
+use crate::store::decisions::DecisionFilter;
+use crate::store::SeriesGroup;
+
+fn policy(extra: &str) -> AutoscalePolicy {
+    toml::from_str(&format!("service = \"api\"\nmetric = \"cpu\"\ntarget = 0.5\ninterval = \"15s\"\n{extra}")).unwrap()
+}
+
+fn reading(current: u32, value: f64, p: &AutoscalePolicy) -> Reading {
+    let ratio = value / p.target;
+    let rec = if (ratio - 1.0).abs() <= p.tolerance { current } else { (current as f64 * ratio).ceil() as u32 };
+    Reading { current, counted: Vec::new(), left_out: Vec::new(), value, target: p.target, ratio, recommendation: rec }
+}
+
+#[test]
+fn the_hpa_rule_shows_its_arithmetic_and_respects_rate_and_bounds() {
+    let p = policy("");
+    let s = decide(&p, &reading(2, 1.0, &p), &[], 0);
+    assert_eq!(s.desired, 4);
+    assert!(s.explanation.starts_with("ceil(2 × 1.000 / 0.5) = 4"), "{}", s.explanation);
+    // Ten times the target from 2 replicas: at most max(2 × 200%, 2 + 4) = 6 in one step.
+    let s = decide(&p, &reading(2, 5.0, &p), &[], 0);
+    assert_eq!(s.desired, 6, "{}", s.explanation);
+    let p = policy("max_replicas = 3");
+    assert_eq!(decide(&p, &reading(2, 1.0, &p), &[], 0).desired, 3);
+}
+
+#[test]
+fn scaling_down_waits_for_the_highest_recommendation_of_the_window() {
+    let p = policy("");
+    let r = reading(4, 0.2, &p); // would be 2
+    assert_eq!(r.recommendation, 2);
+    // A recommendation of 4 two minutes ago holds the count at 4.
+    let s = decide(&p, &r, &[(-120_000, 4)], 0);
+    assert_eq!(s.desired, 4, "{}", s.explanation);
+    // Six minutes ago it no longer counts.
+    assert_eq!(decide(&p, &r, &[(-360_000, 4)], 0).desired, 2);
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    a: Autoscaler,
+}
+
+fn fixture(extra: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
+    let engine = Arc::new(Engine::default());
+    let gates = Arc::new(crate::gate::Gates::new(Default::default(), store.clone(), engine.clone(), Default::default()));
+    let a = Autoscaler::new(vec![policy(extra)], store.clone(), engine, Default::default(), gates, Default::default());
+    Fixture { _dir: dir, store, a }
+}
+
+/// Ten seconds of readings of `n` containers with a limit of half a core, each using `use_of_limit`
+/// of it, ending at `t` (ms); `cpu` holds each container's counter.
+fn write(store: &Store, cpu: &mut [f64], use_of_limit: &[f64], t: i64) {
+    let mut groups = Vec::new();
+    for (i, c) in cpu.iter_mut().enumerate() {
+        *c += use_of_limit[i] * 0.5 * 10.0;
+        let common = LabelSet::from_pairs([
+            ("service", "api".to_string()),
+            ("container", format!("api-{i}")),
+            ("container_id", format!("id{i}")),
+            ("host", "h".to_string()),
+        ]);
+        let one = |name: &str, v: f64| (vec![("__name__".to_string(), name.to_string())], Samples { ts: vec![t], values: vec![v] });
+        groups.push(SeriesGroup {
+            common,
+            series: vec![
+                one("container_last_seen", t as f64 / 1e3),
+                one("container_cpu_usage_seconds_total", *c),
+                one("container_spec_cpu_quota", 50_000.0),
+                one("container_spec_cpu_period", 100_000.0),
+            ],
+        });
+    }
+    store.append_unsequenced(t, groups).unwrap();
+}
+
+#[test]
+fn containers_at_twice_the_target_are_scaled_up_and_load_near_the_target_does_not_flap() {
+    let f = fixture("");
+    let mut cpu = [0.0, 0.0];
+    let t0 = 1_800_000_000_000;
+    // Both containers use all of their half core: twice the 50% target.
+    for k in 0..=6 {
+        write(&f.store, &mut cpu, &[1.0, 1.0], t0 + k * 10_000);
+    }
+    f.a.tick(t0 + 60_000);
+    let d = f.store.decisions(&DecisionFilter::default()).unwrap();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].kind.as_str(), d[0].outcome.as_str()), ("scale", "recorded"));
+    assert_eq!(d[0].inputs["desired"], 4);
+    assert_eq!(d[0].inputs["reading"]["current"], 2);
+    assert!(d[0].reason.contains("ceil(2 × 1.000 / 0.5) = 4"), "{}", d[0].reason);
+    // The same answer is not repeated at the next look.
+    write(&f.store, &mut cpu, &[1.0, 1.0], t0 + 70_000);
+    f.a.tick(t0 + 75_000);
+    assert_eq!(f.store.decisions(&DecisionFilter::default()).unwrap().len(), 1);
+
+    // A fresh service whose load wanders within ±5% of the target for ten minutes: no decision.
+    let f = fixture("");
+    let mut cpu = [0.0, 0.0];
+    for k in 0..60 {
+        // A minute at 5% over the target, a minute at 5% under, and so on.
+        let wobble = if (k / 6) % 2 == 0 { 1.05 } else { 0.95 };
+        write(&f.store, &mut cpu, &[0.5 * wobble, 0.5 * wobble], t0 + k * 10_000);
+        if k % 2 == 1 && k > 6 {
+            f.a.tick(t0 + k * 10_000);
+        }
+    }
+    assert_eq!(f.store.decisions(&DecisionFilter::default()).unwrap(), Vec::new());
+}
+
+#[test]
+fn a_scale_decision_replays_to_the_same_answer() {
+    let f = fixture("");
+    let mut cpu = [0.0, 0.0, 0.0];
+    let t0 = 1_800_000_000_000;
+    for k in 0..=6 {
+        write(&f.store, &mut cpu, &[0.9, 0.8, 1.0], t0 + k * 10_000);
+    }
+    f.a.tick(t0 + 60_000);
+    let d = f.store.decisions(&DecisionFilter::default()).unwrap();
+    let r = f.a.replay(&d[0]).unwrap();
+    assert_eq!(r["same"], true, "{r}");
+    assert_eq!(r["replayed"]["desired"], 6);
+}
+
+#[test]
+fn a_webhook_body_is_signed_with_hmac_sha256() {
+    // RFC 4231 test case 2.
+    assert_eq!(sign("Jefe", b"what do ya want for nothing?"), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
