@@ -6,6 +6,7 @@ mod bench_dashboards;
 mod bench_logs;
 mod bench_probes;
 mod dashboard;
+mod gate_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,6 +82,51 @@ enum Cmd {
         #[arg(short = 'f', long)]
         follow: bool,
     },
+    /// Ask whether a release is healthy enough to go on: exits 0 on pass, 1 on fail, 2 on wait or
+    /// timeout, 3 when the collector cannot be reached, 64 when it refuses the request.
+    Gate {
+        #[arg(long, default_value = "http://127.0.0.1:9470", env = "LOOKOUT_COLLECTOR")]
+        collector: String,
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        version: String,
+        /// The version to compare with; by default the service's other running version.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// How long the gate watches (default: the collector's policy, 5m).
+        #[arg(long)]
+        window: Option<String>,
+        /// How often the checks are evaluated (default: the policy's, 1m).
+        #[arg(long)]
+        interval: Option<String>,
+        /// By when every check needs enough data (default: the end of the window).
+        #[arg(long)]
+        deadline: Option<String>,
+        /// A name for this stage of a staged rollout.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Wait for pass or fail, printing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (exit 2).
+        #[arg(long, default_value = "15m", value_parser = humantime_duration)]
+        timeout: Duration,
+    },
+    /// A service's versions, containers and their health, gates and recent decisions.
+    Status {
+        #[arg(long, default_value = "http://127.0.0.1:9470", env = "LOOKOUT_COLLECTOR")]
+        collector: String,
+        #[arg(long)]
+        service: String,
+    },
+    /// Recompute a recorded gate or scale decision from the stored data; exits 0 when it agrees.
+    Replay {
+        #[arg(long, default_value = "http://127.0.0.1:9470", env = "LOOKOUT_COLLECTOR")]
+        collector: String,
+        #[arg(long)]
+        decision: i64,
+    },
     /// Check an agent or collector configuration file; exits 64 when it is invalid.
     CheckConfig {
         file: PathBuf,
@@ -125,6 +171,22 @@ fn main() -> ExitCode {
             running.done.await?
         }),
         Cmd::Query { collector, query, time } => runtime().block_on(query_cmd(&collector, &query, time.as_deref())),
+        Cmd::Gate { collector, service, version, baseline, window, interval, deadline, stage, wait, timeout } => {
+            runtime().block_on(gate_cmd::gate(gate_cmd::GateArgs {
+                collector,
+                service,
+                version,
+                baseline,
+                window,
+                interval,
+                deadline,
+                stage,
+                wait,
+                timeout,
+            }))
+        }
+        Cmd::Status { collector, service } => runtime().block_on(gate_cmd::status(&collector, &service)),
+        Cmd::Replay { collector, decision } => runtime().block_on(gate_cmd::replay(&collector, decision)),
         Cmd::Logs { collector, query, since, limit, follow } => {
             runtime().block_on(logs_cmd(&collector, &query, since, limit, follow))
         }
