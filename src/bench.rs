@@ -106,6 +106,21 @@ pub enum Bench {
     /// The simulated endpoints of `bench probes` (started by it).
     #[command(hide = true)]
     ProbeTargets,
+    /// Generated rollouts (half regressions: error rate ×2 and ×5, latency +30%, a memory leak, a
+    /// crash loop; half clean; all with noise) judged by real gates over a real store in simulated
+    /// time: the confusion table and the time to a verdict.
+    Gates {
+        #[arg(long, default_value_t = 40)]
+        rollouts: usize,
+        /// The analysis interval, in seconds.
+        #[arg(long, default_value_t = 60)]
+        interval: u64,
+        /// The window, in analysis intervals.
+        #[arg(long, default_value_t = 5)]
+        window: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Failing probe to restart: real containers, a real agent process, a collector in this process.
     Restart {
         #[arg(long, default_value_t = 5)]
@@ -140,6 +155,7 @@ pub fn run(what: Bench) -> std::process::ExitCode {
             crate::bench_probes::probes(containers, interval, duration, &kind)
         }
         Bench::ProbeTargets => crate::bench_probes::serve_targets(),
+        Bench::Gates { rollouts, interval, window, seed } => crate::bench_gates::run(rollouts, interval, window, seed),
         Bench::Restart { trials, interval, retries } => crate::bench_probes::restart(trials, interval, retries),
         Bench::Dashboards { containers, hours, runs, label_series, prometheus } => {
             crate::bench_dashboards::run(containers, hours, runs, label_series, &prometheus)

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_dashboards;
+mod bench_gates;
 mod bench_logs;
 mod bench_probes;
 mod dashboard;
@@ -153,8 +154,10 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A bench prints its figures; the collector's info lines would drown them.
+    let quiet = if matches!(cli.cmd, Cmd::Bench { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| quiet.into()))
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {

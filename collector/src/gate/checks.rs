@@ -164,7 +164,7 @@ impl Data<'_> {
             }
             Ok((hits, n))
         })?;
-        self.rates(e, min, counts, ratio, limit, floor, "lines", "error lines");
+        self.rates(e, min, counts, (ratio, limit, floor), true, "lines", "error lines");
         Ok(())
     }
 
@@ -180,12 +180,12 @@ impl Data<'_> {
             e.detail = "no probe runs for this service".into();
             return Ok(());
         }
-        self.rates(e, min, counts, ratio, limit, floor, "probe runs", "failed runs");
+        self.rates(e, min, counts, (ratio, limit, floor), false, "probe runs", "failed runs");
         Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn rates(&self, e: &mut Evidence, min: u64, counts: Side2<(u64, u64)>, ratio: f64, limit: f64, floor: f64, unit: &str, what: &str) {
+    fn rates(&self, e: &mut Evidence, min: u64, counts: Side2<(u64, u64)>, (ratio, limit, floor): (f64, f64, f64), strict: bool, unit: &str, what: &str) {
         let (hits, n) = counts.canary;
         e.samples = n;
         e.canary = Some(hits as f64 / n.max(1) as f64);
@@ -200,13 +200,20 @@ impl Data<'_> {
         }
         let r = stats::rate_against(hits, n, baseline, ratio, limit, floor, &CONFIDENCE);
         e.threshold = Some(r.allowed);
+        // Probe runs are few (one per interval per container), too few to prove a small failure rate
+        // is below the limit: they pass once they have their minimum with no more failures than
+        // allowed, and fail only on evidence. Log lines are plenty, so errors must prove it both ways.
+        let side = match r.side {
+            Side::Unsure if !strict && r.rate <= r.allowed => Side::Below,
+            s => s,
+        };
         let against = match (baseline, counts.baseline) {
             (Some(_), _) => format!("{}× the baseline's {}", ratio, pct(e.baseline.unwrap_or(0.0))),
             (None, Some((_, bn))) => format!("the limit (baseline has only {bn} {unit})"),
             (None, None) => "the limit (no baseline)".to_string(),
         };
         let figures = format!("{} {what} ({hits} of {n}) against {} allowed, {against}; z = {:.1}", pct(r.rate), pct(r.allowed), r.z);
-        (e.verdict, e.detail) = match r.side {
+        (e.verdict, e.detail) = match side {
             Side::Above => (Verdict::Fail, figures),
             Side::Below => (Verdict::Pass, figures),
             Side::Unsure => (Verdict::Wait, format!("{figures}: too few {unit} to tell yet")),

@@ -108,7 +108,7 @@ pub struct GatePolicy {
     /// How long a gate keeps watching after it starts; a failure within it fails the release.
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub window: Option<Duration>,
-    /// By when every check must have enough data (default: the end of the window).
+    /// By when every check must have enough data (default: twice the window).
     #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Duration>,
     /// What a check still waiting at the deadline makes of the verdict: `fail` (default) or `pass`.
@@ -258,7 +258,9 @@ fn timing(at: &str, default: &GatePolicy, policy: Option<&GatePolicy>, req: &Gat
     let key = |k: &str| if at.is_empty() { k.to_string() } else { format!("{at}.{k}") };
     let interval = pick(req.interval, |p| p.interval).unwrap_or(Duration::from_secs(60));
     let window = pick(req.window, |p| p.window).unwrap_or(Duration::from_secs(300));
-    let deadline = pick(req.deadline, |p| p.deadline).unwrap_or(window);
+    // By default a gate that still waits at the end of its window keeps gathering for as long
+    // again: a service with little traffic needs that to tell a small regression from noise.
+    let deadline = pick(req.deadline, |p| p.deadline).unwrap_or(window * 2);
     if interval < Duration::from_secs(1) {
         return Err(format!("{}: must be at least 1s", key("interval")));
     }
@@ -368,7 +370,7 @@ fn build(key: &str, s: CheckSpec) -> Result<Check, String> {
                 max_rate: share("max_rate", s.max_rate, 0.1)?,
                 floor: share("floor", s.floor, 0.02)?,
             };
-            (kind, 10)
+            (kind, 20)
         }
         "restarts" => (CheckKind::Restarts { max: share("max", s.max, 0.0)? }, 1),
         "cpu" => (CheckKind::Cpu { tolerance: share("tolerance", s.tolerance, 0.2)? }, 8),
@@ -438,7 +440,7 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.validate(), Vec::<String>::new());
         let plan = cfg.plan(&req(r#"{"service":"api","version":"2"}"#).unwrap(), None, String::new()).unwrap();
-        assert_eq!((plan.interval_ms, plan.window_ms, plan.deadline_ms), (30_000, 600_000, 600_000));
+        assert_eq!((plan.interval_ms, plan.window_ms, plan.deadline_ms), (30_000, 600_000, 1_200_000));
         let names: Vec<&str> = plan.checks.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["error_rate", "probe_failures", "restarts", "cpu", "memory", "latency"]);
         assert!(matches!(plan.checks[0].kind, CheckKind::ErrorRate { max_ratio, .. } if max_ratio == 2.0));
