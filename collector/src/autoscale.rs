@@ -216,8 +216,10 @@ pub fn decide(p: &AutoscalePolicy, r: &Reading, history: &[(i64, u32)], now_ms: 
 struct Memory {
     next_ms: i64,
     history: VecDeque<(i64, u32)>,
-    /// The last desired count sent, and when: the same answer is not sent again within 5 minutes.
-    last_sent: Option<(u32, i64)>,
+    /// The replica count and desired count of the last decision sent, and when: while the count is
+    /// unchanged, another decision the same way waits 5 minutes (a ±1 wobble of the ceiling is
+    /// not news to the deploy system that has not acted yet).
+    last_sent: Option<(u32, u32, i64)>,
     held_noted: bool,
 }
 
@@ -370,7 +372,10 @@ impl Autoscaler {
             if held && mem.held_noted {
                 continue;
             }
-            if !held && mem.last_sent.is_some_and(|(d, t)| d == step.desired && now_ms - t < 300_000) {
+            let same_way = |(cur, d, t): (u32, u32, i64)| {
+                cur == reading.current && (d > cur) == (step.desired > cur) && now_ms - t < 300_000
+            };
+            if !held && mem.last_sent.is_some_and(same_way) {
                 continue;
             }
             let (kind, outcome) = if held { ("scale_held", "recorded") } else { ("scale", if p.webhook.is_some() { "pending" } else { "recorded" }) };
@@ -397,7 +402,7 @@ impl Autoscaler {
             if held {
                 mem.held_noted = true;
             } else {
-                mem.last_sent = Some((step.desired, now_ms));
+                mem.last_sent = Some((reading.current, step.desired, now_ms));
             }
             drop(memory);
             self.decisions_total.get_or_create(&vec![("kind".into(), kind.into()), ("outcome".into(), outcome.into())]).inc();
@@ -490,7 +495,7 @@ impl Autoscaler {
                 _ = tick.tick() => {}
             }
             let me = self.clone();
-            match tokio::task::spawn_blocking(move || me.tick(crate::now_ms())).await {
+            match tokio::task::spawn_blocking(move || me.tick(crate::now_ms() - crate::SETTLE_MS)).await {
                 Ok(out) => {
                     for (p, d) in out {
                         let me = self.clone();

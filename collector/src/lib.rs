@@ -147,6 +147,10 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
     Ok(Running { http_addr, grpc_addr, store, done })
 }
 
+/// Decisions look at the store as of this long ago: samples stamped later may still be on their way
+/// (an agent seals a batch every second), and a decision must rest on data that a replay finds.
+pub const SETTLE_MS: i64 = 3_000;
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -228,7 +228,10 @@ impl Data<'_> {
             let starts = self.select(v, "container_start_time_seconds", from)?;
             let seen = starts.iter().filter(|s| s.samples.ts.iter().any(|t| *t >= self.start_ms)).count() as u64;
             for s in &starts {
-                let n = changes_after(&s.samples.ts, &s.samples.values, self.start_ms, |a, b| a != b);
+                // A stopped container's series ends with a stale marker (NaN) that is no start time.
+                let (ts, vs): (Vec<i64>, Vec<f64>) =
+                    s.samples.ts.iter().zip(&s.samples.values).filter(|(_, v)| !v.is_nan()).map(|(t, v)| (*t, *v)).unzip();
+                let n = changes_after(&ts, &vs, self.start_ms, |a, b| a != b);
                 if n > 0 {
                     who.push(format!("{} restarted {n}×", s.labels.get("container").unwrap_or("?")));
                 }
@@ -365,10 +368,15 @@ impl Data<'_> {
                 .map(|s| s.samples.ts.iter().zip(&s.samples.values).map(|(t, v)| ((t - self.start_ms) as f64 / 1e3, *v)).collect())
                 .collect()
         };
+        // A slope over less than a minute extrapolates start-up and noise, not a leak.
+        let span = |s: &[SeriesData]| s.iter().filter_map(|s| Some(s.samples.ts.last()? - s.samples.ts.first()?)).max().unwrap_or(0);
+        if span(&series.canary) < GROWTH_MIN_SPAN_MS {
+            return Ok(());
+        }
         let Some(c) = stats::pooled_slope(&points(&series.canary)) else { return Ok(()) };
         let b = series.baseline.as_deref().and_then(|b| stats::pooled_slope(&points(b)));
         let level = e.baseline.or(e.canary).unwrap_or(0.0);
-        let allowed = max_growth * level / 600.0;
+        let allowed = (max_growth * level).max(GROWTH_FLOOR_BYTES) / 600.0;
         let (diff, se) = match b {
             Some(b) => (c.per_s - b.per_s, (c.se * c.se + b.se * b.se).sqrt()),
             None => (c.per_s, c.se),
@@ -377,9 +385,10 @@ impl Data<'_> {
         if z > CONFIDENCE.fail_z {
             e.verdict = Verdict::Fail;
             e.detail = format!(
-                "working set grows {} per 10 min{} (at most {} of {}); z = {:.1}",
+                "working set grows {} per 10 min{} (at most {}, {} of {}); z = {:.1}",
                 short(diff * 600.0),
                 if b.is_some() { " more than the baseline's" } else { "" },
+                short(allowed * 600.0),
                 pct(max_growth),
                 short(level),
                 z
@@ -390,6 +399,11 @@ impl Data<'_> {
         Ok(())
     }
 }
+
+/// The working set's growth is judged only over at least this span of the canary's readings.
+const GROWTH_MIN_SPAN_MS: i64 = 60_000;
+/// Growth below this many bytes per 10 minutes never fails a release, however small the container.
+const GROWTH_FLOOR_BYTES: f64 = 1_048_576.0;
 
 /// How many times a series' value changed at or after `from` (`differs` decides what a change is).
 fn changes_after(ts: &[i64], vs: &[f64], from: i64, differs: impl Fn(f64, f64) -> bool) -> u64 {

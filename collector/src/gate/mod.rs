@@ -358,7 +358,7 @@ impl Gates {
                 _ = self.started.notified() => {}
             }
             let me = self.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || me.tick(crate::now_ms())).await {
+            if let Err(e) = tokio::task::spawn_blocking(move || me.tick(crate::now_ms() - crate::SETTLE_MS)).await {
                 tracing::error!(error = %e, "gate evaluation failed");
             }
         }
