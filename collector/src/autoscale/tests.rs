@@ -64,6 +64,7 @@ fn write(store: &Store, cpu: &mut [f64], use_of_limit: &[f64], t: i64) {
         *c += use_of_limit[i] * 0.5 * 10.0;
         let common = LabelSet::from_pairs([
             ("service", "api".to_string()),
+            ("version", "1".to_string()),
             ("container", format!("api-{i}")),
             ("container_id", format!("id{i}")),
             ("host", "h".to_string()),
@@ -136,4 +137,48 @@ fn a_scale_decision_replays_to_the_same_answer() {
 fn a_webhook_body_is_signed_with_hmac_sha256() {
     // RFC 4231 test case 2.
     assert_eq!(sign("Jefe", b"what do ya want for nothing?"), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+#[test]
+fn unhealthy_containers_are_left_out_and_a_running_gate_holds_the_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
+    let engine = Arc::new(Engine::default());
+    let board: Arc<HealthBoard> = Default::default();
+    let gates = Arc::new(crate::gate::Gates::new(Default::default(), store.clone(), engine.clone(), Default::default()));
+    let a = Autoscaler::new(vec![policy("")], store.clone(), engine, board.clone(), gates.clone(), Default::default());
+    let mut cpu = [0.0, 0.0, 0.0];
+    let t0 = crate::now_ms() - 70_000;
+    for k in 0..=6 {
+        // The third container is idle because it is broken.
+        write(&store, &mut cpu, &[1.0, 1.0, 0.0], t0 + k * 10_000);
+    }
+    let labels = [("container_id", "id2"), ("container", "api-2"), ("service", "api"), ("host", "h")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    board.apply(vec![crate::health::ProbeReport {
+        labels,
+        probe: "http".into(),
+        run: crate::health::Run { time_ms: t0, success: false, duration_seconds: 0.01, output: "HTTP 503".into(), state: "unhealthy".into() },
+        previous_state: None,
+        failing_streak: 3,
+        interval_seconds: 10.0,
+        restart: String::new(),
+    }]);
+    let r = a.read(&policy(""), t0 + 60_000, true).unwrap();
+    assert_eq!(r.current, 3);
+    assert_eq!(r.left_out, vec![("api-2".to_string(), "unhealthy".to_string())]);
+    assert!((r.value - 1.0).abs() < 1e-9, "the average of the two healthy ones: {r:?}");
+    assert_eq!(r.recommendation, 6);
+
+    // A rollout gate on the service holds the decision, and says so once.
+    let req = crate::gate::spec::GateRequest::parse(br#"{"service":"api","version":"1"}"#).unwrap();
+    gates.start(req, t0 + 60_000).unwrap();
+    a.tick(t0 + 60_000);
+    write(&store, &mut cpu, &[1.0, 1.0, 0.0], t0 + 70_000);
+    a.tick(t0 + 75_000);
+    let d = store.decisions(&DecisionFilter::default()).unwrap();
+    assert_eq!(d.iter().map(|d| d.kind.as_str()).collect::<Vec<_>>(), ["scale_held"], "{d:?}");
+    assert!(d[0].reason.contains("a rollout gate on it is running"), "{}", d[0].reason);
 }
