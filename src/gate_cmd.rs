@@ -146,8 +146,12 @@ fn num(v: &Value) -> String {
     v.as_f64().map_or("-".into(), |x| {
         if x != 0.0 && x.abs() < 0.01 {
             format!("{x:.5}")
+        } else if x.abs() >= 1e9 {
+            format!("{:.3}G", x / 1e9)
+        } else if x.abs() >= 1e6 {
+            format!("{:.3}M", x / 1e6)
         } else if x.abs() >= 1e4 {
-            format!("{x:.3e}")
+            format!("{:.1}k", x / 1e3)
         } else {
             format!("{x:.3}")
         }
@@ -228,7 +232,7 @@ pub async fn status(collector: &str, service: &str) -> ExitCode {
         let when = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(t.max(0) as u64));
         println!(
             "  #{:<5} {when} {:<16} {:<14} {}",
-            d["id"],
+            d["id"].as_i64().unwrap_or(0),
             d["kind"].as_str().unwrap_or(""),
             d["outcome"].as_str().unwrap_or(""),
             d["reason"].as_str().unwrap_or("")

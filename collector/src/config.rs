@@ -322,6 +322,36 @@ mod tests {
     }
 
     #[test]
+    fn bad_gate_and_autoscale_settings_name_their_keys() {
+        let text = r#"
+[[gates.services]]
+window = "10s"
+interval = "1m"
+[[gates.services.checks]]
+name = "p99"
+query = "histogram_quantile(0.99, "
+max = 0.3
+
+[[autoscale]]
+service = "api"
+metric = "query"
+target = 0
+tolerance = 1.5
+"#;
+        let err = CollectorConfig::parse(Path::new("c.toml"), text).unwrap_err().to_string();
+        for want in [
+            "gates.services[0].service: needed",
+            "gates.services[0].checks[0].query: ",
+            "gates.services[0].window: must be at least the interval (1m)",
+            "autoscale[0].target: must be above 0",
+            "autoscale[0].tolerance: must be at least 0 and below 1",
+            "autoscale[0].query: needed for metric = \"query\"",
+        ] {
+            assert!(err.contains(want), "{want:?} missing from {err}");
+        }
+    }
+
+    #[test]
     fn packaged_example_config_parses() {
         let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/collector.toml");
         let cfg = CollectorConfig::load(Path::new(file)).expect("packaged collector.toml is valid");

@@ -182,8 +182,14 @@ impl GatesConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let each = |at: String, p: &GatePolicy, problems: &mut Vec<String>| {
-            if let Err(e) = resolve_checks(&at, &self.default, Some(p), None) {
-                problems.push(e);
+            for (i, c) in p.checks.iter().enumerate() {
+                let key = format!("{at}.checks[{i}]");
+                if p.checks[..i].iter().any(|o| o.name == c.name) {
+                    problems.push(format!("{key}.name: {:?} is listed twice", c.name));
+                }
+                if let Err(e) = build(&key, c.clone()) {
+                    problems.push(e);
+                }
             }
             if let Err(e) = timing(&at, &self.default, Some(p), &GateRequest::bare()) {
                 problems.push(e);
