@@ -40,6 +40,9 @@ impl Scenario {
 }
 
 const STEP_MS: i64 = 10_000;
+
+/// A rollout's scenario, first verdict, intervals to it, and final verdict.
+type Row = (Scenario, Verdict, i64, Verdict);
 const BUCKETS: [f64; 9] = [0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, f64::INFINITY];
 const LATENCY_CHECK: &str = r#"histogram_quantile(0.9, sum by (le) (rate(app_request_duration_seconds_bucket{service="$service",version="$version"}[1m])))"#;
 
@@ -92,7 +95,8 @@ pub fn run(rollouts: usize, interval_s: u64, window_intervals: u64, seed: u64) -
     ))?;
     let gates = Gates::new(cfg, store.clone(), Arc::new(Engine::default()), Default::default());
     let mut rng = StdRng::seed_from_u64(seed);
-    let kinds = [Scenario::Errors2x, Scenario::Errors5x, Scenario::Latency30, Scenario::MemoryLeak, Scenario::CrashLoop];
+    let kinds =
+        [Scenario::Errors2x, Scenario::Errors5x, Scenario::Latency30, Scenario::MemoryLeak, Scenario::CrashLoop];
     let interval_ms = interval_s as i64 * 1000;
     let t0 = 1_900_000_000_000i64;
     let wall = Instant::now();
@@ -100,7 +104,10 @@ pub fn run(rollouts: usize, interval_s: u64, window_intervals: u64, seed: u64) -
         "{rollouts} rollouts, analysis interval {interval_s}s, window {window_intervals} intervals, deadline {} intervals; 3 baseline and 2 canary containers each, 10 s samples",
         2 * window_intervals
     );
-    println!("{:<4} {:<20} {:>6} {:>5} {:<6} {:>6} {:<6} failing checks", "#", "scenario", "errors", "rps", "first", "after", "final");
+    println!(
+        "{:<4} {:<20} {:>6} {:>5} {:<6} {:>6} {:<6} failing checks",
+        "#", "scenario", "errors", "rps", "first", "after", "final"
+    );
     let mut results = Vec::new();
     for i in 0..rollouts {
         let scenario = if i % 2 == 0 { Scenario::Clean } else { kinds[(i / 2) % kinds.len()] };
@@ -109,8 +116,12 @@ pub fn run(rollouts: usize, interval_s: u64, window_intervals: u64, seed: u64) -
             scenario,
             base_error: rng.random_range(0.005..0.03),
             rps: rng.random_range(10.0..40.0),
-            burst: (rng.random::<f64>() < 0.15)
-                .then(|| (rng.random_range(0..5usize), rng.random_range(0..(2 * window_intervals as i64 * interval_ms / STEP_MS)))),
+            burst: (rng.random::<f64>() < 0.15).then(|| {
+                (
+                    rng.random_range(0..5usize),
+                    rng.random_range(0..(2 * window_intervals as i64 * interval_ms / STEP_MS)),
+                )
+            }),
             containers: Vec::new(),
         };
         // Containers behind one load balancer do about the same work: a level per rollout, a few
@@ -162,10 +173,16 @@ pub fn run(rollouts: usize, interval_s: u64, window_intervals: u64, seed: u64) -
             }
         }
         let g = gates.get(&gate.id).ok_or_else(|| anyhow::anyhow!("gate {} vanished", gate.id))?;
-        let mut failing: Vec<String> = g.checks.iter().filter(|c| c.verdict == Verdict::Fail).map(|c| c.name.clone()).collect();
+        let mut failing: Vec<String> =
+            g.checks.iter().filter(|c| c.verdict == Verdict::Fail).map(|c| c.name.clone()).collect();
         if failing.is_empty() && g.verdict == Verdict::Fail {
             // Failed at the deadline: name the checks that were still waiting, and why.
-            failing = g.checks.iter().filter(|c| c.verdict == Verdict::Wait).map(|c| format!("not enough data: {} ({})", c.name, c.detail)).collect();
+            failing = g
+                .checks
+                .iter()
+                .filter(|c| c.verdict == Verdict::Wait)
+                .map(|c| format!("not enough data: {} ({})", c.name, c.detail))
+                .collect();
         }
         let (fv, fk) = first.unwrap_or((Verdict::Wait, 2 * window_intervals as i64));
         println!(
@@ -182,10 +199,13 @@ pub fn run(rollouts: usize, interval_s: u64, window_intervals: u64, seed: u64) -
     }
     let pct = |n: usize, of: usize| if of == 0 { 0.0 } else { 100.0 * n as f64 / of as f64 };
     println!("\nconfusion (first verdict a waiting pipeline acts on; final verdict at the end of the window):");
-    println!("{:<20} {:>5} {:>12} {:>12} {:>12} {:>12}", "scenario", "runs", "first pass", "first fail", "final pass", "final fail");
+    println!(
+        "{:<20} {:>5} {:>12} {:>12} {:>12} {:>12}",
+        "scenario", "runs", "first pass", "first fail", "final pass", "final fail"
+    );
     for s in std::iter::once(Scenario::Clean).chain(kinds) {
         let rows: Vec<_> = results.iter().filter(|r| r.0 == s).collect();
-        let count = |f: &dyn Fn(&&(Scenario, Verdict, i64, Verdict)) -> bool| rows.iter().filter(|r| f(r)).count();
+        let count = |f: &dyn Fn(&&Row) -> bool| rows.iter().filter(|r| f(r)).count();
         println!(
             "{:<20} {:>5} {:>12} {:>12} {:>12} {:>12}",
             s.name(),
@@ -202,7 +222,13 @@ pub fn run(rollouts: usize, interval_s: u64, window_intervals: u64, seed: u64) -
     let failed_clean = clean.iter().filter(|r| r.1 == Verdict::Fail || r.3 == Verdict::Fail).count();
     let mut times: Vec<i64> = results.iter().filter(|r| r.1 != Verdict::Wait).map(|r| r.2).collect();
     times.sort();
-    let median = if times.is_empty() { f64::NAN } else if times.len() % 2 == 1 { times[times.len() / 2] as f64 } else { (times[times.len() / 2 - 1] + times[times.len() / 2]) as f64 / 2.0 };
+    let median = if times.is_empty() {
+        f64::NAN
+    } else if times.len() % 2 == 1 {
+        times[times.len() / 2] as f64
+    } else {
+        (times[times.len() / 2 - 1] + times[times.len() / 2]) as f64 / 2.0
+    };
     println!(
         "\nregressions that passed: {passed_regressions} of {} ({:.1}%); clean releases that failed: {failed_clean} of {} ({:.1}%)",
         regressions.len(),
@@ -210,7 +236,11 @@ pub fn run(rollouts: usize, interval_s: u64, window_intervals: u64, seed: u64) -
         clean.len(),
         pct(failed_clean, clean.len())
     );
-    println!("median time to the first verdict: {median} analysis intervals ({} rollouts without one); simulated in {:.1}s", results.len() - times.len(), wall.elapsed().as_secs_f64());
+    println!(
+        "median time to the first verdict: {median} analysis intervals ({} rollouts without one); simulated in {:.1}s",
+        results.len() - times.len(),
+        wall.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -258,11 +288,14 @@ fn write_step(store: &Store, r: &mut Rollout, rng: &mut StdRng, t: i64, start: i
         }
         if r.burst.is_some_and(|(bc, bs)| bc == ci && bs == step) {
             for q in 0..40 {
-                lines.push(LogLine { time_ns: (t - 1000 + q) * 1_000_000, line: "ERROR connection reset by peer (noise)".into() });
+                lines.push(LogLine {
+                    time_ns: (t - 1000 + q) * 1_000_000,
+                    line: "ERROR connection reset by peer (noise)".into(),
+                });
             }
             lines.sort_by_key(|l| l.time_ns);
         }
-        let cpu_rate = c.cpu_level * load * latency_factor.max(1.0).min(1.1) * (1.0 + 0.15 * normal(rng)).max(0.05);
+        let cpu_rate = c.cpu_level * load * latency_factor.clamp(1.0, 1.1) * (1.0 + 0.15 * normal(rng)).max(0.05);
         c.cpu += cpu_rate * STEP_MS as f64 / 1e3;
         let leak = if canary && s == Scenario::MemoryLeak { 1.0 + 0.05 * minutes_in } else { 1.0 };
         let mem = c.mem_level * leak * (1.0 + 0.02 * normal(rng));
@@ -274,7 +307,9 @@ fn write_step(store: &Store, r: &mut Rollout, rng: &mut StdRng, t: i64, start: i
             ("container_id", format!("{}-id", c.name)),
             ("host", format!("h{}", ci % 2)),
         ]);
-        let one = |name: &str, v: f64| (vec![("__name__".to_string(), name.to_string())], Samples { ts: vec![t], values: vec![v] });
+        let one = |name: &str, v: f64| {
+            (vec![("__name__".to_string(), name.to_string())], Samples { ts: vec![t], values: vec![v] })
+        };
         let mut series = vec![
             one("container_last_seen", t as f64 / 1e3),
             one("container_cpu_usage_seconds_total", c.cpu),
@@ -286,7 +321,10 @@ fn write_step(store: &Store, r: &mut Rollout, rng: &mut StdRng, t: i64, start: i
         for (b, le) in BUCKETS.iter().enumerate() {
             let le = if le.is_infinite() { "+Inf".to_string() } else { format!("{le}") };
             series.push((
-                vec![("__name__".to_string(), "app_request_duration_seconds_bucket".to_string()), ("le".to_string(), le)],
+                vec![
+                    ("__name__".to_string(), "app_request_duration_seconds_bucket".to_string()),
+                    ("le".to_string(), le),
+                ],
                 Samples { ts: vec![t], values: vec![c.buckets[b]] },
             ));
         }

@@ -49,7 +49,13 @@ pub async fn gate(a: GateArgs) -> ExitCode {
     let base = a.collector.trim_end_matches('/').to_string();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
     let mut body = json!({"service": a.service, "version": a.version});
-    for (k, v) in [("baseline_version", &a.baseline), ("window", &a.window), ("interval", &a.interval), ("deadline", &a.deadline), ("stage", &a.stage)] {
+    for (k, v) in [
+        ("baseline_version", &a.baseline),
+        ("window", &a.window),
+        ("interval", &a.interval),
+        ("deadline", &a.deadline),
+        ("stage", &a.stage),
+    ] {
         if let Some(v) = v {
             body[k] = json!(v);
         }
@@ -73,7 +79,10 @@ pub async fn gate(a: GateArgs) -> ExitCode {
                 return ExitCode::from(WAIT);
             }
             Answer::Ok(status, e) => {
-                eprintln!("error: the collector refused the gate ({status}): {}", e["error"].as_str().unwrap_or(&e.to_string()));
+                eprintln!(
+                    "error: the collector refused the gate ({status}): {}",
+                    e["error"].as_str().unwrap_or(&e.to_string())
+                );
                 return ExitCode::from(if status == 400 { BAD_REQUEST } else { UNREACHABLE });
             }
         }
@@ -128,7 +137,11 @@ pub async fn gate(a: GateArgs) -> ExitCode {
 fn progress(g: &Value, elapsed: Duration) -> String {
     let checks: Vec<String> = g["checks"]
         .as_array()
-        .map(|c| c.iter().map(|c| format!("{} {}", c["name"].as_str().unwrap_or("?"), c["verdict"].as_str().unwrap_or("?"))).collect())
+        .map(|c| {
+            c.iter()
+                .map(|c| format!("{} {}", c["name"].as_str().unwrap_or("?"), c["verdict"].as_str().unwrap_or("?")))
+                .collect()
+        })
         .unwrap_or_default();
     format!(
         "[{:>4}s] {}: {}",
@@ -160,7 +173,8 @@ fn num(v: &Value) -> String {
 
 /// The evidence: one row per check.
 pub fn table(g: &Value) -> String {
-    let mut rows = vec![["check", "verdict", "canary", "baseline", "threshold", "samples", "detail"].map(String::from).to_vec()];
+    let mut rows =
+        vec![["check", "verdict", "canary", "baseline", "threshold", "samples", "detail"].map(String::from).to_vec()];
     for c in g["checks"].as_array().into_iter().flatten() {
         rows.push(vec![
             format!("{}{}", c["name"].as_str().unwrap_or("?"), if c["required"] == false { " (info)" } else { "" }),
@@ -262,9 +276,17 @@ pub async fn replay(collector: &str, decision: i64) -> ExitCode {
     }
     match r["kind"].as_str() {
         Some("gate") => {
-            println!("recorded: {}: {}", r["recorded"]["verdict"].as_str().unwrap_or(""), r["recorded"]["reason"].as_str().unwrap_or(""));
+            println!(
+                "recorded: {}: {}",
+                r["recorded"]["verdict"].as_str().unwrap_or(""),
+                r["recorded"]["reason"].as_str().unwrap_or("")
+            );
             println!("{}", table(&r["recorded"]));
-            println!("\nreplayed: {}: {}", r["replayed"]["verdict"].as_str().unwrap_or(""), r["replayed"]["reason"].as_str().unwrap_or(""));
+            println!(
+                "\nreplayed: {}: {}",
+                r["replayed"]["verdict"].as_str().unwrap_or(""),
+                r["replayed"]["reason"].as_str().unwrap_or("")
+            );
             println!("{}", table(&r["replayed"]));
         }
         _ => {

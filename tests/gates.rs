@@ -48,7 +48,8 @@ fn app(service: &str, version: &str, errors: bool) -> TestContainer {
 }
 
 fn post(base: &str, path: &str, body: &Value) -> (u16, Value) {
-    let r = reqwest::blocking::Client::new().post(format!("{base}{path}")).json(body).send().expect("collector reachable");
+    let r =
+        reqwest::blocking::Client::new().post(format!("{base}{path}")).json(body).send().expect("collector reachable");
     let status = r.status().as_u16();
     (status, r.json().unwrap_or(Value::Null))
 }
@@ -104,7 +105,8 @@ fn gates_fail_errors_and_restarts_pass_a_healthy_canary_and_fail_silence_at_the_
         &["sh", "-c", "while :; do echo 'GET / 200'; sleep 5; done"],
     );
     let gate = |v: &str, extra: Value| {
-        let mut body = json!({"service": svc, "version": v, "baseline_version": "v1", "interval": "3s", "window": "30s"});
+        let mut body =
+            json!({"service": svc, "version": v, "baseline_version": "v1", "interval": "3s", "window": "30s"});
         body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         start_gate(&s.base, body)
     };
@@ -133,8 +135,22 @@ fn gates_fail_errors_and_restarts_pass_a_healthy_canary_and_fail_silence_at_the_
     let url = s.base.clone();
     let cli = |v: &str| {
         lookout(&[
-            "gate", "--collector", &url, "--service", &svc, "--version", v, "--baseline", "v1", "--interval", "3s", "--window",
-            "30s", "--wait", "--timeout", "90s",
+            "gate",
+            "--collector",
+            &url,
+            "--service",
+            &svc,
+            "--version",
+            v,
+            "--baseline",
+            "v1",
+            "--interval",
+            "3s",
+            "--window",
+            "30s",
+            "--wait",
+            "--timeout",
+            "90s",
         ])
     };
     let (pass_cli, fail_cli) = (cli("v3"), cli("v2"));
@@ -174,7 +190,8 @@ fn gates_fail_errors_and_restarts_pass_a_healthy_canary_and_fail_silence_at_the_
     assert!(out.contains("same result"), "{out}");
 
     // And a pipeline that cannot reach the collector is told so.
-    let (code, out) = finish(lookout(&["gate", "--collector", "http://127.0.0.1:1", "--service", &svc, "--version", "v3"]));
+    let (code, out) =
+        finish(lookout(&["gate", "--collector", "http://127.0.0.1:1", "--service", &svc, "--version", "v3"]));
     assert_eq!(code, 3, "{out}");
 }
 
@@ -220,11 +237,17 @@ fn cpu_bound_containers_over_the_target_get_a_signed_scale_up_decision() {
     ));
     let label = format!("lookout.service={svc}");
     let _burn: Vec<TestContainer> = (0..2)
-        .map(|_| TestContainer::run("burn", &["--cpus", "0.2", "--label", &label], &["sh", "-c", "while :; do :; done"]))
+        .map(|_| {
+            TestContainer::run("burn", &["--cpus", "0.2", "--label", &label], &["sh", "-c", "while :; do :; done"])
+        })
         .collect();
     let started = Instant::now();
-    let (headers, body) = hook.recv_timeout(Duration::from_secs(60)).expect("a scale decision at the webhook within 60 s");
-    let sig = headers.iter().find_map(|h| h.strip_prefix("x-lookout-signature: ").map(str::to_string)).expect("a signature header");
+    let (headers, body) =
+        hook.recv_timeout(Duration::from_secs(60)).expect("a scale decision at the webhook within 60 s");
+    let sig = headers
+        .iter()
+        .find_map(|h| h.strip_prefix("x-lookout-signature: ").map(str::to_string))
+        .expect("a signature header");
     assert_eq!(sig, format!("sha256={}", lookout_collector::autoscale::sign("s3cret-for-tests", body.as_bytes())));
     let b: Value = serde_json::from_str(&body).unwrap();
     // Each container uses all of its 0.2 core, twice the 50% target: 2 replicas become

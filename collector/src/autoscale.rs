@@ -118,7 +118,11 @@ impl AutoscalePolicy {
         if self.min_replicas < 1 || self.min_replicas > self.max_replicas {
             p.push(format!("{at}.min_replicas: must be at least 1 and at most max_replicas ({})", self.max_replicas));
         }
-        for (k, v) in [("tolerance", Some(self.tolerance)), ("tolerance_up", self.tolerance_up), ("tolerance_down", self.tolerance_down)] {
+        for (k, v) in [
+            ("tolerance", Some(self.tolerance)),
+            ("tolerance_up", self.tolerance_up),
+            ("tolerance_down", self.tolerance_down),
+        ] {
             if v.is_some_and(|v| !(0.0..1.0).contains(&v)) {
                 p.push(format!("{at}.{k}: must be at least 0 and below 1"));
             }
@@ -169,23 +173,35 @@ pub struct Step {
 /// HPA's rule on one reading; `history` holds earlier (time, recommendation) pairs.
 pub fn decide(p: &AutoscalePolicy, r: &Reading, history: &[(i64, u32)], now_ms: i64) -> Step {
     let current = r.current;
-    let in_window = |w: Duration| history.iter().filter(move |(t, _)| now_ms - t <= w.as_millis() as i64).map(|(_, v)| *v);
+    let in_window =
+        |w: Duration| history.iter().filter(move |(t, _)| now_ms - t <= w.as_millis() as i64).map(|(_, v)| *v);
     let up_floor = in_window(p.scale_up_stabilization).chain([r.recommendation]).min().unwrap_or(r.recommendation);
-    let down_ceiling = in_window(p.scale_down_stabilization).chain([r.recommendation]).max().unwrap_or(r.recommendation);
+    let down_ceiling =
+        in_window(p.scale_down_stabilization).chain([r.recommendation]).max().unwrap_or(r.recommendation);
     let mut why = vec![format!(
         "ceil({current} × {:.3} / {}) = {}",
         r.value,
         p.target,
-        if r.recommendation == current { format!("{current} (ratio {:.3} within tolerance)", r.ratio) } else { r.recommendation.to_string() }
+        if r.recommendation == current {
+            format!("{current} (ratio {:.3} within tolerance)", r.ratio)
+        } else {
+            r.recommendation.to_string()
+        }
     )];
     let mut desired = if current < up_floor {
         if up_floor != r.recommendation {
-            why.push(format!("lowest recommendation in the last {} is {up_floor}", humantime::format_duration(p.scale_up_stabilization)));
+            why.push(format!(
+                "lowest recommendation in the last {} is {up_floor}",
+                humantime::format_duration(p.scale_up_stabilization)
+            ));
         }
         up_floor
     } else if current > down_ceiling {
         if down_ceiling != r.recommendation {
-            why.push(format!("highest recommendation in the last {} is {down_ceiling}", humantime::format_duration(p.scale_down_stabilization)));
+            why.push(format!(
+                "highest recommendation in the last {} is {down_ceiling}",
+                humantime::format_duration(p.scale_down_stabilization)
+            ));
         }
         down_ceiling
     } else {
@@ -194,7 +210,8 @@ pub fn decide(p: &AutoscalePolicy, r: &Reading, history: &[(i64, u32)], now_ms: 
         }
         current
     };
-    let up_limit = ((current as f64 * (1.0 + p.scale_up_max_percent / 100.0)).floor() as u32).max(current + p.scale_up_max_replicas);
+    let up_limit = ((current as f64 * (1.0 + p.scale_up_max_percent / 100.0)).floor() as u32)
+        .max(current + p.scale_up_max_replicas);
     let down_limit = (current as f64 * (1.0 - p.scale_down_max_percent / 100.0)).ceil().max(0.0) as u32;
     if desired > up_limit {
         why.push(format!("limited to {up_limit} by the scale-up rate"));
@@ -231,7 +248,8 @@ pub struct Autoscaler {
     gates: Arc<crate::gate::Gates>,
     memory: Mutex<HashMap<String, Memory>>,
     http: reqwest::Client,
-    decisions_total: prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
+    decisions_total:
+        prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
 }
 
 impl Autoscaler {
@@ -241,7 +259,10 @@ impl Autoscaler {
         engine: Arc<Engine>,
         board: Arc<HealthBoard>,
         gates: Arc<crate::gate::Gates>,
-        decisions_total: prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
+        decisions_total: prometheus_client::metrics::family::Family<
+            Vec<(String, String)>,
+            prometheus_client::metrics::counter::Counter,
+        >,
     ) -> Autoscaler {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
         Autoscaler { policies, store, engine, board, gates, memory: Mutex::default(), http, decisions_total }
@@ -261,7 +282,9 @@ impl Autoscaler {
         };
         let seen: Vec<(String, String)> = select("container_last_seen", seen_since)?
             .into_iter()
-            .filter_map(|s| Some((s.labels.get("container_id")?.to_string(), s.labels.get("container").unwrap_or("").to_string())))
+            .filter_map(|s| {
+                Some((s.labels.get("container_id")?.to_string(), s.labels.get("container").unwrap_or("").to_string()))
+            })
             .collect();
         let health: HashMap<String, String> = if live_health {
             self.board.list(None, Some(&p.service), None).into_iter().map(|h| (h.container_id, h.state)).collect()
@@ -300,11 +323,17 @@ impl Autoscaler {
         for (id, name) in &seen {
             let label = if name.is_empty() { id.clone() } else { name.clone() };
             match health.get(id).map(String::as_str) {
-                Some(state @ ("starting" | "unhealthy")) => left_out.push((label, format!("{state}"))),
+                Some(state @ ("starting" | "unhealthy")) => left_out.push((label, state.to_string())),
                 _ if p.metric == MetricKind::Query => {}
                 _ => match per_container.get(id) {
                     Some(v) => counted.push((label, *v)),
-                    None => left_out.push((label, format!("no {} limit or no readings", if p.metric == MetricKind::Cpu { "CPU" } else { "memory" }))),
+                    None => left_out.push((
+                        label,
+                        format!(
+                            "no {} limit or no readings",
+                            if p.metric == MetricKind::Cpu { "CPU" } else { "memory" }
+                        ),
+                    )),
                 },
             }
         }
@@ -326,7 +355,8 @@ impl Autoscaler {
         let ratio = value / p.target;
         let tol_up = p.tolerance_up.unwrap_or(p.tolerance);
         let tol_down = p.tolerance_down.unwrap_or(p.tolerance);
-        let recommendation = if !ratio.is_finite() || current == 0 || (ratio >= 1.0 - tol_down && ratio <= 1.0 + tol_up) {
+        let recommendation = if !ratio.is_finite() || current == 0 || (ratio >= 1.0 - tol_down && ratio <= 1.0 + tol_up)
+        {
             current
         } else {
             (current as f64 * ratio).ceil() as u32
@@ -378,9 +408,16 @@ impl Autoscaler {
             if !held && mem.last_sent.is_some_and(same_way) {
                 continue;
             }
-            let (kind, outcome) = if held { ("scale_held", "recorded") } else { ("scale", if p.webhook.is_some() { "pending" } else { "recorded" }) };
+            let (kind, outcome) = if held {
+                ("scale_held", "recorded")
+            } else {
+                ("scale", if p.webhook.is_some() { "pending" } else { "recorded" })
+            };
             let reason = if held {
-                format!("would scale {} from {} to {}, but a rollout gate on it is running", p.service, reading.current, step.desired)
+                format!(
+                    "would scale {} from {} to {}, but a rollout gate on it is running",
+                    p.service, reading.current, step.desired
+                )
             } else {
                 format!("scale {} from {} to {}: {}", p.service, reading.current, step.desired, step.explanation)
             };
@@ -405,7 +442,9 @@ impl Autoscaler {
                 mem.last_sent = Some((reading.current, step.desired, now_ms));
             }
             drop(memory);
-            self.decisions_total.get_or_create(&vec![("kind".into(), kind.into()), ("outcome".into(), outcome.into())]).inc();
+            self.decisions_total
+                .get_or_create(&vec![("kind".into(), kind.into()), ("outcome".into(), outcome.into())])
+                .inc();
             tracing::info!(service = %p.service, reason = %d.reason, "autoscale decision");
             match self.store.record_decision(&d) {
                 Ok(id) => d.id = id,
@@ -439,7 +478,11 @@ impl Autoscaler {
             }
             match req.send().await {
                 Ok(r) if r.status().is_success() => {
-                    return self.settle(d.id, "delivered", &format!("{url} answered {} on attempt {}", r.status(), attempt + 1));
+                    return self.settle(
+                        d.id,
+                        "delivered",
+                        &format!("{url} answered {} on attempt {}", r.status(), attempt + 1),
+                    );
                 }
                 Ok(r) => last_error = format!("{url} answered {}", r.status()),
                 Err(e) => last_error = format!("{url}: {e}"),
@@ -450,7 +493,9 @@ impl Autoscaler {
     }
 
     fn settle(&self, id: i64, outcome: &str, detail: &str) {
-        self.decisions_total.get_or_create(&vec![("kind".into(), "scale".into()), ("outcome".into(), outcome.into())]).inc();
+        self.decisions_total
+            .get_or_create(&vec![("kind".into(), "scale".into()), ("outcome".into(), outcome.into())])
+            .inc();
         if let Err(e) = self.store.settle_decision(id, outcome, detail, crate::now_ms()) {
             tracing::error!(error = %e, "an autoscale outcome could not be recorded");
         }
@@ -460,22 +505,35 @@ impl Autoscaler {
     /// recommendation history it had (health at the time is not stored, so the containers it left
     /// out for health are left out again by name).
     pub fn replay(&self, d: &Decision) -> Result<serde_json::Value, String> {
-        let p: AutoscalePolicy = serde_json::from_value(d.rule.clone()).map_err(|e| format!("the decision's rule is not an autoscale policy: {e}"))?;
-        let recorded: Reading = serde_json::from_value(d.inputs["reading"].clone()).map_err(|e| format!("the decision's reading does not parse: {e}"))?;
+        let p: AutoscalePolicy = serde_json::from_value(d.rule.clone())
+            .map_err(|e| format!("the decision's rule is not an autoscale policy: {e}"))?;
+        let recorded: Reading = serde_json::from_value(d.inputs["reading"].clone())
+            .map_err(|e| format!("the decision's reading does not parse: {e}"))?;
         let history: Vec<(i64, u32)> = serde_json::from_value(d.inputs["history"].clone()).unwrap_or_default();
         let mut now = self.read(&p, d.time_ms, false)?;
-        let unhealthy: Vec<&String> = recorded.left_out.iter().filter(|(_, why)| why == "starting" || why == "unhealthy").map(|(n, _)| n).collect();
+        let unhealthy: Vec<&String> = recorded
+            .left_out
+            .iter()
+            .filter(|(_, why)| why == "starting" || why == "unhealthy")
+            .map(|(n, _)| n)
+            .collect();
         if !unhealthy.is_empty() {
             now.counted.retain(|(n, _)| !unhealthy.contains(&n));
             now.left_out = recorded.left_out.clone();
             now.value = now.counted.iter().map(|(_, v)| v).sum::<f64>() / now.counted.len().max(1) as f64;
             now.ratio = now.value / p.target;
             let (tu, td) = (p.tolerance_up.unwrap_or(p.tolerance), p.tolerance_down.unwrap_or(p.tolerance));
-            now.recommendation = if now.ratio >= 1.0 - td && now.ratio <= 1.0 + tu { now.current } else { (now.current as f64 * now.ratio).ceil() as u32 };
+            now.recommendation = if now.ratio >= 1.0 - td && now.ratio <= 1.0 + tu {
+                now.current
+            } else {
+                (now.current as f64 * now.ratio).ceil() as u32
+            };
         }
         let step = decide(&p, &now, &history, d.time_ms);
         let recorded_desired = d.inputs["desired"].as_u64().unwrap_or(u64::MAX) as u32;
-        let same = step.desired == recorded_desired && now.current == recorded.current && (now.value - recorded.value).abs() <= 1e-9 * recorded.value.abs().max(1.0);
+        let same = step.desired == recorded_desired
+            && now.current == recorded.current
+            && (now.value - recorded.value).abs() <= 1e-9 * recorded.value.abs().max(1.0);
         Ok(json!({
             "decision": d.id, "kind": d.kind, "same": same,
             "recorded": {"desired": recorded_desired, "reading": recorded},
@@ -511,7 +569,8 @@ impl Autoscaler {
 /// HMAC-SHA256 of `body` with `secret`, in hex.
 pub fn sign(secret: &str, body: &[u8]) -> String {
     use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
     mac.update(body);
     mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -90,7 +90,11 @@ pub async fn service(State(s): State<AppState>, Path(service): Path<String>) -> 
     let health = s.health.list(None, Some(&service), None);
     if series.is_empty() && health.is_empty() {
         let services = s.store.label_values("service");
-        return error(StatusCode::NOT_FOUND, "not_found", format!("service {service:?} not seen in the last 10 minutes; services: {}", services.join(", ")));
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("service {service:?} not seen in the last 10 minutes; services: {}", services.join(", ")),
+        );
     }
     let containers: Vec<serde_json::Value> = series
         .iter()

@@ -13,7 +13,8 @@ fn state(dir: &std::path::Path) -> AppState {
     let mut registry = Registry::default();
     let metrics = CollectorMetrics::register(&mut registry);
     let engine = Arc::new(Engine::default());
-    let gates = Arc::new(crate::gate::Gates::new(Default::default(), store.clone(), engine.clone(), metrics.decisions.clone()));
+    let gates =
+        Arc::new(crate::gate::Gates::new(Default::default(), store.clone(), engine.clone(), metrics.decisions.clone()));
     let autoscaler = Arc::new(crate::autoscale::Autoscaler::new(
         Vec::new(),
         store.clone(),

@@ -51,7 +51,8 @@ fn fixture(extra: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
     let engine = Arc::new(Engine::default());
-    let gates = Arc::new(crate::gate::Gates::new(Default::default(), store.clone(), engine.clone(), Default::default()));
+    let gates =
+        Arc::new(crate::gate::Gates::new(Default::default(), store.clone(), engine.clone(), Default::default()));
     let a = Autoscaler::new(vec![policy(extra)], store.clone(), engine, Default::default(), gates, Default::default());
     Fixture { _dir: dir, store, a }
 }
@@ -69,7 +70,9 @@ fn write(store: &Store, cpu: &mut [f64], use_of_limit: &[f64], t: i64) {
             ("container_id", format!("id{i}")),
             ("host", "h".to_string()),
         ]);
-        let one = |name: &str, v: f64| (vec![("__name__".to_string(), name.to_string())], Samples { ts: vec![t], values: vec![v] });
+        let one = |name: &str, v: f64| {
+            (vec![("__name__".to_string(), name.to_string())], Samples { ts: vec![t], values: vec![v] })
+        };
         groups.push(SeriesGroup {
             common,
             series: vec![
@@ -136,7 +139,10 @@ fn a_scale_decision_replays_to_the_same_answer() {
 #[test]
 fn a_webhook_body_is_signed_with_hmac_sha256() {
     // RFC 4231 test case 2.
-    assert_eq!(sign("Jefe", b"what do ya want for nothing?"), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    assert_eq!(
+        sign("Jefe", b"what do ya want for nothing?"),
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
 }
 
 #[test]
@@ -145,7 +151,8 @@ fn unhealthy_containers_are_left_out_and_a_running_gate_holds_the_decision() {
     let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
     let engine = Arc::new(Engine::default());
     let board: Arc<HealthBoard> = Default::default();
-    let gates = Arc::new(crate::gate::Gates::new(Default::default(), store.clone(), engine.clone(), Default::default()));
+    let gates =
+        Arc::new(crate::gate::Gates::new(Default::default(), store.clone(), engine.clone(), Default::default()));
     let a = Autoscaler::new(vec![policy("")], store.clone(), engine, board.clone(), gates.clone(), Default::default());
     let mut cpu = [0.0, 0.0, 0.0];
     let t0 = crate::now_ms() - 70_000;
@@ -160,7 +167,13 @@ fn unhealthy_containers_are_left_out_and_a_running_gate_holds_the_decision() {
     board.apply(vec![crate::health::ProbeReport {
         labels,
         probe: "http".into(),
-        run: crate::health::Run { time_ms: t0, success: false, duration_seconds: 0.01, output: "HTTP 503".into(), state: "unhealthy".into() },
+        run: crate::health::Run {
+            time_ms: t0,
+            success: false,
+            duration_seconds: 0.01,
+            output: "HTTP 503".into(),
+            state: "unhealthy".into(),
+        },
         previous_state: None,
         failing_streak: 3,
         interval_seconds: 10.0,

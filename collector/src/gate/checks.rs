@@ -57,8 +57,10 @@ pub fn evaluate(store: &Store, engine: &Engine, plan: &Plan, start_ms: i64, end_
 /// or at the deadline the policy's answer for waiting checks.
 pub fn combine(checks: Vec<Evidence>, on_no_data: NoData, final_look: bool) -> Outcome {
     let required = || checks.iter().filter(|c| c.required);
-    let failed: Vec<String> = required().filter(|c| c.verdict == Verdict::Fail).map(|c| format!("{}: {}", c.name, c.detail)).collect();
-    let waiting: Vec<String> = required().filter(|c| c.verdict == Verdict::Wait).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+    let failed: Vec<String> =
+        required().filter(|c| c.verdict == Verdict::Fail).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+    let waiting: Vec<String> =
+        required().filter(|c| c.verdict == Verdict::Wait).map(|c| format!("{}: {}", c.name, c.detail)).collect();
     let (verdict, reason) = if !failed.is_empty() {
         (Verdict::Fail, failed.join("; "))
     } else if waiting.is_empty() {
@@ -116,7 +118,9 @@ impl Data<'_> {
             CheckKind::Cpu { tolerance } => self.versions(|m| self.cpu_values(m)).map(|v| {
                 self.compare(&mut e, check.min_samples, v, Some(*tolerance), None, None, "CPU (cores)");
             }),
-            CheckKind::Memory { tolerance, max_growth } => self.memory(&mut e, check.min_samples, *tolerance, *max_growth),
+            CheckKind::Memory { tolerance, max_growth } => {
+                self.memory(&mut e, check.min_samples, *tolerance, *max_growth)
+            }
             CheckKind::Query { query, tolerance, max, min, step_ms } => {
                 self.versions(|m| self.query_values(query, m, *step_ms)).map(|v| {
                     self.compare(&mut e, check.min_samples, v, *tolerance, *max, *min, "value");
@@ -140,17 +144,22 @@ impl Data<'_> {
 
     /// Reads the same thing for the canary and (when there is one) the baseline.
     fn versions<T>(&self, read: impl Fn(&str) -> Result<T, String>) -> Result<Side2<T>, String> {
-        Ok(Side2 {
-            canary: read(&self.plan.version)?,
-            baseline: self.plan.baseline.as_deref().map(&read).transpose()?,
-        })
+        Ok(Side2 { canary: read(&self.plan.version)?, baseline: self.plan.baseline.as_deref().map(&read).transpose()? })
     }
 
     fn select(&self, version: &str, name: &str, from_ms: i64) -> Result<Vec<SeriesData>, String> {
         self.store.select(&self.matchers(version, Some(name)), from_ms, self.end_ms).map_err(|e| e.to_string())
     }
 
-    fn error_rate(&self, e: &mut Evidence, min: u64, pattern: &str, ratio: f64, limit: f64, floor: f64) -> Result<(), String> {
+    fn error_rate(
+        &self,
+        e: &mut Evidence,
+        min: u64,
+        pattern: &str,
+        ratio: f64,
+        limit: f64,
+        floor: f64,
+    ) -> Result<(), String> {
         let re = regex::Regex::new(pattern).map_err(|e| e.to_string())?;
         let counts = self.versions(|v| {
             let streams = self
@@ -185,7 +194,16 @@ impl Data<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn rates(&self, e: &mut Evidence, min: u64, counts: Side2<(u64, u64)>, (ratio, limit, floor): (f64, f64, f64), strict: bool, unit: &str, what: &str) {
+    fn rates(
+        &self,
+        e: &mut Evidence,
+        min: u64,
+        counts: Side2<(u64, u64)>,
+        (ratio, limit, floor): (f64, f64, f64),
+        strict: bool,
+        unit: &str,
+        what: &str,
+    ) {
         let (hits, n) = counts.canary;
         e.samples = n;
         e.canary = Some(hits as f64 / n.max(1) as f64);
@@ -212,7 +230,12 @@ impl Data<'_> {
             (None, Some((_, bn))) => format!("the limit (baseline has only {bn} {unit})"),
             (None, None) => "the limit (no baseline)".to_string(),
         };
-        let figures = format!("{} {what} ({hits} of {n}) against {} allowed, {against}; z = {:.1}", pct(r.rate), pct(r.allowed), r.z);
+        let figures = format!(
+            "{} {what} ({hits} of {n}) against {} allowed, {against}; z = {:.1}",
+            pct(r.rate),
+            pct(r.allowed),
+            r.z
+        );
         (e.verdict, e.detail) = match side {
             Side::Above => (Verdict::Fail, figures),
             Side::Below => (Verdict::Pass, figures),
@@ -229,8 +252,14 @@ impl Data<'_> {
             let seen = starts.iter().filter(|s| s.samples.ts.iter().any(|t| *t >= self.start_ms)).count() as u64;
             for s in &starts {
                 // A stopped container's series ends with a stale marker (NaN) that is no start time.
-                let (ts, vs): (Vec<i64>, Vec<f64>) =
-                    s.samples.ts.iter().zip(&s.samples.values).filter(|(_, v)| !v.is_nan()).map(|(t, v)| (*t, *v)).unzip();
+                let (ts, vs): (Vec<i64>, Vec<f64>) = s
+                    .samples
+                    .ts
+                    .iter()
+                    .zip(&s.samples.values)
+                    .filter(|(_, v)| !v.is_nan())
+                    .map(|(t, v)| (*t, *v))
+                    .unzip();
                 let n = changes_after(&ts, &vs, self.start_ms, |a, b| a != b);
                 if n > 0 {
                     who.push(format!("{} restarted {n}×", s.labels.get("container").unwrap_or("?")));
@@ -299,7 +328,16 @@ impl Data<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn compare(&self, e: &mut Evidence, min: u64, v: Side2<Vec<f64>>, tolerance: Option<f64>, max: Option<f64>, min_v: Option<f64>, what: &str) {
+    fn compare(
+        &self,
+        e: &mut Evidence,
+        min: u64,
+        v: Side2<Vec<f64>>,
+        tolerance: Option<f64>,
+        max: Option<f64>,
+        min_v: Option<f64>,
+        what: &str,
+    ) {
         e.samples = v.canary.len() as u64;
         if !v.canary.is_empty() {
             e.canary = Some(stats::median(&v.canary));
@@ -365,11 +403,20 @@ impl Data<'_> {
         // Growth: a leak shows as a slope long before it lifts the typical value.
         let points = |s: &[SeriesData]| -> Vec<Vec<(f64, f64)>> {
             s.iter()
-                .map(|s| s.samples.ts.iter().zip(&s.samples.values).map(|(t, v)| ((t - self.start_ms) as f64 / 1e3, *v)).collect())
+                .map(|s| {
+                    s.samples
+                        .ts
+                        .iter()
+                        .zip(&s.samples.values)
+                        .map(|(t, v)| ((t - self.start_ms) as f64 / 1e3, *v))
+                        .collect()
+                })
                 .collect()
         };
         // A slope over less than a minute extrapolates start-up and noise, not a leak.
-        let span = |s: &[SeriesData]| s.iter().filter_map(|s| Some(s.samples.ts.last()? - s.samples.ts.first()?)).max().unwrap_or(0);
+        let span = |s: &[SeriesData]| {
+            s.iter().filter_map(|s| Some(s.samples.ts.last()? - s.samples.ts.first()?)).max().unwrap_or(0)
+        };
         if span(&series.canary) < GROWTH_MIN_SPAN_MS {
             return Ok(());
         }

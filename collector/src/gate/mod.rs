@@ -107,7 +107,8 @@ pub struct Gates {
     engine: Arc<Engine>,
     gates: Mutex<BTreeMap<String, Gate>>,
     next_id: AtomicU64,
-    decisions_total: prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
+    decisions_total:
+        prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
     /// Woken when a gate is started, so that the loop picks it up.
     pub started: tokio::sync::Notify,
 }
@@ -118,7 +119,10 @@ impl Gates {
         cfg: GatesConfig,
         store: Arc<Store>,
         engine: Arc<Engine>,
-        decisions_total: prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
+        decisions_total: prometheus_client::metrics::family::Family<
+            Vec<(String, String)>,
+            prometheus_client::metrics::counter::Counter,
+        >,
     ) -> Gates {
         let mut gates = BTreeMap::new();
         match store.gates() {
@@ -134,7 +138,8 @@ impl Gates {
             }
             Err(e) => tracing::warn!(error = %e, "saved gates could not be read"),
         }
-        let next = gates.keys().filter_map(|k| k.strip_prefix("g").and_then(|n| n.parse::<u64>().ok())).max().unwrap_or(0);
+        let next =
+            gates.keys().filter_map(|k| k.strip_prefix("g").and_then(|n| n.parse::<u64>().ok())).max().unwrap_or(0);
         Gates {
             cfg,
             store,
@@ -175,7 +180,9 @@ impl Gates {
                     list(&names)
                 )))
             }
-            Some(b) if *b == req.version => return Err(StartError::Bad("baseline_version: must differ from version".into())),
+            Some(b) if *b == req.version => {
+                return Err(StartError::Bad("baseline_version: must differ from version".into()))
+            }
             Some(b) => (Some(b.clone()), "named in the request".to_string()),
             None => match versions.iter().filter(|(v, _)| *v != req.version).max_by_key(|(_, n)| *n) {
                 Some((v, n)) => (Some(v.clone()), format!("the other running version with the most containers ({n})")),
@@ -241,8 +248,14 @@ impl Gates {
 
     /// Evaluates every running gate that is due at `now_ms` (blocking: reads the store).
     pub fn tick(&self, now_ms: i64) {
-        let due: Vec<Gate> =
-            self.gates.lock().expect("gates lock poisoned").values().filter(|g| g.running && g.next_ms <= now_ms).cloned().collect();
+        let due: Vec<Gate> = self
+            .gates
+            .lock()
+            .expect("gates lock poisoned")
+            .values()
+            .filter(|g| g.running && g.next_ms <= now_ms)
+            .cloned()
+            .collect();
         for mut g in due {
             self.evaluate(&mut g, now_ms);
             self.save(&g, now_ms);
@@ -298,10 +311,17 @@ impl Gates {
                 "window_done": done, "checks": outcome.checks,
             }),
             outcome: outcome_name.into(),
-            detail: format!("{} {} against {}", g.plan.service, g.plan.version, g.plan.baseline.as_deref().unwrap_or("absolute limits")),
+            detail: format!(
+                "{} {} against {}",
+                g.plan.service,
+                g.plan.version,
+                g.plan.baseline.as_deref().unwrap_or("absolute limits")
+            ),
             settled_ms: Some(now_ms),
         };
-        self.decisions_total.get_or_create(&vec![("kind".into(), "gate".into()), ("outcome".into(), outcome_name.into())]).inc();
+        self.decisions_total
+            .get_or_create(&vec![("kind".into(), "gate".into()), ("outcome".into(), outcome_name.into())])
+            .inc();
         tracing::info!(gate = %g.id, service = %g.plan.service, version = %g.plan.version, verdict = outcome_name, reason = %outcome.reason, "gate verdict");
         match self.store.record_decision(&d) {
             Ok(id) => id,
@@ -324,16 +344,21 @@ impl Gates {
 
     /// Recomputes a recorded gate verdict from the stored data: same plan, same times.
     pub fn replay(&self, d: &Decision) -> Result<serde_json::Value, String> {
-        let plan: Plan = serde_json::from_value(d.rule.clone()).map_err(|e| format!("the decision's rule is not a gate plan: {e}"))?;
+        let plan: Plan = serde_json::from_value(d.rule.clone())
+            .map_err(|e| format!("the decision's rule is not a gate plan: {e}"))?;
         let num = |k: &str| d.inputs[k].as_i64().ok_or_else(|| format!("the decision's inputs have no {k}"));
         let (start, end) = (num("start_ms")?, num("end_ms")?);
         let final_look = d.inputs["final_look"].as_bool().unwrap_or(false);
-        let recorded: Vec<Evidence> =
-            serde_json::from_value(d.inputs["checks"].clone()).map_err(|e| format!("the decision's checks do not parse: {e}"))?;
+        let recorded: Vec<Evidence> = serde_json::from_value(d.inputs["checks"].clone())
+            .map_err(|e| format!("the decision's checks do not parse: {e}"))?;
         let now = checks::evaluate(&self.store, &self.engine, &plan, start, end, final_look);
         let mut differences = Vec::new();
         for (a, b) in recorded.iter().zip(&now.checks) {
-            if a.verdict != b.verdict || !close(a.canary, b.canary) || !close(a.baseline, b.baseline) || a.samples != b.samples {
+            if a.verdict != b.verdict
+                || !close(a.canary, b.canary)
+                || !close(a.baseline, b.baseline)
+                || a.samples != b.samples
+            {
                 differences.push(json!({"check": a.name, "recorded": a, "replayed": b}));
             }
         }

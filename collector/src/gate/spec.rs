@@ -80,7 +80,7 @@ pub enum CheckKind {
 }
 
 /// `[gates]` in collector.toml: defaults for every gate, and per-service policies.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GatesConfig {
     #[serde(default)]
@@ -89,14 +89,8 @@ pub struct GatesConfig {
     pub services: Vec<GatePolicy>,
 }
 
-impl Default for GatesConfig {
-    fn default() -> Self {
-        GatesConfig { default: GatePolicy::default(), services: Vec::new() }
-    }
-}
-
 /// How a service's releases are judged.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GatePolicy {
     /// The service (in `[[gates.services]]`).
@@ -117,12 +111,6 @@ pub struct GatePolicy {
     /// Parameters for built-in checks (by name) and PromQL checks added to them.
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
-}
-
-impl Default for GatePolicy {
-    fn default() -> Self {
-        GatePolicy { service: None, interval: None, window: None, deadline: None, on_no_data: None, checks: Vec::new() }
-    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -225,7 +213,11 @@ impl GatesConfig {
             interval_ms,
             window_ms,
             deadline_ms,
-            on_no_data: req.on_no_data.or(policy.and_then(|p| p.on_no_data)).or(self.default.on_no_data).unwrap_or(NoData::Fail),
+            on_no_data: req
+                .on_no_data
+                .or(policy.and_then(|p| p.on_no_data))
+                .or(self.default.on_no_data)
+                .unwrap_or(NoData::Fail),
             checks,
         })
     }
@@ -237,7 +229,11 @@ impl GateRequest {
         let de = &mut serde_json::Deserializer::from_slice(body);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) }
+            if path == "." {
+                e.inner().to_string()
+            } else {
+                format!("{path}: {}", e.inner())
+            }
         })
     }
 
@@ -257,10 +253,13 @@ impl GateRequest {
 }
 
 /// (interval, window, deadline) in ms: the request, else the service's policy, else the default.
-fn timing(at: &str, default: &GatePolicy, policy: Option<&GatePolicy>, req: &GateRequest) -> Result<(i64, i64, i64), String> {
-    let pick = |r: Option<Duration>, f: fn(&GatePolicy) -> Option<Duration>| {
-        r.or(policy.and_then(f)).or(f(default))
-    };
+fn timing(
+    at: &str,
+    default: &GatePolicy,
+    policy: Option<&GatePolicy>,
+    req: &GateRequest,
+) -> Result<(i64, i64, i64), String> {
+    let pick = |r: Option<Duration>, f: fn(&GatePolicy) -> Option<Duration>| r.or(policy.and_then(f)).or(f(default));
     let key = |k: &str| if at.is_empty() { k.to_string() } else { format!("{at}.{k}") };
     let interval = pick(req.interval, |p| p.interval).unwrap_or(Duration::from_secs(60));
     let window = pick(req.window, |p| p.window).unwrap_or(Duration::from_secs(300));
@@ -271,13 +270,21 @@ fn timing(at: &str, default: &GatePolicy, policy: Option<&GatePolicy>, req: &Gat
         return Err(format!("{}: must be at least 1s", key("interval")));
     }
     if window < interval {
-        return Err(format!("{}: must be at least the interval ({})", key("window"), humantime::format_duration(interval)));
+        return Err(format!(
+            "{}: must be at least the interval ({})",
+            key("window"),
+            humantime::format_duration(interval)
+        ));
     }
     if window > Duration::from_secs(7 * 86_400) || deadline > Duration::from_secs(7 * 86_400) {
         return Err(format!("{}: at most 7 days", key("window")));
     }
     if deadline < interval {
-        return Err(format!("{}: must be at least the interval ({})", key("deadline"), humantime::format_duration(interval)));
+        return Err(format!(
+            "{}: must be at least the interval ({})",
+            key("deadline"),
+            humantime::format_duration(interval)
+        ));
     }
     Ok((interval.as_millis() as i64, window.as_millis() as i64, deadline.as_millis() as i64))
 }
@@ -340,13 +347,19 @@ fn overlay(mut base: CheckSpec, over: &CheckSpec) -> CheckSpec {
 fn build(key: &str, s: CheckSpec) -> Result<Check, String> {
     let share = |field: &str, v: Option<f64>, default: f64| -> Result<f64, String> {
         match v {
-            Some(x) if !(x.is_finite() && x >= 0.0) => Err(format!("{key}.{field}: must be a number at least 0, not {x}")),
+            Some(x) if !(x.is_finite() && x >= 0.0) => {
+                Err(format!("{key}.{field}: must be a number at least 0, not {x}"))
+            }
             Some(x) => Ok(x),
             None => Ok(default),
         }
     };
     let no = |field: &str, v: bool| -> Result<(), String> {
-        if v { Err(format!("{key}.{field}: does not apply to the {:?} check", s.name)) } else { Ok(()) }
+        if v {
+            Err(format!("{key}.{field}: does not apply to the {:?} check", s.name))
+        } else {
+            Ok(())
+        }
     };
     if s.name.is_empty() {
         return Err(format!("{key}.name: must not be empty"));
@@ -388,7 +401,9 @@ fn build(key: &str, s: CheckSpec) -> Result<Check, String> {
             (kind, 8)
         }
         _ => {
-            let query = s.query.clone().ok_or_else(|| format!("{key}.query: a check named {:?} is not built in, so it needs a PromQL query", s.name))?;
+            let query = s.query.clone().ok_or_else(|| {
+                format!("{key}.query: a check named {:?} is not built in, so it needs a PromQL query", s.name)
+            })?;
             let probe = substitute(&query, "svc", "v");
             promql_parser::parser::parse(&probe).map_err(|e| format!("{key}.query: {e}"))?;
             if s.tolerance.is_none() && s.max.is_none() && s.min.is_none() {
@@ -408,7 +423,12 @@ fn build(key: &str, s: CheckSpec) -> Result<Check, String> {
             (kind, 8)
         }
     };
-    Ok(Check { name: s.name.clone(), kind, required: s.required.unwrap_or(true), min_samples: s.min_samples.unwrap_or(min_samples) })
+    Ok(Check {
+        name: s.name.clone(),
+        kind,
+        required: s.required.unwrap_or(true),
+        min_samples: s.min_samples.unwrap_or(min_samples),
+    })
 }
 
 /// `$service` and `$version` in a PromQL check, quoted as label values.
@@ -466,7 +486,10 @@ mod tests {
         let e = req(r#"{"service":"api","version":"1","checks":[{"name":"cpu","tolerence":1}]}"#).unwrap_err();
         assert!(e.starts_with("checks[0].tolerence: unknown field `tolerence`"), "{e}");
         let plan = |j: &str| cfg.plan(&req(j).unwrap(), None, String::new()).unwrap_err();
-        assert_eq!(plan(r#"{"service":"api","version":"1","window":"10s","interval":"1m"}"#), "window: must be at least the interval (1m)");
+        assert_eq!(
+            plan(r#"{"service":"api","version":"1","window":"10s","interval":"1m"}"#),
+            "window: must be at least the interval (1m)"
+        );
         let e = plan(r#"{"service":"api","version":"1","checks":[{"name":"p99","query":"rate(x[1m]","max":1}]}"#);
         assert!(e.starts_with("checks[0].query: "), "{e}");
         let e = plan(r#"{"service":"api","version":"1","checks":[{"name":"p99","query":"up"}]}"#);
@@ -481,6 +504,9 @@ mod tests {
 
     #[test]
     fn substitution_quotes_label_values() {
-        assert_eq!(substitute(r#"up{service="$service",version="$version"}"#, "a\"b", "1"), r#"up{service="a\"b",version="1"}"#);
+        assert_eq!(
+            substitute(r#"up{service="$service",version="$version"}"#, "a\"b", "1"),
+            r#"up{service="a\"b",version="1"}"#
+        );
     }
 }

@@ -42,7 +42,11 @@ pub fn rate_against(
     let (allowed, allowed_var) = match baseline {
         Some((bk, bn)) => {
             let raw = ratio * smooth(bk, bn);
-            if raw >= floor { (raw, ratio * ratio * var(bk, bn)) } else { (floor, 0.0) }
+            if raw >= floor {
+                (raw, ratio * ratio * var(bk, bn))
+            } else {
+                (floor, 0.0)
+            }
         }
         None => (limit.max(floor), 0.0),
     };
@@ -90,7 +94,11 @@ pub fn shift_against(canary: &[f64], baseline: &[f64], tolerance: f64, c: &Confi
     let bound = |z: f64, upper: bool| -> f64 {
         let k = ((n * m) as f64 / 2.0 - z * sd).floor().max(0.0) as usize;
         let k = k.min(diffs.len().saturating_sub(1));
-        if upper { diffs[diffs.len() - 1 - k] } else { diffs[k] }
+        if upper {
+            diffs[diffs.len() - 1 - k]
+        } else {
+            diffs[k]
+        }
     };
     let (lower, upper) = (bound(c.fail_z, false), bound(c.pass_z, true));
     let limit = (1.0 + tolerance).ln();
@@ -117,17 +125,19 @@ pub struct ShiftVerdict {
 /// values centred per series, with its standard error. `series` are (t_seconds, value) points.
 pub fn pooled_slope(series: &[Vec<(f64, f64)>]) -> Option<Slope> {
     let (mut sxy, mut sxx, mut points, mut groups) = (0.0, 0.0, 0usize, 0usize);
-    let centred: Vec<(f64, f64, Vec<(f64, f64)>)> = series
+    // Each series with its mean time and mean value: (mean t, mean value, points).
+    type Centred<'a> = (f64, f64, &'a [(f64, f64)]);
+    let centred: Vec<Centred<'_>> = series
         .iter()
         .filter(|s| s.len() >= 2)
         .map(|s| {
             let n = s.len() as f64;
             let (mt, mv) = s.iter().fold((0.0, 0.0), |(a, b), (t, v)| (a + t / n, b + v / n));
-            (mt, mv, s.clone())
+            (mt, mv, s.as_slice())
         })
         .collect();
     for (mt, mv, s) in &centred {
-        for (t, v) in s {
+        for (t, v) in s.iter() {
             sxy += (t - mt) * (v - mv);
             sxx += (t - mt) * (t - mt);
         }
@@ -140,7 +150,7 @@ pub fn pooled_slope(series: &[Vec<(f64, f64)>]) -> Option<Slope> {
     let slope = sxy / sxx;
     let mut rss = 0.0;
     for (mt, mv, s) in &centred {
-        for (t, v) in s {
+        for (t, v) in s.iter() {
             let r = (v - mv) - slope * (t - mt);
             rss += r * r;
         }
@@ -238,7 +248,11 @@ mod tests {
     #[test]
     fn a_pooled_slope_finds_growth_under_each_series_own_level() {
         let grow = |level: f64, seed: u64| -> Vec<(f64, f64)> {
-            noisy(1.0, 0.02, 30, seed).into_iter().enumerate().map(|(i, e)| (i as f64 * 10.0, level * e + 2.0 * i as f64 * 10.0)).collect()
+            noisy(1.0, 0.02, 30, seed)
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (i as f64 * 10.0, level * e + 2.0 * i as f64 * 10.0))
+                .collect()
         };
         let s = pooled_slope(&[grow(1000.0, 1), grow(5000.0, 2), grow(3000.0, 3)]).unwrap();
         assert!((s.per_s - 2.0).abs() < 3.0 * s.se, "{s:?}");

@@ -21,7 +21,9 @@ fn write(store: &Store, seq: &mut u64, version: &str, containers: usize, t: i64,
             ("container", format!("shop-{version}-{c}")),
             ("container_id", format!("{version}{c}")),
         ]);
-        let one = |name: &str, v: f64| (vec![("__name__".to_string(), name.to_string())], Samples { ts: vec![t], values: vec![v] });
+        let one = |name: &str, v: f64| {
+            (vec![("__name__".to_string(), name.to_string())], Samples { ts: vec![t], values: vec![v] })
+        };
         groups.push(SeriesGroup {
             common: common.clone(),
             series: vec![one("container_last_seen", t as f64 / 1e3), one("container_start_time_seconds", 1.0)],
@@ -124,7 +126,10 @@ fn unknown_services_versions_and_baselines_are_refused_with_what_exists() {
     let mut seq = 0;
     traffic(&store, &mut seq, T0 - 30_000, T0, 10);
     let err = |r: GateRequest| g.start(r, T0).unwrap_err().to_string();
-    assert_eq!(err(request("v3", None)), "version \"v3\" of service \"shop\" has not been seen; versions: v1 (2 containers), v2 (2 containers)");
+    assert_eq!(
+        err(request("v3", None)),
+        "version \"v3\" of service \"shop\" has not been seen; versions: v1 (2 containers), v2 (2 containers)"
+    );
     let mut other = request("v2", None);
     other.service = "cart".into();
     assert!(err(other).starts_with("service \"cart\" has no containers lookout has seen; services: shop"));
