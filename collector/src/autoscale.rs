@@ -446,6 +446,7 @@ impl Autoscaler {
                 .get_or_create(&vec![("kind".into(), kind.into()), ("outcome".into(), outcome.into())])
                 .inc();
             tracing::info!(service = %p.service, reason = %d.reason, "autoscale decision");
+            self.store.mark_decision(&d);
             match self.store.record_decision(&d) {
                 Ok(id) => d.id = id,
                 Err(e) => tracing::error!(error = %e, "an autoscale decision could not be recorded"),

@@ -374,21 +374,7 @@ impl Restarter {
         if outcome != "pending" {
             self.count(kind, outcome);
         }
-        // Also a sample, so that Grafana can draw decisions as annotations with a PromQL query.
-        let common = crate::model::LabelSet::from_pairs([
-            ("__name__", "lookout_decision"),
-            ("kind", kind),
-            ("service", c.service.as_str()),
-            ("container", c.container.as_str()),
-            ("host", c.host.as_str()),
-        ]);
-        let mark = crate::store::SeriesGroup {
-            common,
-            series: vec![(Vec::new(), crate::model::Samples { ts: vec![now], values: vec![1.0] })],
-        };
-        if let Err(e) = self.store.append_unsequenced(now, vec![mark]) {
-            tracing::warn!(error = %e, "cannot record the decision's sample");
-        }
+        self.store.mark_decision(&d);
         match self.store.record_decision(&d) {
             Ok(id) => Some(id),
             Err(e) => {

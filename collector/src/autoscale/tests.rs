@@ -195,3 +195,23 @@ fn unhealthy_containers_are_left_out_and_a_running_gate_holds_the_decision() {
     assert_eq!(d.iter().map(|d| d.kind.as_str()).collect::<Vec<_>>(), ["scale_held"], "{d:?}");
     assert!(d[0].reason.contains("a rollout gate on it is running"), "{}", d[0].reason);
 }
+
+#[test]
+fn a_webhook_that_is_down_is_retried_then_recorded_as_not_delivered() {
+    let f = fixture("webhook = \"http://127.0.0.1:1/scale\"\nsecret = \"x\"");
+    let mut cpu = [0.0, 0.0];
+    let t0 = 1_800_000_000_000;
+    for k in 0..=6 {
+        write(&f.store, &mut cpu, &[1.0, 1.0], t0 + k * 10_000);
+    }
+    let out = f.a.tick(t0 + 60_000);
+    assert_eq!(out.len(), 1);
+    let (p, d) = out.into_iter().next().unwrap();
+    assert_eq!(d.outcome, "pending");
+    let started = std::time::Instant::now();
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f.a.deliver(p, d));
+    assert!(started.elapsed() >= Duration::from_secs(7), "three waits of 1, 2 and 4 s between four attempts");
+    let d = f.store.decisions(&DecisionFilter::default()).unwrap();
+    assert_eq!(d[0].outcome, "not_delivered");
+    assert!(d[0].detail.starts_with("4 attempts; last: http://127.0.0.1:1/scale"), "{}", d[0].detail);
+}

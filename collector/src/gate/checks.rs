@@ -115,11 +115,11 @@ impl Data<'_> {
                 self.probe_failures(&mut e, check.min_samples, *max_ratio, *max_rate, *floor)
             }
             CheckKind::Restarts { max } => self.restarts(&mut e, *max),
-            CheckKind::Cpu { tolerance } => self.versions(|m| self.cpu_values(m)).map(|v| {
-                self.compare(&mut e, check.min_samples, v, Some(*tolerance), None, None, "CPU (cores)");
+            CheckKind::Cpu { tolerance, max } => self.versions(|m| self.cpu_values(m)).map(|v| {
+                self.compare(&mut e, check.min_samples, v, Some(*tolerance), *max, None, "CPU (cores)");
             }),
-            CheckKind::Memory { tolerance, max_growth } => {
-                self.memory(&mut e, check.min_samples, *tolerance, *max_growth)
+            CheckKind::Memory { tolerance, max_growth, max } => {
+                self.memory(&mut e, check.min_samples, *tolerance, *max_growth, *max)
             }
             CheckKind::Query { query, tolerance, max, min, step_ms } => {
                 self.versions(|m| self.query_values(query, m, *step_ms)).map(|v| {
@@ -392,12 +392,20 @@ impl Data<'_> {
         e.detail = format!("typical {what} {} ({limits})", short(canary));
     }
 
-    fn memory(&self, e: &mut Evidence, min: u64, tolerance: f64, max_growth: f64) -> Result<(), String> {
+    fn memory(
+        &self,
+        e: &mut Evidence,
+        min: u64,
+        tolerance: f64,
+        max_growth: f64,
+        max: Option<f64>,
+    ) -> Result<(), String> {
         let series = self.versions(|v| self.select(v, "container_memory_working_set_bytes", self.start_ms))?;
         let values = |s: &[SeriesData]| s.iter().flat_map(|s| s.samples.values.iter().copied()).collect::<Vec<f64>>();
         let v = Side2 { canary: values(&series.canary), baseline: series.baseline.as_deref().map(values) };
-        self.compare(e, min, v, Some(tolerance), None, None, "working set (bytes)");
-        if matches!(e.verdict, Verdict::Fail | Verdict::Skip) || e.samples < min {
+        self.compare(e, min, v, Some(tolerance), max, None, "working set (bytes)");
+        // Growth is judged with or without a baseline (without one, against the canary's own level).
+        if e.verdict == Verdict::Fail || e.samples < min {
             return Ok(());
         }
         // Growth: a leak shows as a slope long before it lifts the typical value.

@@ -323,6 +323,7 @@ impl Gates {
             .get_or_create(&vec![("kind".into(), "gate".into()), ("outcome".into(), outcome_name.into())])
             .inc();
         tracing::info!(gate = %g.id, service = %g.plan.service, version = %g.plan.version, verdict = outcome_name, reason = %outcome.reason, "gate verdict");
+        self.store.mark_decision(&d);
         match self.store.record_decision(&d) {
             Ok(id) => id,
             Err(e) => {

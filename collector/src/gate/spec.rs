@@ -38,8 +38,8 @@ pub struct CheckSpec {
     /// exceeds the baseline's by more than this share.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<f64>,
-    /// Absolute limits: `restarts` (count), PromQL (typical value) when there is no baseline or no
-    /// tolerance.
+    /// Absolute limits: `restarts` (count); `cpu` (cores), `memory` (bytes) and PromQL (typical
+    /// value) when there is no baseline to compare with (or, for PromQL, no tolerance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,8 +74,8 @@ pub enum CheckKind {
     ErrorRate { pattern: String, max_ratio: f64, max_rate: f64, floor: f64 },
     ProbeFailures { max_ratio: f64, max_rate: f64, floor: f64 },
     Restarts { max: f64 },
-    Cpu { tolerance: f64 },
-    Memory { tolerance: f64, max_growth: f64 },
+    Cpu { tolerance: f64, max: Option<f64> },
+    Memory { tolerance: f64, max_growth: f64, max: Option<f64> },
     Query { query: String, tolerance: Option<f64>, max: Option<f64>, min: Option<f64>, step_ms: i64 },
 }
 
@@ -392,11 +392,12 @@ fn build(key: &str, s: CheckSpec) -> Result<Check, String> {
             (kind, 20)
         }
         "restarts" => (CheckKind::Restarts { max: share("max", s.max, 0.0)? }, 1),
-        "cpu" => (CheckKind::Cpu { tolerance: share("tolerance", s.tolerance, 0.2)? }, 8),
+        "cpu" => (CheckKind::Cpu { tolerance: share("tolerance", s.tolerance, 0.2)?, max: s.max }, 8),
         "memory" => {
             let kind = CheckKind::Memory {
                 tolerance: share("tolerance", s.tolerance, 0.2)?,
                 max_growth: share("max_growth", s.max_growth, 0.1)?,
+                max: s.max,
             };
             (kind, 8)
         }

@@ -137,3 +137,24 @@ fn unknown_services_versions_and_baselines_are_refused_with_what_exists() {
     base.baseline_version = Some("v0".into());
     assert!(err(base).starts_with("baseline_version \"v0\" of service \"shop\" has not been seen"));
 }
+
+#[test]
+fn a_first_release_is_held_to_absolute_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), Default::default()).unwrap());
+    let g = gates(&store);
+    let mut seq = 0;
+    let mut t = T0 - 30_000;
+    while t <= T0 + 60_000 {
+        // One request in ten fails: above the 5% limit for a release without a baseline.
+        write(&store, &mut seq, "v1", 2, t, 1000, 100);
+        t += 10_000;
+    }
+    let gate = g.start(request("v1", None), T0).unwrap();
+    assert_eq!(gate.plan.baseline, None);
+    assert!(gate.plan.baseline_reason.starts_with("no other version is running"), "{}", gate.plan.baseline_reason);
+    g.tick(T0 + 60_000);
+    let now = g.get(&gate.id).unwrap();
+    assert_eq!(now.verdict, Verdict::Fail, "{}", now.reason);
+    assert!(now.reason.contains("against 5.00% allowed, the limit (no baseline)"), "{}", now.reason);
+}

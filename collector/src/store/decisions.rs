@@ -111,6 +111,27 @@ impl Store {
 }
 
 impl Store {
+    /// A `lookout_decision` sample at the decision's time (labels kind, service, container, host), so
+    /// that Grafana can draw decisions as annotations with a PromQL query. Best effort: logged on failure.
+    pub fn mark_decision(&self, d: &Decision) {
+        let labels = [
+            ("__name__", "lookout_decision"),
+            ("kind", d.kind.as_str()),
+            ("service", d.service.as_str()),
+            ("container", d.container.as_str()),
+            ("host", d.host.as_str()),
+        ];
+        // Empty values (a gate has no host) are dropped, as Prometheus drops them.
+        let common = crate::model::LabelSet::from_pairs(labels);
+        let mark = super::SeriesGroup {
+            common,
+            series: vec![(Vec::new(), crate::model::Samples { ts: vec![d.time_ms], values: vec![1.0] })],
+        };
+        if let Err(e) = self.append_unsequenced(d.time_ms, vec![mark]) {
+            tracing::warn!(error = %e, "cannot record the decision's sample");
+        }
+    }
+
     /// One decision by id.
     pub fn decision(&self, id: i64) -> Result<Option<Decision>, StoreError> {
         self.with_reader("decisions", move |conn| {
