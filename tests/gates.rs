@@ -13,28 +13,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::*;
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    _collector: Lookout,
-    agent: Child,
-    base: String,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = self.agent.kill();
-        let _ = self.agent.wait();
-    }
-}
-
-fn setup(collector_toml: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let (http, grpc) = (free_addr(), free_addr());
-    let collector = Lookout::collector_with(&dir.path().join("c"), http, grpc, collector_toml);
-    let agent = spawn_agent(dir.path(), grpc, "");
-    Setup { _dir: dir, _collector: collector, agent, base: format!("http://{http}") }
-}
-
 /// A container of `service` at `version` writing about 100 request lines a second; every tenth is
 /// an error line when `errors`.
 fn app(service: &str, version: &str, errors: bool) -> TestContainer {
@@ -93,7 +71,7 @@ fn finish(c: Child) -> (i32, String) {
 #[test]
 fn gates_fail_errors_and_restarts_pass_a_healthy_canary_and_fail_silence_at_the_deadline() {
     let _serial = serial();
-    let s = setup("");
+    let s = CollectorAndAgent::start("");
     let svc = format!("shop{}", std::process::id());
     let _v1 = [app(&svc, "v1", false), app(&svc, "v1", false)];
     let _v2 = app(&svc, "v2", true);
@@ -231,7 +209,7 @@ fn cpu_bound_containers_over_the_target_get_a_signed_scale_up_decision() {
     let _serial = serial();
     let svc = format!("burn{}", std::process::id());
     let (port, hook) = webhook();
-    let s = setup(&format!(
+    let s = CollectorAndAgent::start(&format!(
         "[[autoscale]]\nservice = \"{svc}\"\nmetric = \"cpu\"\ntarget = 0.5\ninterval = \"2s\"\nrate_window = \"10s\"\n\
          webhook = \"http://127.0.0.1:{port}/scale\"\nsecret = \"s3cret-for-tests\"\n"
     ));

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -48,32 +48,10 @@ fn web(prefix: &str, labels: &[&str], broken: bool) -> TestContainer {
     TestContainer::run(prefix, &args, &["sh", "-c", script])
 }
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    _collector: Lookout,
-    agent: Child,
-    base: String,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = self.agent.kill();
-        let _ = self.agent.wait();
-    }
-}
-
-fn setup(collector_toml: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let (http, grpc) = (free_addr(), free_addr());
-    let collector = Lookout::collector_with(&dir.path().join("c"), http, grpc, collector_toml);
-    let agent = spawn_agent(dir.path(), grpc, "");
-    Setup { _dir: dir, _collector: collector, agent, base: format!("http://{http}") }
-}
-
 #[test]
 fn an_unhealthy_container_is_restarted_and_healthy_again_with_its_evidence_and_others_only_dry_run() {
     let _serial = serial();
-    let s = setup("");
+    let s = CollectorAndAgent::start("");
     // Services of one container each (two of a service failing together would be held: see below).
     let opted = web(
         "restart-opted",
@@ -126,7 +104,9 @@ fn an_unhealthy_container_is_restarted_and_healthy_again_with_its_evidence_and_o
 #[test]
 fn a_container_that_keeps_failing_is_restarted_with_growing_delays_then_given_up() {
     let _serial = serial();
-    let s = setup("[[restart.policies]]\nservice = \"crashy\"\nbackoff = \"3s\"\nmax_restarts = 3\nwindow = \"10m\"\n");
+    let s = CollectorAndAgent::start(
+        "[[restart.policies]]\nservice = \"crashy\"\nbackoff = \"3s\"\nmax_restarts = 3\nwindow = \"10m\"\n",
+    );
     let c = web("restart-crashy", &["lookout.service=crashy", "lookout.probe.retries=1"], true);
     let all = eventually(Duration::from_secs(90), "three restarts, then giving up", || {
         let d = decisions(&s.base, &c.id);
@@ -152,7 +132,7 @@ fn a_container_that_keeps_failing_is_restarted_with_growing_delays_then_given_up
 #[test]
 fn three_of_four_containers_of_a_service_failing_together_are_not_restarted() {
     let _serial = serial();
-    let s = setup("");
+    let s = CollectorAndAgent::start("");
     let labels = ["lookout.service=shared", "lookout.restart=on-unhealthy", "lookout.probe.retries=3"];
     let cs: Vec<TestContainer> = (0..4).map(|i| web(&format!("restart-dep{i}"), &labels, false)).collect();
     for c in &cs {

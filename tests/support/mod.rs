@@ -221,6 +221,33 @@ impl Drop for Lookout {
     }
 }
 
+/// A `lookout collector` (with `collector_toml` appended to its config) and a `lookout agent`
+/// shipping to it, as separate processes; both stopped on drop.
+pub struct CollectorAndAgent {
+    _dir: tempfile::TempDir,
+    _collector: Lookout,
+    agent: Child,
+    /// The collector's HTTP API.
+    pub base: String,
+}
+
+impl CollectorAndAgent {
+    pub fn start(collector_toml: &str) -> CollectorAndAgent {
+        let dir = tempfile::tempdir().unwrap();
+        let (http, grpc) = (free_addr(), free_addr());
+        let collector = Lookout::collector_with(&dir.path().join("c"), http, grpc, collector_toml);
+        let agent = spawn_agent(dir.path(), grpc, "");
+        CollectorAndAgent { _dir: dir, _collector: collector, agent, base: format!("http://{http}") }
+    }
+}
+
+impl Drop for CollectorAndAgent {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+    }
+}
+
 /// `lookout agent` with the given config lines added to a 1 s interval and a private state dir;
 /// its stderr goes to `dir/agent.log`.
 pub fn spawn_agent(dir: &Path, collector_grpc: SocketAddr, extra: &str) -> Child {
