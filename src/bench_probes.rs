@@ -81,7 +81,7 @@ pub fn probes(containers: usize, interval: Duration, duration: Duration, kind: &
     let drift: Arc<Drift> = Default::default();
     let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
     let counts: Arc<std::sync::Mutex<(u64, u64)>> = Default::default();
-    let runner = Arc::new(Runner::new(None, Default::default()));
+    let runner = Arc::new(Runner::new(None, Default::default(), "/proc".into()));
     let cfg = ProberConfig {
         host: "bench".into(),
         include_labels: vec![],

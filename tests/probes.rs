@@ -167,6 +167,13 @@ fn exec_probes_run_inside_the_container_bounded_by_timeout_and_output_cap() {
         health(&base, &hangs.name).filter(|c| c["state"] == "unhealthy")
     });
     assert_eq!(probe(&c, "exec").unwrap()["last_output"], "timed out after 1s", "{c}");
+    // Each run that overran was ended with what it started: over several runs, at most the one in
+    // progress is left (Docker itself would leave one `sleep 30` per run).
+    std::thread::sleep(Duration::from_secs(4));
+    let ps = Command::new("docker").args(["exec", &hangs.id, "ps"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    let left = ps.lines().filter(|l| l.contains("sleep 30")).count();
+    assert!(left <= 1, "{left} timed-out probe commands still running:\n{ps}");
     let c = eventually(Duration::from_secs(20), "a failing exec unhealthy", || {
         health(&base, &loud.name).filter(|c| c["state"] == "unhealthy")
     });

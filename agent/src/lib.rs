@@ -90,7 +90,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
     });
 
     let probe_problems: probe::ConfigProblems = Default::default();
-    let runner = Arc::new(probe::check::Runner::new(docker, error_rates));
+    let runner = Arc::new(probe::check::Runner::new(docker, error_rates, cfg.proc_root.clone()));
     let prober_cfg = probe::ProberConfig {
         host: host.clone(),
         include_labels: cfg.labels.include.clone(),

@@ -2,6 +2,7 @@
 //! health status, or the log error rate. Every run is bounded by its timeout and its output by 4 KiB.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,10 +49,12 @@ pub struct Runner {
     pub http: reqwest::Client,
     pub docker: Option<Docker>,
     pub rates: Arc<ErrorRates>,
+    /// The host's `/proc`, where a timed-out exec's processes are found to be ended.
+    pub proc_root: std::path::PathBuf,
 }
 
 impl Runner {
-    pub fn new(docker: Option<Docker>, rates: Arc<ErrorRates>) -> Runner {
+    pub fn new(docker: Option<Docker>, rates: Arc<ErrorRates>, proc_root: std::path::PathBuf) -> Runner {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -59,18 +62,23 @@ impl Runner {
             .user_agent(concat!("lookout-probe/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("an HTTP client without TLS builds");
-        Runner { http, docker, rates }
+        Runner { http, docker, rates, proc_root }
     }
 
     /// Runs `check` once, giving up after `timeout` (a failure that says so).
     pub async fn run(&self, check: &Check, target: &Target, timeout: Duration) -> Outcome {
-        match tokio::time::timeout(timeout, self.run_inner(check, target)).await {
+        let inner = self.run_inner(check, target, timeout);
+        if matches!(check, Check::Exec { .. }) {
+            // An exec keeps its own deadline: ending a command that overran needs the exec's id.
+            return inner.await;
+        }
+        match tokio::time::timeout(timeout, inner).await {
             Ok(o) => o,
             Err(_) => Outcome::fail(format!("timed out after {}", humantime::format_duration(timeout))),
         }
     }
 
-    async fn run_inner(&self, check: &Check, target: &Target) -> Outcome {
+    async fn run_inner(&self, check: &Check, target: &Target, timeout: Duration) -> Outcome {
         match check {
             Check::Http { port, path, body } => {
                 let Some(ip) = target.address else { return Outcome::fail("the container has no address".into()) };
@@ -86,7 +94,7 @@ impl Runner {
                 }
             }
             Check::Exec { command } => match &self.docker {
-                Some(d) => exec(d, &target.container_id, command).await,
+                Some(d) => exec(d, &target.container_id, command, timeout, &self.proc_root).await,
                 None => Outcome::fail("no Docker connection".into()),
             },
             Check::Docker => match &self.docker {
@@ -168,42 +176,96 @@ pub fn error_rate_outcome(lines: u64, errors: u64, threshold: f64, window: Durat
     }
 }
 
-async fn exec(docker: &Docker, container: &str, command: &str) -> Outcome {
+async fn exec(docker: &Docker, container: &str, command: &str, timeout: Duration, proc_root: &Path) -> Outcome {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || Outcome::fail(format!("timed out after {}", humantime::format_duration(timeout)));
     let config = bollard::models::ExecConfig {
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         cmd: Some(vec!["/bin/sh".into(), "-c".into(), command.into()]),
         ..Default::default()
     };
-    let created = match docker.create_exec(container, config).await {
-        Ok(c) => c,
-        Err(e) => return Outcome::fail(format!("exec {command:?}: {e}")),
+    let created = match tokio::time::timeout_at(deadline, docker.create_exec(container, config)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Outcome::fail(format!("exec {command:?}: {e}")),
+        Err(_) => return timed_out(),
     };
-    let mut output: Vec<u8> = Vec::new();
-    match docker.start_exec(&created.id, None).await {
-        Ok(bollard::exec::StartExecResults::Attached { output: mut stream, .. }) => {
-            // Read to the end (the command's exit), keeping only the first bytes.
-            while let Some(piece) = stream.next().await {
-                match piece {
-                    Ok(p) => {
-                        let bytes = p.into_bytes();
-                        let room = OUTPUT_CAP.saturating_sub(output.len());
-                        output.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    let run = async {
+        let mut output: Vec<u8> = Vec::new();
+        match docker.start_exec(&created.id, None).await {
+            Ok(bollard::exec::StartExecResults::Attached { output: mut stream, .. }) => {
+                // Read to the end (the command's exit), keeping only the first bytes.
+                while let Some(piece) = stream.next().await {
+                    match piece {
+                        Ok(p) => {
+                            let bytes = p.into_bytes();
+                            let room = OUTPUT_CAP.saturating_sub(output.len());
+                            output.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                        }
+                        Err(e) => return Err(Outcome::fail(format!("exec {command:?}: output: {e}"))),
                     }
-                    Err(e) => return Outcome::fail(format!("exec {command:?}: output: {e}")),
                 }
             }
+            Ok(bollard::exec::StartExecResults::Detached) => {}
+            Err(e) => return Err(Outcome::fail(format!("exec {command:?}: {e}"))),
         }
-        Ok(bollard::exec::StartExecResults::Detached) => {}
-        Err(e) => return Outcome::fail(format!("exec {command:?}: {e}")),
+        let text = String::from_utf8_lossy(&output).trim_end().to_string();
+        Ok(match docker.inspect_exec(&created.id).await.map(|i| i.exit_code) {
+            Ok(Some(0)) => Outcome::pass(text),
+            Ok(Some(code)) => Outcome::fail(format!("exit code {code}: {text}")),
+            Ok(None) => Outcome::fail(format!("no exit code: {text}")),
+            Err(e) => Outcome::fail(format!("exec {command:?}: inspect: {e}")),
+        })
+    };
+    match tokio::time::timeout_at(deadline, run).await {
+        Ok(Ok(o) | Err(o)) => o,
+        Err(_) => {
+            // Docker leaves an exec that overran running (its own HEALTHCHECK does too), so a probe
+            // stuck every interval would pile up processes: end it and what it started.
+            match tokio::time::timeout(Duration::from_secs(2), docker.inspect_exec(&created.id)).await {
+                Ok(Ok(i)) => match i.pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) {
+                    Some(pid) => {
+                        let n = kill_tree(proc_root, pid);
+                        tracing::debug!(container, command, pid, killed = n, "ended a timed-out exec probe");
+                    }
+                    None => tracing::debug!(container, command, "a timed-out exec probe had already ended"),
+                },
+                _ => tracing::warn!(
+                    container,
+                    command,
+                    "a timed-out exec probe could not be inspected; it may still run"
+                ),
+            }
+            timed_out()
+        }
     }
-    let text = String::from_utf8_lossy(&output).trim_end().to_string();
-    match docker.inspect_exec(&created.id).await.map(|i| i.exit_code) {
-        Ok(Some(0)) => Outcome::pass(text),
-        Ok(Some(code)) => Outcome::fail(format!("exit code {code}: {text}")),
-        Ok(None) => Outcome::fail(format!("no exit code: {text}")),
-        Err(e) => Outcome::fail(format!("exec {command:?}: inspect: {e}")),
+}
+
+/// Sends SIGKILL to `pid` and every process descending from it (parents read from `proc_root`);
+/// returns how many were signalled.
+fn kill_tree(proc_root: &Path, pid: i32) -> usize {
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = Default::default();
+    for entry in std::fs::read_dir(proc_root).into_iter().flatten().flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if let Some(parent) = std::fs::read_to_string(entry.path().join("stat")).ok().as_deref().and_then(parent_of) {
+            children.entry(parent).or_default().push(p);
+        }
     }
+    let (mut todo, mut all) = (vec![pid], Vec::new());
+    while let Some(p) = todo.pop() {
+        all.push(p);
+        todo.extend(children.get(&p).into_iter().flatten());
+    }
+    all.iter()
+        .filter_map(|p| rustix::process::Pid::from_raw(*p))
+        .filter(|p| rustix::process::kill_process(*p, rustix::process::Signal::KILL).is_ok())
+        .count()
+}
+
+/// The parent pid in a `/proc/<pid>/stat` line: `pid (comm) state ppid ...`, where `comm` may hold
+/// spaces and parentheses, so the fields are counted from the last `)`.
+fn parent_of(stat: &str) -> Option<i32> {
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 async fn docker_health(docker: &Docker, container: &str) -> Outcome {
@@ -251,10 +313,17 @@ fn cap(mut s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parent_pid_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        assert_eq!(parent_of("4242 (sh) S 4100 4242 4100 0 -1 4194560"), Some(4100));
+        assert_eq!(parent_of("77 (my (odd) name) R 1 77 77 0"), Some(1));
+        assert_eq!(parent_of("garbage"), None);
+    }
     use std::io::{Read, Write};
 
     fn runner() -> Runner {
-        Runner::new(None, Arc::new(ErrorRates::default()))
+        Runner::new(None, Arc::new(ErrorRates::default()), "/proc".into())
     }
 
     /// A one-shot HTTP server on loopback answering every connection with `reply` (or doing `hang`).
