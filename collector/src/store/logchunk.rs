@@ -32,6 +32,16 @@ const MAX_RAW_BYTES: u64 = 64 << 20;
 const LEVEL: u32 = 6;
 
 pub fn encode(lines: &[LogLine]) -> Vec<u8> {
+    encode_at(lines, LEVEL)
+}
+
+/// A head row: one batch's lines, kept until the chunk is sealed and deflated again at `LEVEL`. Its
+/// size hardly matters, its cost is paid on every batch: the fastest level.
+pub fn encode_head(lines: &[LogLine]) -> Vec<u8> {
+    encode_at(lines, 1)
+}
+
+fn encode_at(lines: &[LogLine], level: u32) -> Vec<u8> {
     let raw_len: usize = lines.iter().map(|l| l.line.len() + 6).sum();
     let mut raw = Vec::with_capacity(raw_len + 10);
     put_varint(&mut raw, lines.len() as u64);
@@ -42,7 +52,7 @@ pub fn encode(lines: &[LogLine]) -> Vec<u8> {
         put_varint(&mut raw, l.line.len() as u64);
         raw.extend_from_slice(l.line.as_bytes());
     }
-    let mut z = flate2::write::DeflateEncoder::new(Vec::with_capacity(raw.len() / 6), flate2::Compression::new(LEVEL));
+    let mut z = flate2::write::DeflateEncoder::new(Vec::with_capacity(raw.len() / 6), flate2::Compression::new(level));
     z.write_all(&raw).expect("writing to a Vec cannot fail");
     z.finish().expect("writing to a Vec cannot fail")
 }

@@ -169,7 +169,7 @@ impl LogState {
             let head_raw =
                 self.heads.get(id as usize).map_or(0, |h| h.raw_bytes) + added.get(&id).copied().unwrap_or(0);
             if head_raw + raw < CHUNK_RAW_BYTES {
-                ins_head.execute(params![id, logchunk::encode(&s.lines)])?;
+                ins_head.execute(params![id, logchunk::encode_head(&s.lines)])?;
                 *added.entry(id).or_default() += raw;
                 staged.changes.push((id, false, s.lines));
                 continue;
