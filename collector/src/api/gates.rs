@@ -11,7 +11,6 @@ use serde_json::json;
 use super::AppState;
 use crate::gate::spec::GateRequest;
 use crate::gate::StartError;
-use crate::model::Matcher;
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     tokio::task::spawn_blocking(f).await.map_err(|e| format!("task failed: {e}"))
@@ -70,9 +69,7 @@ pub async fn service(State(s): State<AppState>, Path(service): Path<String>) -> 
     let st = s.clone();
     let svc = service.clone();
     let seen = blocking(move || {
-        let now = crate::now_ms();
-        let m = [Matcher::equal("__name__", "container_last_seen"), Matcher::equal("service", &svc)];
-        let series = st.store.select(&m, now - 600_000, now).map_err(|e| e.to_string())?;
+        let series = crate::gate::recent_containers(&st.store, &svc, crate::now_ms())?;
         let decisions = st
             .store
             .decisions(&crate::store::decisions::DecisionFilter { service: Some(svc), limit: 20, ..Default::default() })

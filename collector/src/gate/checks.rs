@@ -88,8 +88,8 @@ struct Data<'a> {
     end_ms: i64,
 }
 
-/// What one check reads for one version.
-struct Side2<T> {
+/// What one check reads for the canary and (when there is one) the baseline.
+struct Pair<T> {
     canary: T,
     baseline: Option<T>,
 }
@@ -143,8 +143,8 @@ impl Data<'_> {
     }
 
     /// Reads the same thing for the canary and (when there is one) the baseline.
-    fn versions<T>(&self, read: impl Fn(&str) -> Result<T, String>) -> Result<Side2<T>, String> {
-        Ok(Side2 { canary: read(&self.plan.version)?, baseline: self.plan.baseline.as_deref().map(&read).transpose()? })
+    fn versions<T>(&self, read: impl Fn(&str) -> Result<T, String>) -> Result<Pair<T>, String> {
+        Ok(Pair { canary: read(&self.plan.version)?, baseline: self.plan.baseline.as_deref().map(&read).transpose()? })
     }
 
     fn select(&self, version: &str, name: &str, from_ms: i64) -> Result<Vec<SeriesData>, String> {
@@ -198,7 +198,7 @@ impl Data<'_> {
         &self,
         e: &mut Evidence,
         min: u64,
-        counts: Side2<(u64, u64)>,
+        counts: Pair<(u64, u64)>,
         (ratio, limit, floor): (f64, f64, f64),
         strict: bool,
         unit: &str,
@@ -332,7 +332,7 @@ impl Data<'_> {
         &self,
         e: &mut Evidence,
         min: u64,
-        v: Side2<Vec<f64>>,
+        v: Pair<Vec<f64>>,
         tolerance: Option<f64>,
         max: Option<f64>,
         min_v: Option<f64>,
@@ -402,7 +402,7 @@ impl Data<'_> {
     ) -> Result<(), String> {
         let series = self.versions(|v| self.select(v, "container_memory_working_set_bytes", self.start_ms))?;
         let values = |s: &[SeriesData]| s.iter().flat_map(|s| s.samples.values.iter().copied()).collect::<Vec<f64>>();
-        let v = Side2 { canary: values(&series.canary), baseline: series.baseline.as_deref().map(values) };
+        let v = Pair { canary: values(&series.canary), baseline: series.baseline.as_deref().map(values) };
         self.compare(e, min, v, Some(tolerance), max, None, "working set (bytes)");
         // Growth is judged with or without a baseline (without one, against the canary's own level).
         if e.verdict == Verdict::Fail || e.samples < min {

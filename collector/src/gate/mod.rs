@@ -212,8 +212,7 @@ impl Gates {
 
     /// Versions of a service seen in the last 10 minutes, with how many containers each.
     fn versions(&self, service: &str, now_ms: i64) -> Result<Vec<(String, usize)>, StartError> {
-        let m = [Matcher::equal("__name__", "container_last_seen"), Matcher::equal("service", service)];
-        let series = self.store.select(&m, now_ms - 600_000, now_ms).map_err(|e| StartError::Store(e.to_string()))?;
+        let series = recent_containers(&self.store, service, now_ms).map_err(StartError::Store)?;
         let mut by: BTreeMap<String, usize> = BTreeMap::new();
         for s in series {
             *by.entry(s.labels.get("version").unwrap_or("").to_string()).or_default() += 1;
@@ -389,6 +388,13 @@ impl Gates {
             }
         }
     }
+}
+
+/// The `container_last_seen` series of a service's containers seen in the last 10 minutes: what
+/// gates and `lookout status` know of its versions.
+pub fn recent_containers(store: &Store, service: &str, now_ms: i64) -> Result<Vec<crate::model::SeriesData>, String> {
+    let m = [Matcher::equal("__name__", "container_last_seen"), Matcher::equal("service", service)];
+    store.select(&m, now_ms - 600_000, now_ms).map_err(|e| e.to_string())
 }
 
 fn close(a: Option<f64>, b: Option<f64>) -> bool {
