@@ -303,17 +303,19 @@ pub fn read(
 ) -> Result<Vec<LogStreamOut>, String> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT data FROM log_chunks WHERE stream_id = ?1 AND t_max >= ?2 AND t_min < ?3 AND id <= ?4 ORDER BY t_min",
+            "SELECT id, data FROM log_chunks WHERE stream_id = ?1 AND t_max >= ?2 AND t_min < ?3 AND id <= ?4",
         )
         .map_err(|e| e.to_string())?;
-    // Every chunk's blob, tagged with its stream's place in `streams`.
-    let mut blobs: Vec<(usize, Vec<u8>)> = Vec::new();
+    // Every chunk's blob, tagged with its stream's place in `streams`, in the order the chunks were
+    // sealed. Sorted here: an ORDER BY had SQLite sort the blobs themselves (a quarter of a scan).
+    let mut blobs: Vec<(usize, i64, Vec<u8>)> = Vec::new();
     for (i, (id, _, _)) in streams.iter().enumerate() {
         let mut rows = stmt.query(params![id, start_ns, end_ns, last_chunk]).map_err(|e| e.to_string())?;
         while let Some(row) = rows.next().map_err(|e| e.to_string())? {
-            blobs.push((i, row.get(0).map_err(|e| e.to_string())?));
+            blobs.push((i, row.get(0).map_err(|e| e.to_string())?, row.get(1).map_err(|e| e.to_string())?));
         }
     }
+    blobs.sort_unstable_by_key(|&(i, id, _)| (i, id));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blobs.len().max(1));
     let per = blobs.len().div_ceil(threads).max(1);
     let decoded: Vec<Result<Vec<(usize, Vec<LogLine>)>, String>> = std::thread::scope(|scope| {
@@ -322,7 +324,7 @@ pub fn read(
             .map(|part| {
                 scope.spawn(move || {
                     let mut out = Vec::with_capacity(part.len());
-                    for (i, data) in part {
+                    for (i, _, data) in part {
                         let mut lines = Vec::new();
                         logchunk::decode_where(data, filter, &mut lines).map_err(|e| format!("log chunk: {e}"))?;
                         out.push((*i, lines));
