@@ -118,6 +118,9 @@ pub fn probes(containers: usize, interval: Duration, duration: Duration, kind: &
     drift.record.store(false, std::sync::atomic::Ordering::Relaxed);
     shutdown.cancel();
     let _ = driver.join();
+    let rate = containers as f64 / interval.as_secs_f64();
+    let floors = [None, Some(Duration::from_millis(100))]
+        .map(|tick| bare_loop(&ports, kind, rate, duration.min(Duration::from_secs(20)), tick));
     let _ = child.kill();
     let _ = child.wait();
     let (runs, failed) = *counts.lock().expect("counts");
@@ -137,7 +140,51 @@ pub fn probes(containers: usize, interval: Duration, duration: Duration, kind: &
         d.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         d.len()
     );
+    let [alone, together] = floors;
+    let (alone, together) = (alone?, together?);
+    println!(
+        "  the floor: a bare blocking loop making the same {kind} runs at the same rate on one thread: {:.2}% of one core ({:.0} µs a run) waking for each run, {:.2}% ({:.0} µs) waking every 100 ms for the runs due",
+        alone * 100.0,
+        alone / rate * 1e6,
+        together * 100.0,
+        together / rate * 1e6
+    );
     Ok(())
+}
+
+/// What the machine itself charges for the probes' connections: one plain thread, no runtime, making
+/// the same runs (a fresh connection each, an HTTP/1.1 GET read to its end for `http`) at `rate` per
+/// second for `duration`, each at its time or, with `tick`, at the next multiple of it. Returns the
+/// thread's CPU time (kernel time included) per second of wall.
+fn bare_loop(ports: &[u16], kind: &str, rate: f64, duration: Duration, tick: Option<Duration>) -> anyhow::Result<f64> {
+    use std::io::{Read, Write};
+    let thread_cpu = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+    };
+    let runs = (rate * duration.as_secs_f64()) as u64;
+    let (cpu0, t0) = (thread_cpu(), Instant::now());
+    let mut reply = Vec::with_capacity(1024);
+    for i in 0..runs {
+        let at = i as f64 / rate;
+        let at = tick.map_or(at, |t| (at / t.as_secs_f64()).ceil() * t.as_secs_f64());
+        if let Some(wait) = (t0 + Duration::from_secs_f64(at)).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let port = ports[i as usize % ports.len()];
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        if kind == "http" {
+            write!(s, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")?;
+            reply.clear();
+            s.read_to_end(&mut reply)?;
+            anyhow::ensure!(
+                reply.starts_with(b"HTTP/1.1 200"),
+                "the target answered {:?}",
+                String::from_utf8_lossy(&reply)
+            );
+        }
+    }
+    Ok((thread_cpu() - cpu0) / t0.elapsed().as_secs_f64())
 }
 
 /// Time from a container's first failing probe run to its restart, through a real agent process and

@@ -43,10 +43,9 @@ impl Outcome {
     }
 }
 
-/// Shared by all probes: one HTTP client (connections are not reused between runs: each run
-/// must see the container as a new client would) and one Docker client.
+/// Shared by all probes: one Docker client, the log error rates, and where `/proc` is. HTTP and TCP
+/// probes open a fresh connection each run: each run must see the container as a new client would.
 pub struct Runner {
-    pub http: reqwest::Client,
     pub docker: Option<Docker>,
     pub rates: Arc<ErrorRates>,
     /// The host's `/proc`, where a timed-out exec's processes are found to be ended.
@@ -55,14 +54,7 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(docker: Option<Docker>, rates: Arc<ErrorRates>, proc_root: std::path::PathBuf) -> Runner {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .pool_max_idle_per_host(0)
-            .user_agent(concat!("lookout-probe/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client without TLS builds");
-        Runner { http, docker, rates, proc_root }
+        Runner { docker, rates, proc_root }
     }
 
     /// Runs `check` once, giving up after `timeout` (a failure that says so).
@@ -82,8 +74,7 @@ impl Runner {
         match check {
             Check::Http { port, path, body } => {
                 let Some(ip) = target.address else { return Outcome::fail("the container has no address".into()) };
-                let url = format!("http://{}{path}", SocketAddr::new(ip, *port));
-                self.http_get(&url, body.as_ref()).await
+                http_get(SocketAddr::new(ip, *port), path, body.as_ref()).await
             }
             Check::Tcp { port } => {
                 let Some(ip) = target.address else { return Outcome::fail("the container has no address".into()) };
@@ -110,49 +101,32 @@ impl Runner {
             }
         }
     }
-
-    async fn http_get(&self, url: &str, body: Option<&regex::Regex>) -> Outcome {
-        // Bounded by the caller's timeout, which says so in the outcome.
-        let mut resp = match self.http.get(url).send().await {
-            Ok(r) => r,
-            Err(e) => return Outcome::fail(format!("GET {url}: {}", error_chain(&e))),
-        };
-        let status = resp.status();
-        let mut seen: Vec<u8> = Vec::new();
-        while seen.len() < BODY_CAP {
-            match resp.chunk().await {
-                Ok(Some(c)) => seen.extend_from_slice(&c[..c.len().min(BODY_CAP - seen.len())]),
-                Ok(None) => break,
-                Err(e) => return Outcome::fail(format!("GET {url}: HTTP {status}, body cut: {}", error_chain(&e))),
-            }
-        }
-        let text = String::from_utf8_lossy(&seen);
-        let ok_status = (200..400).contains(&status.as_u16());
-        let excerpt: String = text.chars().take(512).collect();
-        let mut out = format!("GET {url}: HTTP {}", status.as_u16());
-        if !excerpt.is_empty() {
-            out.push_str(": ");
-            out.push_str(excerpt.trim_end());
-        }
-        match body {
-            _ if !ok_status => Outcome::fail(out),
-            Some(re) if !re.is_match(&text) => {
-                Outcome::fail(format!("{out} (body does not match {:?} in its first {BODY_CAP} bytes)", re.as_str()))
-            }
-            _ => Outcome::pass(out),
-        }
-    }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
+async fn http_get(addr: SocketAddr, path: &str, body: Option<&regex::Regex>) -> Outcome {
+    let url = format!("http://{addr}{path}");
+    let resp = match super::http::get(addr, path, BODY_CAP).await {
+        Ok(r) => r,
+        Err(super::http::Failure { status: None, why }) => return Outcome::fail(format!("GET {url}: {why}")),
+        Err(super::http::Failure { status: Some(status), why }) => {
+            return Outcome::fail(format!("GET {url}: HTTP {status}, body cut: {why}"));
+        }
+    };
+    let text = String::from_utf8_lossy(&resp.body);
+    let ok_status = (200..400).contains(&resp.status);
+    let excerpt: String = text.chars().take(512).collect();
+    let mut out = format!("GET {url}: HTTP {}", resp.status);
+    if !excerpt.is_empty() {
+        out.push_str(": ");
+        out.push_str(excerpt.trim_end());
     }
-    s
+    match body {
+        _ if !ok_status => Outcome::fail(out),
+        Some(re) if !re.is_match(&text) => {
+            Outcome::fail(format!("{out} (body does not match {:?} in its first {BODY_CAP} bytes)", re.as_str()))
+        }
+        _ => Outcome::pass(out),
+    }
 }
 
 /// The `log_error_rate` verdict from the window's counts.
