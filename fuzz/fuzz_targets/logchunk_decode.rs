@@ -1,0 +1,20 @@
+//! Any bytes given to the log chunk decoder, in either layout: an error or lines, never a panic; what
+//! decodes re-encodes to something that decodes to the same lines, and a needle filter keeps a subset.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use lookout_collector::store::logchunk::{self, LinePrefilter};
+
+fuzz_target!(|data: &[u8]| {
+    let mut lines = Vec::new();
+    if logchunk::decode(data, &mut lines).is_ok() {
+        let again = logchunk::encode(&lines);
+        let mut back = Vec::new();
+        logchunk::decode(&again, &mut back).expect("our own encoding decodes");
+        assert_eq!(back, lines);
+        let mut some = Vec::new();
+        let filter = LinePrefilter { needles: vec![b"e"], keep: Some(&|l: &str| l.contains('e')) };
+        logchunk::decode_where(&again, &filter, &mut some).expect("our own encoding decodes");
+        assert_eq!(some, lines.iter().filter(|l| l.line.contains('e')).cloned().collect::<Vec<_>>());
+    }
+});
