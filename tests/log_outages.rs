@@ -1,7 +1,8 @@
 //! The logs promise under failure: a container writes numbered lines (16 KiB+ lines, invalid UTF-8,
 //! empty and JSON-looking lines) under Docker's own rotation while the agent is killed with SIGKILL
 //! twice and the collector once, or while the collector is away for a minute; afterwards every
-//! number is stored exactly once, in order, with the container's tags.
+//! number is stored exactly once, in order, with the container's tags. A third test stops and starts
+//! a container while its last lines are read but not yet acknowledged.
 
 mod support;
 
@@ -230,4 +231,81 @@ fn every_line_once_when_the_collector_is_away_for_a_minute_under_load() {
     let out = std::process::Command::new("docker").args(["inspect", "-f", "{{.LogPath}}", &c.id]).output().unwrap();
     let log_path = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(std::path::Path::new(&format!("{log_path}.4")).exists(), "Docker rotated {log_path} through max-file");
+}
+
+/// A container that keeps its counter in its own filesystem, so a stop and a start go on where it
+/// left off: `n` numbered lines at about `per_s` a second, then `finished`. A stop ends the loop
+/// between lines (the trap only sets a flag), so no number is written twice by the container itself.
+fn restartable_writer(n: usize, per_s: u64) -> TestContainer {
+    let script = format!(
+        r#"
+        trap 'stop=1' TERM
+        i=$(cat /tmp/i 2>/dev/null || echo 0)
+        while [ -z "$stop" ] && [ $i -lt {n} ]; do
+            printf 'n=%06d restartable writer\n' $i
+            i=$((i+1))
+            echo $i > /tmp/i
+            usleep {}
+        done
+        if [ $i -ge {n} ]; then echo finished; fi
+        while [ -z "$stop" ]; do sleep 1; done
+    "#,
+        1_000_000 / per_s
+    );
+    TestContainer::run(
+        "restarted",
+        &["--label", "lookout.service=chaos", "--label", "lookout.version=1.0"],
+        &["sh", "-c", &script],
+    )
+}
+
+#[test]
+fn every_line_once_when_a_container_is_stopped_and_started_before_its_lines_are_acknowledged() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (http, grpc) = (free_addr(), free_addr());
+    let mut collector = Lookout::collector_on(&dir.path().join("c"), http, grpc);
+    let from = now_ns() - 1_000_000_000;
+    let n = 4_000;
+    let c = restartable_writer(n, 200);
+    // Killed however the test ends: a panicking test must not leave an agent behind.
+    struct Agent(std::process::Child);
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Agent(spawn_agent(dir.path(), grpc, ""));
+    let base = collector.url();
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker").args(args).output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    for round in 1..=2 {
+        eventually(Duration::from_secs(60), &format!("{} lines before round {round}", round * 500), || {
+            (count(&base, &c) >= round * 500).then_some(())
+        });
+        // The agent reads on while nothing is acknowledged; then the container stops (the agent
+        // reads its log to the end and lets it go) and starts again before the collector is back.
+        collector.kill9();
+        std::thread::sleep(Duration::from_secs(2));
+        docker(&["stop", "-t", "5", &c.id]);
+        std::thread::sleep(Duration::from_secs(2));
+        docker(&["start", &c.id]);
+        std::thread::sleep(Duration::from_secs(2));
+        collector = Lookout::collector_on(&dir.path().join("c"), http, grpc);
+    }
+    eventually(Duration::from_secs(120), "the container's last line", || finished(&base, &c).then_some(()));
+    let lines = all_lines(&collector.url(), &format!(r#"{{container="{}"}}"#, c.name), from, now_ns() + 1_000_000_000);
+    let numbers: Vec<usize> = lines
+        .iter()
+        .filter(|(_, t)| t != "finished")
+        .map(|(_, t)| {
+            t.strip_prefix("n=").and_then(|t| t.get(..6)).and_then(|d| d.parse().ok()).unwrap_or_else(|| panic!("{t}"))
+        })
+        .collect();
+    let repeated = numbers.len() - numbers.iter().collect::<std::collections::BTreeSet<_>>().len();
+    assert_eq!(repeated, 0, "{repeated} lines repeated");
+    assert_eq!(numbers, (0..n).collect::<Vec<_>>(), "every number once, in order");
 }

@@ -150,6 +150,10 @@ pub fn run(
         })
         .collect();
     let mut followed: HashMap<String, Followed> = HashMap::new();
+    // Where the reading of a container that stopped ended, until the collector has acknowledged it:
+    // if the container starts again first, reading goes on from here, not from the last
+    // acknowledged position (which would send the lines in flight twice).
+    let mut left: HashMap<String, Resume> = HashMap::new();
     let mut reported: std::collections::HashSet<String> = Default::default();
     let mut in_flight = 0usize;
     let (wake_tx, wake) = std::sync::mpsc::channel::<PathBuf>();
@@ -188,7 +192,13 @@ pub fn run(
                 changed = true;
             }
             for (id, path) in ack.finished {
+                // Acknowledged up to where its reading ended (a stop after a quick restart leaves a
+                // later end, kept until its own acknowledgement).
+                if left.get(&id).is_some_and(|end| saved.containers.get(&id) == Some(end)) {
+                    left.remove(&id);
+                }
                 if !path.exists() {
+                    left.remove(&id);
                     changed |= saved.containers.remove(&id).is_some();
                 }
             }
@@ -217,7 +227,7 @@ pub fn run(
                 }
                 continue;
             };
-            let resume = saved.containers.get(&id).cloned();
+            let resume = left.remove(&id).or_else(|| saved.containers.get(&id).cloned());
             match Tailer::open(path, resume.as_ref().map(|r| r.position)) {
                 Ok((tailer, events)) => {
                     for e in events {
@@ -277,6 +287,9 @@ pub fn run(
             if in_flight < cfg.in_flight_bytes {
                 if let Some(f) = followed.remove(id) {
                     dirty.remove(id);
+                    if let Some(end) = f.asm.checkpoint() {
+                        left.insert(id.clone(), end);
+                    }
                     if let Some(dir) = f.path.parent() {
                         by_dir.remove(dir);
                         if let Some(w) = watcher.as_mut() {
