@@ -8,6 +8,7 @@ use super::spec::{Check, CheckKind, NoData, Plan};
 use super::stats::{self, Side, CONFIDENCE};
 use crate::model::{Matcher, SeriesData};
 use crate::query::Engine;
+use crate::store::logchunk::LinePrefilter;
 use crate::store::Store;
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -162,16 +163,27 @@ impl Data<'_> {
     ) -> Result<(), String> {
         let re = regex::Regex::new(pattern).map_err(|e| e.to_string())?;
         let counts = self.versions(|v| {
-            let streams = self
-                .store
-                .select_logs(&self.matchers(v, None), self.start_ms * 1_000_000, (self.end_ms + 1) * 1_000_000)
+            // Counted where the lines are read, none copied out: a busy service's gate would
+            // otherwise hold every line of its window in memory at each look.
+            use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+            let (hits, n) = (AtomicU64::new(0), AtomicU64::new(0));
+            let count = |line: &str| {
+                n.fetch_add(1, Relaxed);
+                if re.is_match(line) {
+                    hits.fetch_add(1, Relaxed);
+                }
+                false
+            };
+            let filter = LinePrefilter { needles: Vec::new(), keep: Some(&count) };
+            self.store
+                .select_logs_where(
+                    &self.matchers(v, None),
+                    self.start_ms * 1_000_000,
+                    (self.end_ms + 1) * 1_000_000,
+                    &filter,
+                )
                 .map_err(|e| e.to_string())?;
-            let (mut hits, mut n) = (0u64, 0u64);
-            for s in &streams {
-                n += s.lines.len() as u64;
-                hits += s.lines.iter().filter(|l| re.is_match(&l.line)).count() as u64;
-            }
-            Ok((hits, n))
+            Ok((hits.into_inner(), n.into_inner()))
         })?;
         self.rates(e, min, counts, (ratio, limit, floor), true, "lines", "error lines");
         Ok(())

@@ -92,7 +92,7 @@ fn inflate(data: &[u8], limit: u64, raw: &mut Vec<u8>) -> Result<(), LogChunkErr
 
 /// Appends the chunk's lines to `out`.
 pub fn decode(data: &[u8], out: &mut Vec<LogLine>) -> Result<(), LogChunkError> {
-    decode_where(data, &LinePrefilter::default(), out)
+    decode_where(data, i64::MIN..=i64::MAX, &LinePrefilter::default(), out)
 }
 
 /// What a query needs of a line, checked before the line is copied out of its chunk: byte strings
@@ -109,30 +109,44 @@ impl LinePrefilter<'_> {
         self.needles.iter().any(|n| memchr::memmem::find(raw, n).is_none())
     }
 
-    fn push(&self, time_ns: i64, text: &[u8], out: &mut Vec<LogLine>) -> Result<(), LogChunkError> {
+    fn push(&self, times: &Times, time_ns: i64, text: &[u8], out: &mut Vec<LogLine>) -> Result<(), LogChunkError> {
         let line = std::str::from_utf8(text).map_err(|_| LogChunkError::Utf8)?;
-        if self.keep.is_none_or(|keep| keep(line)) {
+        if times.contains(&time_ns) && self.keep.is_none_or(|keep| keep(line)) {
             out.push(LogLine { time_ns, line: line.to_string() });
         }
         Ok(())
     }
 }
 
-/// Appends the chunk's lines that pass `filter` to `out`.
-pub fn decode_where(data: &[u8], filter: &LinePrefilter<'_>, out: &mut Vec<LogLine>) -> Result<(), LogChunkError> {
+/// The times of the lines wanted, both ends included.
+type Times = std::ops::RangeInclusive<i64>;
+
+/// Appends the chunk's lines with times in `times` that pass `filter` to `out`; `filter.keep` sees
+/// only lines in `times`.
+pub fn decode_where(
+    data: &[u8],
+    times: Times,
+    filter: &LinePrefilter<'_>,
+    out: &mut Vec<LogLine>,
+) -> Result<(), LogChunkError> {
     match data.split_first() {
-        Some((&COLUMNS, rest)) => decode_columns(rest, filter, out),
-        _ => decode_interleaved(data, filter, out),
+        Some((&COLUMNS, rest)) => decode_columns(rest, &times, filter, out),
+        _ => decode_interleaved(data, &times, filter, out),
     }
 }
 
-fn decode_columns(mut r: &[u8], filter: &LinePrefilter<'_>, out: &mut Vec<LogLine>) -> Result<(), LogChunkError> {
+fn decode_columns(
+    mut r: &[u8],
+    times: &Times,
+    filter: &LinePrefilter<'_>,
+    out: &mut Vec<LogLine>,
+) -> Result<(), LogChunkError> {
     let n = get_varint(&mut r).ok_or(LogChunkError::Truncated("the line count"))?;
     let times_len = get_varint(&mut r).ok_or(LogChunkError::Truncated("the times' length"))?;
     if times_len > r.len() as u64 {
         return Err(LogChunkError::Truncated("the times"));
     }
-    let (times, text) = r.split_at(times_len as usize);
+    let (time_column, text) = r.split_at(times_len as usize);
     let mut raw = Vec::with_capacity(text.len() * 8);
     inflate(text, MAX_RAW_BYTES, &mut raw)?;
     // Each line takes at least its end byte.
@@ -144,7 +158,7 @@ fn decode_columns(mut r: &[u8], filter: &LinePrefilter<'_>, out: &mut Vec<LogLin
     }
     let mut deltas = Vec::with_capacity(n as usize * 4);
     // A delta takes at most ten bytes.
-    inflate(times, n * 10, &mut deltas)?;
+    inflate(time_column, n * 10, &mut deltas)?;
     let mut deltas = &deltas[..];
     if filter.keep.is_none() {
         out.reserve(n as usize);
@@ -153,7 +167,7 @@ fn decode_columns(mut r: &[u8], filter: &LinePrefilter<'_>, out: &mut Vec<LogLin
     for _ in 0..n {
         t = t.wrapping_add(unzigzag(get_varint(&mut deltas).ok_or(LogChunkError::Truncated("a time"))?));
         let end = memchr::memchr(END, text).ok_or(LogChunkError::Truncated("a line"))?;
-        filter.push(t, &text[..end], out)?;
+        filter.push(times, t, &text[..end], out)?;
         text = &text[end + 1..];
     }
     if !text.is_empty() {
@@ -164,7 +178,12 @@ fn decode_columns(mut r: &[u8], filter: &LinePrefilter<'_>, out: &mut Vec<LogLin
 
 /// The layout before columns: one deflate stream of the line count, then each line's time delta,
 /// length and text.
-fn decode_interleaved(data: &[u8], filter: &LinePrefilter<'_>, out: &mut Vec<LogLine>) -> Result<(), LogChunkError> {
+fn decode_interleaved(
+    data: &[u8],
+    times: &Times,
+    filter: &LinePrefilter<'_>,
+    out: &mut Vec<LogLine>,
+) -> Result<(), LogChunkError> {
     let mut raw = Vec::with_capacity(data.len() * 8);
     inflate(data, MAX_RAW_BYTES, &mut raw)?;
     if filter.lacks_a_needle(&raw) {
@@ -188,7 +207,7 @@ fn decode_interleaved(data: &[u8], filter: &LinePrefilter<'_>, out: &mut Vec<Log
         }
         let (text, rest) = r.split_at(len as usize);
         r = rest;
-        filter.push(t, text, out)?;
+        filter.push(times, t, text, out)?;
     }
     Ok(())
 }
@@ -308,8 +327,8 @@ mod tests {
         let keep_orders = |l: &str| l.contains("orders");
         let filter = LinePrefilter { needles: vec![b"HTTP/1.1"], keep: Some(&keep_orders) };
         let (mut from_old, mut from_new) = (Vec::new(), Vec::new());
-        decode_where(&old, &filter, &mut from_old).unwrap();
-        decode_where(&encode(&lines), &filter, &mut from_new).unwrap();
+        decode_where(&old, i64::MIN..=i64::MAX, &filter, &mut from_old).unwrap();
+        decode_where(&encode(&lines), i64::MIN..=i64::MAX, &filter, &mut from_new).unwrap();
         assert!(!from_new.is_empty());
         assert_eq!(from_old, from_new);
     }
@@ -319,10 +338,16 @@ mod tests {
         let lines = vec![LogLine { time_ns: 1, line: "abc".into() }, LogLine { time_ns: 2, line: "def".into() }];
         let data = encode(&lines);
         let mut out = Vec::new();
-        decode_where(&data, &LinePrefilter { needles: vec![b"cd"], keep: None }, &mut out).unwrap();
+        decode_where(&data, i64::MIN..=i64::MAX, &LinePrefilter { needles: vec![b"cd"], keep: None }, &mut out)
+            .unwrap();
         assert!(out.is_empty());
-        decode_where(&data, &LinePrefilter { needles: vec![b"de"], keep: None }, &mut out).unwrap();
+        decode_where(&data, i64::MIN..=i64::MAX, &LinePrefilter { needles: vec![b"de"], keep: None }, &mut out)
+            .unwrap();
         assert_eq!(out, lines);
+        out.clear();
+        let keep_all = |_: &str| true;
+        decode_where(&data, 2..=2, &LinePrefilter { needles: vec![], keep: Some(&keep_all) }, &mut out).unwrap();
+        assert_eq!(out, lines[1..], "only lines in the time range");
     }
 
     #[test]

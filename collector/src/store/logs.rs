@@ -326,7 +326,8 @@ pub fn read(
                     let mut out = Vec::with_capacity(part.len());
                     for (i, _, data) in part {
                         let mut lines = Vec::new();
-                        logchunk::decode_where(data, filter, &mut lines).map_err(|e| format!("log chunk: {e}"))?;
+                        logchunk::decode_where(data, start_ns..=end_ns.saturating_sub(1), filter, &mut lines)
+                            .map_err(|e| format!("log chunk: {e}"))?;
                         out.push((*i, lines));
                     }
                     Ok(out)
@@ -343,7 +344,6 @@ pub fn read(
     }
     let mut out = Vec::with_capacity(streams.len());
     for ((_, labels, head), mut lines) in streams.into_iter().zip(per_stream) {
-        lines.retain(|l| l.time_ns >= start_ns && l.time_ns < end_ns);
         lines.extend(head.into_iter().filter(|l| filter.keep.is_none_or(|keep| keep(&l.line))));
         if lines.is_empty() {
             continue;
