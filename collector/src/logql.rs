@@ -18,8 +18,27 @@ pub struct LogQuery {
 pub enum LineFilter {
     Contains(String),
     NotContains(String),
-    Matches(regex::Regex),
+    /// The regex, and a byte string every match contains (empty when none is known).
+    Matches(regex::Regex, Vec<u8>),
     NotMatches(regex::Regex),
+}
+
+/// The longest byte string every match of `pattern` starts with, from the regex's own prefix
+/// literals: every match begins with one of them, so it contains what they all begin with. Lets a
+/// `|~` skip chunks as `|=` does; shorter than 3 bytes it would skip almost nothing.
+fn required_prefix(pattern: &str) -> Vec<u8> {
+    let Ok(hir) = regex_syntax::Parser::new().parse(pattern) else { return Vec::new() };
+    let seq = regex_syntax::hir::literal::Extractor::new().extract(&hir);
+    let Some(lits) = seq.literals() else { return Vec::new() };
+    let mut common: &[u8] = lits.first().map_or(&[], |l| l.as_bytes());
+    for l in lits {
+        let n = common.iter().zip(l.as_bytes()).take_while(|(a, b)| a == b).count();
+        common = &common[..n];
+    }
+    if common.len() < 3 {
+        return Vec::new();
+    }
+    common.to_vec()
 }
 
 impl LineFilter {
@@ -27,7 +46,7 @@ impl LineFilter {
         match self {
             LineFilter::Contains(s) => line.contains(s.as_str()),
             LineFilter::NotContains(s) => !line.contains(s.as_str()),
-            LineFilter::Matches(r) => r.is_match(line),
+            LineFilter::Matches(r, _) => r.is_match(line),
             LineFilter::NotMatches(r) => !r.is_match(line),
         }
     }
@@ -95,12 +114,13 @@ impl LogQuery {
         })
     }
 
-    /// Byte strings every kept line contains (the leading `|=` filters): a chunk without one of them
-    /// holds no line of the result.
+    /// Byte strings every kept line contains (from the leading `|=` and `|~` filters): a chunk
+    /// without one of them holds no line of the result.
     pub fn needles(&self) -> Vec<&[u8]> {
         self.leading_filters()
             .filter_map(|f| match f {
                 LineFilter::Contains(s) if !s.is_empty() => Some(s.as_bytes()),
+                LineFilter::Matches(_, required) if !required.is_empty() => Some(required.as_slice()),
                 _ => None,
             })
             .collect()
@@ -621,7 +641,7 @@ pub fn parse(query: &str) -> Result<LogQuery, ParseError> {
             stages.push(Stage::Line(match op {
                 "|=" => LineFilter::Contains(s),
                 "!=" => LineFilter::NotContains(s),
-                "|~" => LineFilter::Matches(c.regex(at, &s)?),
+                "|~" => LineFilter::Matches(c.regex(at, &s)?, required_prefix(&s)),
                 _ => LineFilter::NotMatches(c.regex(at, &s)?),
             }));
             continue;
@@ -703,6 +723,27 @@ mod tests {
         let labels = LabelSet::from_pairs(labels.iter().copied());
         q.process(&labels, line)
             .map(|p| (p.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), p.line.into_owned()))
+    }
+
+    #[test]
+    fn a_regex_filter_lends_the_chunk_skipper_what_every_match_contains() {
+        let needles = |q: &str| -> Vec<String> {
+            parse(q).unwrap().needles().iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect()
+        };
+        assert_eq!(needles(r#"{s="x"} |~ "needle-7f3[a-z]""#), ["needle-7f3"]);
+        assert_eq!(needles(r#"{s="x"} |~ "timeout after \d+ms""#), ["timeout after "]);
+        assert_eq!(needles(r#"{s="x"} |= "GET" |~ "^status=5\d\d""#), ["GET", "status=5"]);
+        assert!(needles(r#"{s="x"} |~ "(?i)error""#).is_empty(), "case folded: no byte string is certain");
+        assert!(needles(r#"{s="x"} |~ "error|fatal""#).is_empty());
+        assert!(needles(r#"{s="x"} |~ ".*x""#).is_empty());
+        assert!(needles(r#"{s="x"} |~ "ab""#).is_empty(), "too short to be worth a pass");
+        assert!(needles(r#"{s="x"} | json |~ "needle""#).is_empty(), "only filters before any parser");
+        // Whatever the regex, a line it matches contains the needle.
+        let q = parse(r#"{s="x"} |~ "conn(ection)? (reset|refused)""#).unwrap();
+        let needle = String::from_utf8(q.needles()[0].to_vec()).unwrap();
+        for line in ["connection reset", "a conn refused b", "conn reset"] {
+            assert!(q.keeps(line) && line.contains(&needle), "{line} / {needle}");
+        }
     }
 
     #[test]
