@@ -307,7 +307,7 @@ pub fn read(
         )
         .map_err(|e| e.to_string())?;
     // Every chunk's blob, tagged with its stream's place in `streams`, in the order the chunks were
-    // sealed. Sorted here: an ORDER BY had SQLite sort the blobs themselves (a quarter of a scan).
+    // sealed. Sorted here: an ORDER BY had SQLite sort the blobs themselves (a third of a search).
     let mut blobs: Vec<(usize, i64, Vec<u8>)> = Vec::new();
     for (i, (id, _, _)) in streams.iter().enumerate() {
         let mut rows = stmt.query(params![id, start_ns, end_ns, last_chunk]).map_err(|e| e.to_string())?;
