@@ -746,6 +746,32 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Regexes built from pieces with a sample each: a line made of the samples (between any
+        /// text) matches, and must contain the needle the regex lends the chunk skipper.
+        #[test]
+        fn a_line_a_regex_matches_contains_its_needle(
+            pieces in proptest::collection::vec(0usize..9, 1..6),
+            before in "[a-z ]{0,8}",
+            after in "[a-z ]{0,8}",
+        ) {
+            const PIECES: [(&str, &str); 9] = [
+                ("needle", "needle"), ("-7f3", "-7f3"), ("[a-z]", "q"), ("\\d+", "42"), ("(ab|cd)", "cd"),
+                ("x?", ""), ("(?i:err)", "ErR"), (" at ", " at "), ("(reset|refused)", "refused"),
+            ];
+            let pattern: String = pieces.iter().map(|&i| PIECES[i].0).collect();
+            let line = format!("{before}{}{after}", pieces.iter().map(|&i| PIECES[i].1).collect::<String>());
+            let q = parse(&format!("{{s=\"x\"}} |~ `{pattern}`")).unwrap();
+            proptest::prop_assert!(q.keeps(&line), "{} does not match {}", pattern, line);
+            for needle in q.needles() {
+                proptest::prop_assert!(
+                    memchr::memmem::find(line.as_bytes(), needle).is_some(),
+                    "{} lent {:?}, not in {}", pattern, String::from_utf8_lossy(needle), line
+                );
+            }
+        }
+    }
+
     #[test]
     fn selectors_and_line_filters_parse_and_filter() {
         let q =
