@@ -130,7 +130,7 @@ impl AutoscalePolicy {
         match (self.metric, &self.query) {
             (MetricKind::Query, None) => p.push(format!("{at}.query: needed for metric = \"query\"")),
             (MetricKind::Query, Some(q)) => {
-                if let Err(e) = promql_parser::parser::parse(&q.replace("$service", "x")) {
+                if let Err(e) = crate::query::check_promql(&q.replace("$service", "x")) {
                     p.push(format!("{at}.query: {e}"));
                 }
             }
@@ -340,7 +340,9 @@ impl Autoscaler {
         let current = seen.len() as u32;
         let value = if p.metric == MetricKind::Query {
             let q = p.query.as_deref().unwrap_or("").replace("$service", &p.service);
-            let v = match self.engine.instant(&*self.store, &q, now_ms).map_err(|e| e.to_string())? {
+            let (engine, store) = (&self.engine, &*self.store);
+            let found = crate::query::runner::on_query_stack(|| engine.instant(store, &q, now_ms));
+            let v = match found.map_err(|e| e.to_string())? {
                 Value::Scalar { v, .. } => Some(v),
                 Value::Vector(s) if !s.is_empty() => Some(s.iter().map(|x| x.v).sum::<f64>() / s.len() as f64),
                 _ => None,

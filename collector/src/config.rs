@@ -22,6 +22,9 @@ pub struct CollectorConfig {
     pub ingest: IngestConfig,
     #[serde(default)]
     pub logs: LogsConfig,
+    /// `[query]`: what one PromQL or LogQL query may cost.
+    #[serde(default)]
+    pub query: crate::query::QueryLimits,
     #[serde(default)]
     pub restart: RestartConfig,
     /// `[gates]`: how releases are judged (`[gates.default]`, `[[gates.services]]`).
@@ -233,6 +236,7 @@ impl CollectorConfig {
         if self.logs.chunk_max_age < Duration::from_secs(10) {
             problems.push("logs.chunk_max_age: must be at least 10s".to_string());
         }
+        problems.extend(self.query.validate("query"));
         problems.extend(self.gates.validate());
         for (i, p) in self.autoscale.iter().enumerate() {
             problems.extend(p.validate(&format!("autoscale[{i}]")));

@@ -60,7 +60,8 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
     let (http_addr, grpc_addr) = (http.local_addr()?, grpc.local_addr()?);
 
     let health: Arc<health::HealthBoard> = Default::default();
-    let engine = Arc::new(query::Engine::default());
+    let engine = Arc::new(query::Engine::new(cfg.query.clone()));
+    let queries = Arc::new(query::runner::QueryRunner::new(cfg.query.clone(), metrics.query.clone()));
     let gates = Arc::new(gate::Gates::new(cfg.gates.clone(), store.clone(), engine.clone(), metrics.decisions.clone()));
     tokio::spawn(gates.clone().run(shutdown.clone()));
     let autoscaler = Arc::new(autoscale::Autoscaler::new(
@@ -78,6 +79,7 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
         gates,
         autoscaler,
         engine,
+        queries,
         registry: Arc::new(Mutex::new(registry)),
         metrics: metrics.clone(),
     };

@@ -99,6 +99,29 @@ pub struct Processed<'a> {
 }
 
 impl LogQuery {
+    /// How deep the pipeline nests: 1, plus the deepest label filter's `and`/`or` chain (which
+    /// needs no brackets to grow deep). Recursive: called on a query thread.
+    pub fn depth(&self) -> usize {
+        let filter_depth = |f: &LabelFilter| -> usize {
+            fn d(f: &LabelFilter) -> usize {
+                match f {
+                    LabelFilter::Text(_) | LabelFilter::Number { .. } => 1,
+                    LabelFilter::And(a, b) | LabelFilter::Or(a, b) => 1 + d(a).max(d(b)),
+                }
+            }
+            d(f)
+        };
+        1 + self
+            .stages
+            .iter()
+            .map(|s| match s {
+                Stage::Labels(f) => filter_depth(f),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Whether the pipeline only filters lines (no stage changes labels or text): results keep the
     /// stored streams as they are.
     pub fn filters_only(&self) -> bool {

@@ -262,6 +262,17 @@ pub fn parse(query: &str) -> Result<Expr, ParseError> {
 }
 
 impl Expr {
+    /// How deep the expression nests, its log queries' pipelines included. Recursive: called on a
+    /// query thread.
+    pub fn depth(&self) -> usize {
+        match self {
+            Expr::Number(_) | Expr::Vector(_) => 1,
+            Expr::Range { query, .. } => 1 + query.depth(),
+            Expr::Agg { inner, .. } => 1 + inner.depth(),
+            Expr::Binary { lhs, rhs, .. } => 1 + lhs.depth().max(rhs.depth()),
+        }
+    }
+
     /// Every log query in the expression with the widest range it needs.
     pub fn selectors<'a>(&'a self, out: &mut Vec<(&'a LogQuery, i64)>) {
         match self {

@@ -18,6 +18,10 @@ pub struct CollectorMetrics {
     pub new_series: Counter,
     pub connected_agents: Gauge,
     pub queries: Counter,
+    /// Queries refused or stopped by a `[query]` limit, by reason, and every query's duration.
+    pub query: crate::query::runner::QueryMetrics,
+    /// Batches the store could not commit (full disk, read-only file system, I/O error).
+    pub commit_errors: Counter,
     pub remote_write_requests: Counter,
     pub remote_write_rejected: Counter,
     /// Decisions by kind and outcome (`lookout_decisions_total`).
@@ -54,6 +58,13 @@ impl CollectorMetrics {
         r.register("new_series", "Series created", m.new_series.clone());
         r.register("connected_agents", "Agents with an open ingest stream", m.connected_agents.clone());
         r.register("queries", "PromQL queries answered", m.queries.clone());
+        r.register(
+            "queries_refused",
+            "Queries refused or stopped by a [query] limit (depth, query_bytes, range, samples, timeout, queue_full, cancelled)",
+            m.query.refused.clone(),
+        );
+        r.register("query_duration_seconds", "Time from a query's arrival to its answer", m.query.duration.clone());
+        r.register("commit_errors", "Batches the store could not commit", m.commit_errors.clone());
         r.register("remote_write_requests", "Remote-write requests received", m.remote_write_requests.clone());
         r.register(
             "remote_write_rejected",

@@ -11,16 +11,63 @@ use super::{ApiError, AppState};
 use crate::logql;
 use crate::logql_metric;
 use crate::model::{format_value, LabelSet};
+use crate::query::{QueryError, QueryLimits};
 use crate::store::logchunk::LinePrefilter;
 use crate::store::logs::LogStreamOut;
 use std::collections::HashMap;
 
 /// `limit` when none is given.
 const DEFAULT_LIMIT: usize = 1000;
-/// The largest `limit` answered, as Loki's `max_entries_limit_per_query` default.
-const MAX_LIMIT: usize = 5000;
-/// The widest range one query may scan, as Loki's `max_query_length` default.
-const MAX_RANGE_NS: i64 = 30 * 24 * 3600 * 1_000_000_000 + 3600 * 1_000_000_000;
+
+/// The widest range one log query may scan (`[query] max_query_length`), in nanoseconds.
+fn max_range_ns(s: &AppState) -> i64 {
+    i64::try_from(s.queries.limits().max_query_length.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// A `limit` parameter within `[query] max_entries_limit_per_query`.
+fn entries_limit(s: &AppState, p: &Params, default: usize) -> Result<usize, ApiError> {
+    let limit = match p.get("limit") {
+        None | Some("") => default,
+        Some(v) => v.parse().map_err(|_| ApiError::BadData(format!("invalid parameter \"limit\": {v:?}")))?,
+    };
+    let max = s.queries.limits().max_entries_limit_per_query;
+    if limit > max {
+        return Err(ApiError::BadData(format!(
+            "max entries limit per query exceeded, limit > max_entries_limit ({limit} > {max})"
+        )));
+    }
+    Ok(limit)
+}
+
+/// Checks a log query's text against the limits, then parses it and checks its depth. Called on a
+/// query thread: the parser and the pipeline's label filters recurse.
+fn parse_log_query(limits: &QueryLimits, what: &str, text: &str) -> Result<logql::LogQuery, QueryError> {
+    limits.check_text(what, text)?;
+    let q = logql::parse(text).map_err(|e| QueryError::Parse(e.to_string()))?;
+    let depth = q.depth();
+    if depth > limits.max_depth {
+        return Err(crate::query::limits::too_deep(what, depth, limits.max_depth));
+    }
+    Ok(q)
+}
+
+/// As `parse_log_query`, for a metric query.
+fn parse_metric_query(limits: &QueryLimits, text: &str) -> Result<logql_metric::Expr, QueryError> {
+    limits.check_text("query", text)?;
+    let e = logql_metric::parse(text).map_err(|e| QueryError::Parse(e.to_string()))?;
+    let depth = e.depth();
+    if depth > limits.max_depth {
+        return Err(crate::query::limits::too_deep("query", depth, limits.max_depth));
+    }
+    Ok(e)
+}
+
+/// Parses log selectors on a query thread (a selector's text is as hostile as any query's).
+async fn parse_selectors(s: &AppState, texts: &[&str]) -> Result<Vec<logql::LogQuery>, ApiError> {
+    let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    let limits = s.queries.limits().clone();
+    Ok(s.queries.run(move |_| texts.iter().map(|t| parse_log_query(&limits, "query", t)).collect()).await?)
+}
 
 fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
@@ -64,10 +111,11 @@ pub async fn query_range(State(s): State<AppState>, p: Params) -> Result<Respons
                 .ok_or_else(|| ApiError::BadData(format!("invalid parameter \"step\": {v:?}")))?,
             None => ((end - start) / 250 / 1_000_000_000).max(1) * 1_000_000_000,
         };
-        if (end - start) / step > 11_000 {
-            return Err(ApiError::BadData(
-                "exceeded maximum resolution of 11,000 points per timeseries. Try increasing the value of the step parameter".into(),
-            ));
+        let max_points = s.queries.limits().max_points_per_series;
+        if (end - start) / step > max_points {
+            return Err(ApiError::BadData(format!(
+                "exceeded maximum resolution of {max_points} points per timeseries. Try increasing the value of the step parameter"
+            )));
         }
         let times: Vec<i64> = (0..=(end - start) / step).map(|i| start + i * step).collect();
         return metric(&s, &text, &times, false).await;
@@ -76,30 +124,37 @@ pub async fn query_range(State(s): State<AppState>, p: Params) -> Result<Respons
 }
 
 async fn metric(s: &AppState, text: &str, times: &[i64], instant: bool) -> Result<Response, ApiError> {
-    let expr = logql_metric::parse(text).map_err(|e| ApiError::BadData(e.to_string()))?;
     let (first, last) = (times[0], times[times.len() - 1]);
     let store = s.store.clone();
     let times = times.to_vec();
-    let value = tokio::task::spawn_blocking(move || -> Result<logql_metric::Value, ApiError> {
-        let mut sels = Vec::new();
-        expr.selectors(&mut sels);
-        let mut fetched = Vec::with_capacity(sels.len());
-        for (q, range) in sels {
-            if last - first + range > MAX_RANGE_NS {
-                return Err(ApiError::BadData("the query time range exceeds the limit".into()));
+    let (limits, max_range) = (s.queries.limits().clone(), max_range_ns(s));
+    let text = text.to_string();
+    let value = s
+        .queries
+        .run(move |budget| -> Result<logql_metric::Value, QueryError> {
+            let expr = parse_metric_query(&limits, &text)?;
+            let mut sels = Vec::new();
+            expr.selectors(&mut sels);
+            let mut fetched = Vec::with_capacity(sels.len());
+            for (q, range) in sels {
+                if last.saturating_sub(first).saturating_add(range) > max_range {
+                    return Err(QueryError::Limit {
+                        reason: "range",
+                        message: "the query time range exceeds the limit ([query] max_query_length)".into(),
+                    });
+                }
+                // Windows are (t − range, t]; the store reads [start, end).
+                let keep = |l: &str| q.keeps(l);
+                let filter = LinePrefilter { needles: q.needles(), keep: Some(&keep), budget: Some(budget) };
+                let found = store
+                    .select_logs_where(&q.matchers, first - range + 1, last + 1, &filter)
+                    .map_err(|e| QueryError::Storage(e.to_string()))?;
+                budget.check()?;
+                fetched.push(found);
             }
-            // Windows are (t − range, t]; the store reads [start, end).
-            let keep = |l: &str| q.keeps(l);
-            let filter = LinePrefilter { needles: q.needles(), keep: Some(&keep) };
-            let found = store
-                .select_logs_where(&q.matchers, first - range + 1, last + 1, &filter)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            fetched.push(found);
-        }
-        Ok(expr.eval(&times, &mut fetched.iter()))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("query task: {e}")))??;
+            Ok(expr.eval(&times, &mut fetched.iter()))
+        })
+        .await?;
     let secs = |t: i64| t as f64 / 1e9;
     let data = match value {
         logql_metric::Value::Scalar(v) => json!({"resultType": "scalar", "result": [secs(last), format_value(v)]}),
@@ -128,41 +183,39 @@ async fn metric(s: &AppState, text: &str, times: &[i64], instant: bool) -> Resul
 }
 
 async fn logs(s: AppState, p: Params, text: String, start: i64, end: i64) -> Result<Response, ApiError> {
-    let q = logql::parse(&text).map_err(|e| ApiError::BadData(e.to_string()))?;
     if end < start {
         return Err(ApiError::BadData("end timestamp must not be before or equal to start time".into()));
     }
-    if end - start > MAX_RANGE_NS {
+    let max_range = max_range_ns(&s);
+    if end.saturating_sub(start) > max_range {
+        s.queries.refused("range");
         return Err(ApiError::BadData(format!(
             "the query time range exceeds the limit (query length: {}h, limit: {}h)",
-            (end - start) / 3_600_000_000_000,
-            MAX_RANGE_NS / 3_600_000_000_000
+            end.saturating_sub(start) / 3_600_000_000_000,
+            max_range / 3_600_000_000_000
         )));
     }
-    let limit = match p.get("limit") {
-        None | Some("") => DEFAULT_LIMIT,
-        Some(v) => v.parse().map_err(|_| ApiError::BadData(format!("invalid parameter \"limit\": {v:?}")))?,
-    };
-    if limit > MAX_LIMIT {
-        return Err(ApiError::BadData(format!(
-            "max entries limit per query exceeded, limit > max_entries_limit ({limit} > {MAX_LIMIT})"
-        )));
-    }
+    let limit = entries_limit(&s, &p, DEFAULT_LIMIT)?;
     let forward = match p.get("direction") {
         None | Some("") | Some("backward") | Some("BACKWARD") => false,
         Some("forward") | Some("FORWARD") => true,
         Some(v) => return Err(ApiError::BadData(format!("invalid parameter \"direction\": {v:?}"))),
     };
     let store = s.store.clone();
-    let streams = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let keep = |l: &str| q.keeps(l);
-        let filter = LinePrefilter { needles: q.needles(), keep: Some(&keep) };
-        let found =
-            store.select_logs_where(&q.matchers, start, end, &filter).map_err(|e| ApiError::Internal(e.to_string()))?;
-        Ok(streams_json(&q, &found, forward, limit))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("query task: {e}")))??;
+    let limits = s.queries.limits().clone();
+    let streams = s
+        .queries
+        .run(move |budget| -> Result<_, QueryError> {
+            let q = parse_log_query(&limits, "query", &text)?;
+            let keep = |l: &str| q.keeps(l);
+            let filter = LinePrefilter { needles: q.needles(), keep: Some(&keep), budget: Some(budget) };
+            let found = store
+                .select_logs_where(&q.matchers, start, end, &filter)
+                .map_err(|e| QueryError::Storage(e.to_string()))?;
+            budget.check()?;
+            Ok(streams_json(&q, &found, forward, limit))
+        })
+        .await?;
     Ok(Json(json!({"status": "success", "data": {"resultType": "streams", "result": streams, "stats": {}}}))
         .into_response())
 }
@@ -222,14 +275,12 @@ fn streams_json(q: &logql::LogQuery, found: &[LogStreamOut], forward: bool, limi
 
 /// The streams `query`'s selector names that have lines in the request's range (an hour before `end`
 /// by default); every stream with lines there when no selector is given.
-fn streams_in_range(s: &AppState, p: &Params, selectors: &[&str]) -> Result<Vec<LabelSet>, ApiError> {
+async fn streams_in_range(s: &AppState, p: &Params, selectors: &[&str]) -> Result<Vec<LabelSet>, ApiError> {
     let end = time_ns(p, "end", now_ns())?;
     let start = time_ns(p, "start", end - 3600 * 1_000_000_000)?;
     let mut out: Vec<LabelSet> = Vec::new();
-    let mut sets: Vec<Vec<crate::model::Matcher>> = Vec::new();
-    for sel in selectors {
-        sets.push(logql::parse(sel).map_err(|e| ApiError::BadData(e.to_string()))?.matchers);
-    }
+    let mut sets: Vec<Vec<crate::model::Matcher>> =
+        parse_selectors(s, selectors).await?.into_iter().map(|q| q.matchers).collect();
     if sets.is_empty() {
         sets.push(Vec::new());
     }
@@ -244,7 +295,7 @@ fn streams_in_range(s: &AppState, p: &Params, selectors: &[&str]) -> Result<Vec<
 pub async fn labels(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
     let query: Vec<&str> = p.get("query").filter(|q| !q.is_empty()).into_iter().collect();
     let mut names: Vec<String> =
-        streams_in_range(&s, &p, &query)?.iter().flat_map(|l| l.iter().map(|(k, _)| k.to_string())).collect();
+        streams_in_range(&s, &p, &query).await?.iter().flat_map(|l| l.iter().map(|(k, _)| k.to_string())).collect();
     names.sort();
     names.dedup();
     Ok(Json(json!({"status": "success", "data": names})).into_response())
@@ -257,7 +308,7 @@ pub async fn label_values(
 ) -> Result<Response, ApiError> {
     let query: Vec<&str> = p.get("query").filter(|q| !q.is_empty()).into_iter().collect();
     let mut values: Vec<String> =
-        streams_in_range(&s, &p, &query)?.iter().filter_map(|l| l.get(&name).map(str::to_string)).collect();
+        streams_in_range(&s, &p, &query).await?.iter().filter_map(|l| l.get(&name).map(str::to_string)).collect();
     values.sort();
     values.dedup();
     Ok(Json(json!({"status": "success", "data": values})).into_response())
@@ -267,7 +318,7 @@ pub async fn label_values(
 pub async fn series(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
     let selectors = p.all("match[]");
     let selectors = if selectors.is_empty() { p.all("match") } else { selectors };
-    let found = streams_in_range(&s, &p, &selectors)?;
+    let found = streams_in_range(&s, &p, &selectors).await?;
     let data: Vec<serde_json::Value> = found
         .iter()
         .map(|l| serde_json::Value::Object(l.iter().map(|(k, v)| (k.to_string(), json!(v))).collect()))
@@ -277,7 +328,7 @@ pub async fn series(State(s): State<AppState>, p: Params) -> Result<Response, Ap
 
 /// Grafana's query-size hint: a bare `{streams, chunks, entries, bytes}` object.
 pub async fn index_stats(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
-    let q = logql::parse(p.required("query")?).map_err(|e| ApiError::BadData(e.to_string()))?;
+    let q = parse_selectors(&s, &[p.required("query")?]).await?.pop().expect("one query parsed from one text");
     let end = time_ns(&p, "end", now_ns())?;
     let start = time_ns(&p, "start", end - 3600 * 1_000_000_000)?;
     let stats = s.store.log_stats(&q.matchers, start, end).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -299,16 +350,8 @@ pub async fn tail(
     if logql_metric::is_metric(&text) {
         return Err(ApiError::BadData("tail takes a log query, not a metric query".into()));
     }
-    let q = logql::parse(&text).map_err(|e| ApiError::BadData(e.to_string()))?;
-    let limit = match p.get("limit") {
-        None | Some("") => TAIL_DEFAULT_LIMIT,
-        Some(v) => v.parse().map_err(|_| ApiError::BadData(format!("invalid parameter \"limit\": {v:?}")))?,
-    };
-    if limit > MAX_LIMIT {
-        return Err(ApiError::BadData(format!(
-            "max entries limit per query exceeded, limit > max_entries_limit ({limit} > {MAX_LIMIT})"
-        )));
-    }
+    let q = parse_selectors(&s, &[text.as_str()]).await?.pop().expect("one query parsed from one text");
+    let limit = entries_limit(&s, &p, TAIL_DEFAULT_LIMIT)?;
     let start = time_ns(&p, "start", now_ns() - 3600 * 1_000_000_000)?;
     Ok(ws.on_upgrade(move |socket| tail_socket(s, q, start, limit, socket)))
 }

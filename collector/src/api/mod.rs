@@ -28,6 +28,8 @@ pub struct AppState {
     pub gates: Arc<crate::gate::Gates>,
     pub autoscaler: Arc<crate::autoscale::Autoscaler>,
     pub engine: Arc<Engine>,
+    /// Where every PromQL and LogQL request runs: concurrency, queue, deadline, stack.
+    pub queries: Arc<crate::query::runner::QueryRunner>,
     pub registry: Arc<Mutex<Registry>>,
     pub metrics: CollectorMetrics,
 }
@@ -85,14 +87,29 @@ pub enum ApiError {
     BadData(String),
     Execution(String),
     Internal(String),
+    /// 503 `timeout`: the query ran past `[query] timeout`.
+    Timeout(String),
+    /// 503 `unavailable`: too many queries wait already, or the collector is stopping.
+    Unavailable(String),
+    /// 499 `canceled`, as Prometheus answers a query whose client went away (nobody reads it).
+    Canceled(String),
+    /// 413: a body over its limit.
+    TooLarge(String),
 }
 
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
+        use crate::query::Interrupted;
+        let msg = e.to_string();
         match e {
             QueryError::Parse(m) | QueryError::BadData(m) => ApiError::BadData(m),
+            QueryError::Limit { message, .. } => ApiError::BadData(message),
             QueryError::Unsupported(m) | QueryError::Execution(m) => ApiError::Execution(m),
             QueryError::Storage(m) => ApiError::Internal(m),
+            QueryError::Interrupted(Interrupted::Timeout) => ApiError::Timeout(msg),
+            QueryError::Interrupted(Interrupted::Cancelled) => ApiError::Canceled(msg),
+            QueryError::Interrupted(Interrupted::TooManySamples) => ApiError::Execution(msg),
+            QueryError::Busy(m) => ApiError::Unavailable(m),
         }
     }
 }
@@ -102,6 +119,10 @@ impl IntoResponse for ApiError {
         let (status, kind, msg) = match self {
             ApiError::BadData(m) => (StatusCode::BAD_REQUEST, "bad_data", m),
             ApiError::Execution(m) => (StatusCode::UNPROCESSABLE_ENTITY, "execution", m),
+            ApiError::Timeout(m) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", m),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+            ApiError::Canceled(m) => (StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST), "canceled", m),
+            ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "bad_data", m),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error answering an API call");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the collector's log".to_string())

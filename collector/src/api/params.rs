@@ -15,7 +15,7 @@ pub struct Params(Vec<(String, String)>);
 impl<S: Send + Sync> FromRequest<S> for Params {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         let mut pairs: Vec<(String, String)> =
             req.uri().query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
         let is_form = req
@@ -24,12 +24,16 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
         if is_form {
-            let body = axum::body::Bytes::from_request(req, state)
-                .await
-                .map_err(|e| ApiError::BadData(format!("cannot read the request body: {e}")))?;
-            if body.len() > MAX_FORM_BYTES {
-                return Err(ApiError::BadData(format!("form body over {MAX_FORM_BYTES} bytes")));
-            }
+            // Reading stops at the limit, so an endless body costs no more than that.
+            let body = axum::body::to_bytes(req.into_body(), MAX_FORM_BYTES).await.map_err(|e| {
+                let over = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                    .any(|e| e.to_string().contains("length limit exceeded"));
+                if over {
+                    ApiError::TooLarge(format!("form body over the limit of {MAX_FORM_BYTES} bytes"))
+                } else {
+                    ApiError::BadData(format!("cannot read the request body: {e}"))
+                }
+            })?;
             pairs.extend(form_urlencoded::parse(&body).into_owned());
         }
         Ok(Params(pairs))

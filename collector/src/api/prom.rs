@@ -27,9 +27,7 @@ pub async fn query(State(s): State<AppState>, p: Params) -> Result<Response, Api
     let t = p.time_ms("time", now_ms())?;
     s.metrics.queries.inc();
     let (engine, store) = (s.engine.clone(), s.store.clone());
-    let value = tokio::task::spawn_blocking(move || engine.instant(store.as_ref(), &q, t))
-        .await
-        .map_err(|e| ApiError::Internal(format!("query task: {e}")))??;
+    let value = s.queries.run(move |budget| engine.instant_within(store.as_ref(), &q, t, budget)).await?;
     let data = match value {
         Value::Scalar { t_ms, v } => json!({"resultType": "scalar", "result": point(t_ms, v)}),
         Value::String { t_ms, s } => json!({"resultType": "string", "result": [secs(t_ms), s]}),
@@ -63,9 +61,7 @@ pub async fn query_range(State(s): State<AppState>, p: Params) -> Result<Respons
     }
     s.metrics.queries.inc();
     let (engine, store) = (s.engine.clone(), s.store.clone());
-    let m = tokio::task::spawn_blocking(move || engine.range(store.as_ref(), &q, start, end, step))
-        .await
-        .map_err(|e| ApiError::Internal(format!("query task: {e}")))??;
+    let m = s.queries.run(move |budget| engine.range_within(store.as_ref(), &q, start, end, step, budget)).await?;
     Ok(encode_matrix(&m))
 }
 
@@ -135,14 +131,26 @@ fn write_point(out: &mut String, t_ms: i64, v: f64) {
     out.push_str("\"]");
 }
 
-/// Parses every `match[]` selector into its matchers.
-fn selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
-    p.all("match[]").into_iter().map(parse_selector).collect()
+/// Parses every `match[]` selector into its matchers, on a query thread: the parser recurses.
+async fn selectors(s: &AppState, p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    let texts: Vec<String> = p.all("match[]").into_iter().map(str::to_string).collect();
+    if texts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let engine = s.engine.clone();
+    let parsed = s
+        .queries
+        .run(move |_| Ok(texts.iter().map(|t| parse_selector(&engine, t)).collect::<Result<Vec<_>, ApiError>>()))
+        .await?;
+    parsed
 }
 
-fn parse_selector(text: &str) -> Result<Vec<Matcher>, ApiError> {
-    use promql_parser::parser::{self, Expr};
-    let expr = parser::parse(text).map_err(|e| ApiError::BadData(format!("invalid parameter \"match[]\": {e}")))?;
+fn parse_selector(engine: &crate::query::Engine, text: &str) -> Result<Vec<Matcher>, ApiError> {
+    use promql_parser::parser::Expr;
+    let expr = engine.parse_within("match[]", text).map_err(|e| match e {
+        crate::query::QueryError::Parse(m) => ApiError::BadData(format!("invalid parameter \"match[]\": {m}")),
+        other => other.into(),
+    })?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(ApiError::BadData(format!("invalid parameter \"match[]\": {text:?} is not a series selector")));
     };
@@ -160,8 +168,8 @@ fn parse_selector(text: &str) -> Result<Vec<Matcher>, ApiError> {
     Ok(out)
 }
 
-fn matching_series(s: &AppState, p: &Params) -> Result<Option<Vec<LabelSet>>, ApiError> {
-    let sels = selectors(p)?;
+async fn matching_series(s: &AppState, p: &Params) -> Result<Option<Vec<LabelSet>>, ApiError> {
+    let sels = selectors(s, p).await?;
     if sels.is_empty() {
         return Ok(None);
     }
@@ -172,12 +180,13 @@ fn matching_series(s: &AppState, p: &Params) -> Result<Option<Vec<LabelSet>>, Ap
 }
 
 pub async fn series(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
-    let found = matching_series(&s, &p)?.ok_or_else(|| ApiError::BadData("no match[] parameter provided".into()))?;
+    let found =
+        matching_series(&s, &p).await?.ok_or_else(|| ApiError::BadData("no match[] parameter provided".into()))?;
     Ok(success(Json_::Array(found.iter().map(label_map).collect())))
 }
 
 pub async fn labels(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
-    let names = match matching_series(&s, &p)? {
+    let names = match matching_series(&s, &p).await? {
         None => s.store.label_names(),
         Some(found) => {
             let mut names: Vec<String> = found.iter().flat_map(|l| l.iter().map(|(k, _)| k.to_string())).collect();
@@ -194,7 +203,7 @@ pub async fn label_values(
     Path(name): Path<String>,
     p: Params,
 ) -> Result<Response, ApiError> {
-    let values = match matching_series(&s, &p)? {
+    let values = match matching_series(&s, &p).await? {
         None => s.store.label_values(&name),
         Some(found) => {
             let mut vals: Vec<String> = found.iter().filter_map(|l| l.get(&name).map(str::to_string)).collect();

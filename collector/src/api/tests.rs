@@ -29,6 +29,7 @@ fn state(dir: &std::path::Path) -> AppState {
         gates,
         autoscaler,
         engine,
+        queries: Arc::new(crate::query::runner::QueryRunner::new(Default::default(), metrics.query.clone())),
         registry: Arc::new(Mutex::new(registry)),
         metrics,
     }

@@ -174,7 +174,7 @@ impl Data<'_> {
                 }
                 false
             };
-            let filter = LinePrefilter { needles: Vec::new(), keep: Some(&count) };
+            let filter = LinePrefilter { needles: Vec::new(), keep: Some(&count), budget: None };
             self.store
                 .select_logs_where(
                     &self.matchers(v, None),
@@ -335,7 +335,9 @@ impl Data<'_> {
         if first > self.end_ms {
             return Ok(Vec::new());
         }
-        let series = self.engine.range(self.store, &q, first, self.end_ms, step_ms).map_err(|e| e.to_string())?;
+        let (engine, store, end_ms) = (self.engine, self.store, self.end_ms);
+        let series = crate::query::runner::on_query_stack(|| engine.range(store, &q, first, end_ms, step_ms))
+            .map_err(|e| e.to_string())?;
         Ok(series.into_iter().flat_map(|s| s.samples.values).filter(|v| v.is_finite()).collect())
     }
 

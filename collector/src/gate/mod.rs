@@ -153,6 +153,8 @@ impl Gates {
 
     /// Starts a gate at `now_ms` (blocking: it reads the store to know the versions).
     pub fn start(&self, req: GateRequest, now_ms: i64) -> Result<Gate, StartError> {
+        // A request that cannot be planned is refused as such (400) before the service is looked up.
+        self.cfg.plan(&req, None, String::new()).map_err(StartError::Bad)?;
         let versions = self.versions(&req.service, now_ms)?;
         if versions.is_empty() {
             let services = self.store.label_values("service");

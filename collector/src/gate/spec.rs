@@ -406,7 +406,7 @@ fn build(key: &str, s: CheckSpec) -> Result<Check, String> {
                 format!("{key}.query: a check named {:?} is not built in, so it needs a PromQL query", s.name)
             })?;
             let probe = substitute(&query, "svc", "v");
-            promql_parser::parser::parse(&probe).map_err(|e| format!("{key}.query: {e}"))?;
+            crate::query::check_promql(&probe).map_err(|e| format!("{key}.query: {e}"))?;
             if s.tolerance.is_none() && s.max.is_none() && s.min.is_none() {
                 return Err(format!("{key}: a PromQL check needs `tolerance` (against the baseline), `max` or `min`"));
             }

@@ -11,9 +11,6 @@ use promql_parser::parser::{AtModifier, Expr, MatrixSelector, Offset, VectorSele
 use super::{aggregate, binary, functions, QueryError};
 use crate::model::{is_stale, LabelSet, MatchOp, Matcher, Samples, SeriesData, METRIC_NAME};
 
-/// Prometheus's default `--query.max-samples`: a query holding more points than this is refused.
-pub(crate) const MAX_SAMPLES: usize = 50_000_000;
-
 pub(crate) const DUPLICATE_LABELSET: &str = "vector cannot contain metrics with the same labelset";
 
 pub(crate) const TOO_MANY_SAMPLES: &str = "query processing would load too many samples into memory in query execution";
@@ -58,6 +55,8 @@ pub(crate) struct Ctx<'a> {
     /// The query's own start and end, which `@ start()` and `@ end()` mean at any depth of subqueries.
     pub query_start: i64,
     pub query_end: i64,
+    /// What the query may still spend; checked at every node and by the source between series.
+    pub budget: &'a super::Budget,
 }
 
 pub(crate) fn exec(msg: impl Into<String>) -> QueryError {
@@ -80,11 +79,18 @@ fn system_time_ms(t: &SystemTime) -> i64 {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(src: &'a dyn super::Queryable, start: i64, end: i64, step: i64, lookback: i64) -> Self {
+    pub fn new(
+        src: &'a dyn super::Queryable,
+        start: i64,
+        end: i64,
+        step: i64,
+        lookback: i64,
+        budget: &'a super::Budget,
+    ) -> Self {
         let step = step.max(1);
         // i128: start and end may be anywhere in i64; the caller has bounded the number of steps.
         let n = ((end as i128 - start as i128).max(0) / step as i128) as usize + 1;
-        Ctx { src, start, step, n, lookback, query_start: start, query_end: end }
+        Ctx { src, start, step, n, lookback, query_start: start, query_end: end, budget }
     }
 
     /// A context for a subquery's inner expression: steps start, start+step, ... <= end, same query.
@@ -93,7 +99,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             query_start: self.query_start,
             query_end: self.query_end,
-            ..Ctx::new(self.src, start, end, step, self.lookback)
+            ..Ctx::new(self.src, start, end, step, self.lookback, self.budget)
         }
     }
 
@@ -102,6 +108,7 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn eval(&self, e: &Expr) -> Result<Val, QueryError> {
+        self.budget.check()?;
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; self.n])),
             Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
@@ -187,8 +194,9 @@ impl<'a> Ctx<'a> {
         let matchers = convert_matchers(vs)?;
         let st = self.sel_time(&vs.offset, &vs.at);
         let (lo, hi) = (self.eff(&st, 0), self.eff(&st, self.n - 1));
-        let data = self.src.select(&matchers, lo.saturating_sub(window).saturating_add(1), hi)?;
-        if data.len().saturating_mul(self.n) > MAX_SAMPLES {
+        let data = self.src.select_within(&matchers, lo.saturating_sub(window).saturating_add(1), hi, self.budget)?;
+        self.budget.check()?;
+        if data.len().saturating_mul(self.n) > self.budget.max_samples() {
             return Err(exec(TOO_MANY_SAMPLES));
         }
         Ok((data, st))
@@ -250,10 +258,15 @@ impl<'a> Ctx<'a> {
 
     /// Calls `f(step, timestamps, values, t)` with each step's window (t - range, t] of `s`, where t is the
     /// selector's read time for that step. Both window edges only move forward, so this is linear.
+    /// Stops early once the budget is spent (checked every 256 steps; a window function such as
+    /// `quantile_over_time` can take long per step): the caller's next `check` reports it.
     pub fn windows(&self, rd: &RangeData, s: &Samples, mut f: impl FnMut(usize, &[i64], &[f64], i64)) {
         let (mut lo, mut hi) = (0, 0);
         let ts = &s.ts;
         for i in 0..self.n {
+            if i % 256 == 0 && self.budget.spent().is_some() {
+                return;
+            }
             let e = self.eff(&rd.st, i);
             while hi < ts.len() && ts[hi] <= e {
                 hi += 1;

@@ -6,7 +6,9 @@ mod binary;
 mod eval;
 mod functions;
 mod histogram;
+pub mod limits;
 mod range_fns;
+pub mod runner;
 mod subquery;
 #[cfg(test)]
 mod tests;
@@ -22,12 +24,26 @@ use promql_parser::parser::Expr;
 
 use crate::model::{LabelSet, Matcher, Samples, SeriesData};
 use eval::{Ctx, Val};
+pub use limits::{Budget, Interrupted, QueryLimits};
 
 /// Where the engine reads series from. The store implements it; tests implement it over vectors.
 pub trait Queryable: Send + Sync {
     /// Every series whose labels pass all `matchers`, with its samples whose timestamps t satisfy
     /// start_ms <= t <= end_ms, in time order.
     fn select(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Result<Vec<SeriesData>, QueryError>;
+
+    /// `select` within a query's budget. A source that reads for long (the store) overrides it to
+    /// stop between series once the budget is spent; the caller checks the budget afterwards.
+    fn select_within(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        budget: &Budget,
+    ) -> Result<Vec<SeriesData>, QueryError> {
+        budget.check()?;
+        self.select(matchers, start_ms, end_ms)
+    }
 }
 
 /// Why a query failed; the API maps each kind to Prometheus's HTTP status and error type.
@@ -48,6 +64,35 @@ pub enum QueryError {
     /// HTTP 500/503: the store failed.
     #[error("{0}")]
     Storage(String),
+    /// HTTP 400 bad_data: the query is over one of the `[query]` limits (`reason` labels
+    /// `lookout_collector_queries_refused_total`).
+    #[error("{message}")]
+    Limit { reason: &'static str, message: String },
+    /// Stopped before its end: timed out (503), its client left, or it loaded too many samples (422).
+    #[error("{}", match .0 {
+        Interrupted::Timeout => "query timed out in expression evaluation",
+        Interrupted::Cancelled => "query was canceled",
+        Interrupted::TooManySamples => eval::TOO_MANY_SAMPLES,
+    })]
+    Interrupted(Interrupted),
+    /// HTTP 503 unavailable: too many queries are waiting already.
+    #[error("{0}")]
+    Busy(String),
+}
+
+impl QueryError {
+    /// The `reason` label of `lookout_collector_queries_refused_total` for a query refused or
+    /// stopped by a limit, `None` for every other outcome.
+    pub fn refusal_reason(&self) -> Option<&'static str> {
+        match self {
+            QueryError::Limit { reason, .. } => Some(reason),
+            QueryError::Interrupted(Interrupted::Timeout) => Some("timeout"),
+            QueryError::Interrupted(Interrupted::Cancelled) => Some("cancelled"),
+            QueryError::Interrupted(Interrupted::TooManySamples) => Some("samples"),
+            QueryError::Busy(_) => Some("queue_full"),
+            _ => None,
+        }
+    }
 }
 
 /// The result of an instant query, in Prometheus's four result types.
@@ -72,26 +117,61 @@ pub struct InstantSample {
 pub struct Engine {
     /// How far back an instant vector selector looks for a sample (Prometheus's default 5 m).
     pub lookback_ms: i64,
-    /// Most points a range query may have per series: (end - start) / step above this is refused.
-    pub max_points_per_series: i64,
+    /// What one query may cost: its text, its depth, its points (`[query]`).
+    pub limits: QueryLimits,
 }
 
 impl Default for Engine {
     fn default() -> Self {
-        Engine { lookback_ms: 300_000, max_points_per_series: 11_000 }
+        Engine { lookback_ms: 300_000, limits: QueryLimits::default() }
     }
 }
 
 impl Engine {
-    /// Instant query at t_ms. A matrix selector or subquery at the top level returns Value::Matrix, as
-    /// Prometheus does.
-    pub fn instant(&self, src: &dyn Queryable, query: &str, t_ms: i64) -> Result<Value, QueryError> {
+    pub fn new(limits: QueryLimits) -> Self {
+        Engine { limits, ..Engine::default() }
+    }
+
+    /// Parses `query` within the limits: its text first (length, bracket depth), then the parsed
+    /// expression's depth, which a long chain of binary operators makes deep without brackets.
+    /// promql-parser recurses, and so do this engine's evaluation and `Expr`'s drop: callers run
+    /// this on a thread of `runner`'s, whose stack is sized for the limits' ceilings (a worker's
+    /// 2 MiB is not), and keep the expression on it.
+    pub fn parse_within(&self, what: &str, query: &str) -> Result<Expr, QueryError> {
+        self.limits.check_text(what, query)?;
         let expr = parse(query)?;
-        let ctx = Ctx::new(src, t_ms, t_ms, 1, self.lookback_ms);
-        if let Expr::MatrixSelector(_) | Expr::Subquery(_) = unwrap_parens(&expr) {
-            return Ok(Value::Matrix(ctx.raw_matrix(&ctx.range_arg(&expr)?)?));
+        let depth = expr_depth(&expr);
+        if depth > self.limits.max_depth {
+            return Err(limits::too_deep(what, depth, self.limits.max_depth));
         }
-        Ok(match ctx.eval(&expr)? {
+        Ok(expr)
+    }
+
+    /// Instant query at t_ms, with no deadline (decisions and tests).
+    pub fn instant(&self, src: &dyn Queryable, query: &str, t_ms: i64) -> Result<Value, QueryError> {
+        self.instant_within(src, query, t_ms, &Budget::unlimited())
+    }
+
+    /// Instant query at t_ms, stopped when `budget` is spent. A matrix selector or subquery at the
+    /// top level returns Value::Matrix, as Prometheus does.
+    pub fn instant_within(
+        &self,
+        src: &dyn Queryable,
+        query: &str,
+        t_ms: i64,
+        budget: &Budget,
+    ) -> Result<Value, QueryError> {
+        let expr = self.parse_within("query", query)?;
+        let ctx = Ctx::new(src, t_ms, t_ms, 1, self.lookback_ms, budget);
+        if let Expr::MatrixSelector(_) | Expr::Subquery(_) = unwrap_parens(&expr) {
+            let m = ctx.raw_matrix(&ctx.range_arg(&expr)?)?;
+            budget.check()?;
+            return Ok(Value::Matrix(m));
+        }
+        let value = ctx.eval(&expr)?;
+        // Loops that found the budget spent stopped early; what they made is not an answer.
+        budget.check()?;
+        Ok(match value {
             Val::Scalar(v) => Value::Scalar { t_ms, v: v[0] },
             Val::Str(s) => Value::String { t_ms, s },
             Val::Vector(series) => {
@@ -105,9 +185,7 @@ impl Engine {
         })
     }
 
-    /// Range query: evaluates at start, start+step, ... <= end. Returns a matrix (a scalar expression becomes
-    /// one series with no labels). Rejects (end-start)/step > max_points_per_series with BadData as
-    /// Prometheus does, and step <= 0.
+    /// Range query with no deadline (decisions and tests).
     pub fn range(
         &self,
         src: &dyn Queryable,
@@ -115,6 +193,21 @@ impl Engine {
         start_ms: i64,
         end_ms: i64,
         step_ms: i64,
+    ) -> Result<Vec<SeriesData>, QueryError> {
+        self.range_within(src, query, start_ms, end_ms, step_ms, &Budget::unlimited())
+    }
+
+    /// Range query: evaluates at start, start+step, ... <= end. Returns a matrix (a scalar expression becomes
+    /// one series with no labels). Rejects (end-start)/step > max_points_per_series with BadData as
+    /// Prometheus does, and step <= 0.
+    pub fn range_within(
+        &self,
+        src: &dyn Queryable,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        budget: &Budget,
     ) -> Result<Vec<SeriesData>, QueryError> {
         if end_ms < start_ms {
             return Err(QueryError::BadData("end timestamp must not be before start time".into()));
@@ -124,13 +217,14 @@ impl Engine {
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
             ));
         }
-        if (end_ms as i128 - start_ms as i128) / step_ms as i128 > self.max_points_per_series as i128 {
+        let max_points = self.limits.max_points_per_series;
+        if (end_ms as i128 - start_ms as i128) / step_ms as i128 > max_points as i128 {
             return Err(QueryError::BadData(format!(
                 "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
-                thousands(self.max_points_per_series)
+                thousands(max_points)
             )));
         }
-        let expr = parse(query)?;
+        let expr = self.parse_within("query", query)?;
         match expr.value_type() {
             ValueType::Scalar | ValueType::Vector => {}
             other => {
@@ -140,8 +234,10 @@ impl Engine {
                 )))
             }
         }
-        let ctx = Ctx::new(src, start_ms, end_ms, step_ms, self.lookback_ms);
-        let mut out = match ctx.eval(&expr)? {
+        let ctx = Ctx::new(src, start_ms, end_ms, step_ms, self.lookback_ms, budget);
+        let value = ctx.eval(&expr)?;
+        budget.check()?;
+        let mut out = match value {
             Val::Scalar(v) => {
                 let ts = (0..ctx.n).map(|i| ctx.ts(i)).collect();
                 vec![SeriesData { labels: LabelSet::default(), samples: Samples { ts, values: v } }]
@@ -170,12 +266,37 @@ impl Engine {
     }
 }
 
+/// Whether `text` is PromQL within the default limits, parsed on a query thread: for the queries
+/// of gate requests and of the config, which are checked where they arrive and run later.
+pub fn check_promql(text: &str) -> Result<(), QueryError> {
+    runner::on_query_stack(|| Engine::default().parse_within("query", text).map(|_| ()))
+}
+
+/// How deep an expression nests: 1 for a leaf, one more for each operator, call, aggregation,
+/// parenthesis or subquery around it. Recursive: called on a query thread, on expressions whose
+/// text is within `max_query_bytes`.
+pub fn expr_depth(e: &Expr) -> usize {
+    1 + match e {
+        Expr::Aggregate(a) => expr_depth(&a.expr).max(a.param.as_deref().map_or(0, expr_depth)),
+        Expr::Unary(u) => expr_depth(&u.expr),
+        Expr::Binary(b) => expr_depth(&b.lhs).max(expr_depth(&b.rhs)),
+        Expr::Paren(p) => expr_depth(&p.expr),
+        Expr::Subquery(s) => expr_depth(&s.expr),
+        Expr::Call(c) => c.args.args.iter().map(|a| expr_depth(a)).max().unwrap_or(0),
+        Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::VectorSelector(_)
+        | Expr::MatrixSelector(_)
+        | Expr::Extension(_) => 0,
+    }
+}
+
 /// What promql-parser says of every grammar error.
 const GENERIC_PARSE_ERROR: &str = "invalid promql query";
 
 /// Parses a query, turning the parser's message into `QueryError::Parse`. Where the lexer failed, the
 /// message gets Prometheus's `line:col: parse error:` prefix, found by lexing ever longer prefixes.
-fn parse(query: &str) -> Result<Expr, QueryError> {
+pub(crate) fn parse(query: &str) -> Result<Expr, QueryError> {
     let res = std::panic::catch_unwind(|| promql_parser::parser::parse(query));
     match res {
         Ok(Ok(e)) => Ok(e),

@@ -4,7 +4,7 @@
 
 use promql_parser::parser::SubqueryExpr;
 
-use super::eval::{dur_ms, exec, merge_series, Ctx, RangeData, Val, MAX_SAMPLES, TOO_MANY_SAMPLES};
+use super::eval::{dur_ms, exec, merge_series, Ctx, RangeData, Val, TOO_MANY_SAMPLES};
 use super::QueryError;
 use crate::model::{is_stale, Samples, SeriesData};
 
@@ -33,7 +33,7 @@ impl Ctx<'_> {
         if first > hi {
             return Ok(rd);
         }
-        if (hi - first) / step as i128 >= MAX_SAMPLES as i128 {
+        if (hi - first) / step as i128 >= self.budget.max_samples() as i128 {
             return Err(exec(TOO_MANY_SAMPLES));
         }
         // first <= hi, so it fits in i64.

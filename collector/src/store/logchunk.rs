@@ -102,9 +102,16 @@ pub fn decode(data: &[u8], out: &mut Vec<LogLine>) -> Result<(), LogChunkError> 
 pub struct LinePrefilter<'a> {
     pub needles: Vec<&'a [u8]>,
     pub keep: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
+    /// The query's budget: chunk readers stop between chunks once it is spent (the caller then
+    /// checks it and answers the timeout, never the lines read so far).
+    pub budget: Option<&'a crate::query::Budget>,
 }
 
 impl LinePrefilter<'_> {
+    pub fn spent(&self) -> bool {
+        self.budget.is_some_and(|b| b.spent().is_some())
+    }
+
     fn lacks_a_needle(&self, raw: &[u8]) -> bool {
         self.needles.iter().any(|n| memchr::memmem::find(raw, n).is_none())
     }
@@ -325,7 +332,7 @@ mod tests {
         decode(&old, &mut back).unwrap();
         assert_eq!(back, lines);
         let keep_orders = |l: &str| l.contains("orders");
-        let filter = LinePrefilter { needles: vec![b"HTTP/1.1"], keep: Some(&keep_orders) };
+        let filter = LinePrefilter { needles: vec![b"HTTP/1.1"], keep: Some(&keep_orders), budget: None };
         let (mut from_old, mut from_new) = (Vec::new(), Vec::new());
         decode_where(&old, i64::MIN..=i64::MAX, &filter, &mut from_old).unwrap();
         decode_where(&encode(&lines), i64::MIN..=i64::MAX, &filter, &mut from_new).unwrap();
@@ -338,15 +345,26 @@ mod tests {
         let lines = vec![LogLine { time_ns: 1, line: "abc".into() }, LogLine { time_ns: 2, line: "def".into() }];
         let data = encode(&lines);
         let mut out = Vec::new();
-        decode_where(&data, i64::MIN..=i64::MAX, &LinePrefilter { needles: vec![b"cd"], keep: None }, &mut out)
-            .unwrap();
+        decode_where(
+            &data,
+            i64::MIN..=i64::MAX,
+            &LinePrefilter { needles: vec![b"cd"], keep: None, budget: None },
+            &mut out,
+        )
+        .unwrap();
         assert!(out.is_empty());
-        decode_where(&data, i64::MIN..=i64::MAX, &LinePrefilter { needles: vec![b"de"], keep: None }, &mut out)
-            .unwrap();
+        decode_where(
+            &data,
+            i64::MIN..=i64::MAX,
+            &LinePrefilter { needles: vec![b"de"], keep: None, budget: None },
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, lines);
         out.clear();
         let keep_all = |_: &str| true;
-        decode_where(&data, 2..=2, &LinePrefilter { needles: vec![], keep: Some(&keep_all) }, &mut out).unwrap();
+        decode_where(&data, 2..=2, &LinePrefilter { needles: vec![], keep: Some(&keep_all), budget: None }, &mut out)
+            .unwrap();
         assert_eq!(out, lines[1..], "only lines in the time range");
     }
 

@@ -310,6 +310,9 @@ pub fn read(
     // sealed. Sorted here: an ORDER BY had SQLite sort the blobs themselves (a third of a search).
     let mut blobs: Vec<(usize, i64, Vec<u8>)> = Vec::new();
     for (i, (id, _, _)) in streams.iter().enumerate() {
+        if filter.spent() {
+            break;
+        }
         let mut rows = stmt.query(params![id, start_ns, end_ns, last_chunk]).map_err(|e| e.to_string())?;
         while let Some(row) = rows.next().map_err(|e| e.to_string())? {
             blobs.push((i, row.get(0).map_err(|e| e.to_string())?, row.get(1).map_err(|e| e.to_string())?));
@@ -325,6 +328,9 @@ pub fn read(
                 scope.spawn(move || {
                     let mut out = Vec::with_capacity(part.len());
                     for (i, _, data) in part {
+                        if filter.spent() {
+                            break;
+                        }
                         let mut lines = Vec::new();
                         logchunk::decode_where(data, start_ns..=end_ns.saturating_sub(1), filter, &mut lines)
                             .map_err(|e| format!("log chunk: {e}"))?;

@@ -695,6 +695,18 @@ impl Store {
     /// Series matching every matcher, with their samples in `start_ms..=end_ms`; series without samples
     /// there are left out.
     pub fn select(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Result<Vec<SeriesData>, StoreError> {
+        self.select_within(matchers, start_ms, end_ms, &crate::query::Budget::none())
+    }
+
+    /// `select` that stops between series once `budget` is spent (past its deadline, cancelled, or
+    /// over its samples), returning what it read so far: the caller checks the budget after.
+    pub fn select_within(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        budget: &crate::query::Budget,
+    ) -> Result<Vec<SeriesData>, StoreError> {
         let picked: Vec<(SeriesId, LabelSet)> = {
             let index = self.index.read().expect("index lock poisoned");
             index.select(matchers).into_iter().filter_map(|id| Some((id, index.labels(id)?.clone()))).collect()
@@ -723,6 +735,9 @@ impl Store {
             )?;
             let mut series = Vec::with_capacity(out.len());
             for (id, labels, head_samples, head_first) in out {
+                if budget.spent().is_some() {
+                    break;
+                }
                 let chunk_end = head_first.map_or(end_ms, |h| end_ms.min(h - 1));
                 let mut all = Samples::default();
                 if chunk_end >= start_ms {
@@ -739,6 +754,7 @@ impl Store {
                 keep_range(&mut head_samples, start_ms, end_ms);
                 all.ts.extend_from_slice(&head_samples.ts);
                 all.values.extend_from_slice(&head_samples.values);
+                budget.load(all.ts.len());
                 if !all.ts.is_empty() {
                     series.push(SeriesData { labels, samples: all });
                 }
@@ -866,6 +882,19 @@ impl crate::query::Queryable for Store {
         end_ms: i64,
     ) -> Result<Vec<SeriesData>, crate::query::QueryError> {
         Store::select(self, matchers, start_ms, end_ms).map_err(|e| crate::query::QueryError::Storage(e.to_string()))
+    }
+
+    fn select_within(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+        budget: &crate::query::Budget,
+    ) -> Result<Vec<SeriesData>, crate::query::QueryError> {
+        let found = Store::select_within(self, matchers, start_ms, end_ms, budget)
+            .map_err(|e| crate::query::QueryError::Storage(e.to_string()))?;
+        budget.check()?;
+        Ok(found)
     }
 }
 
