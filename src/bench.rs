@@ -11,6 +11,23 @@ use lookout_collector::store::{Store, StoreOptions};
 
 #[derive(Subcommand)]
 pub enum Bench {
+    /// A collector with agents streaming to it is sent SIGTERM: the time until it has exited.
+    Stop {
+        #[arg(long, default_value_t = 10)]
+        agents: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// How long the agents stream before each SIGTERM.
+        #[arg(long, default_value = "5s", value_parser = |s: &str| humantime::parse_duration(s))]
+        stream_for: Duration,
+    },
+    /// `1+1` latency for one client while others send deep, long and huge queries without pause.
+    Hostile {
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2)]
+        clients: usize,
+    },
     /// Collector ingest: durable samples per second into the SQLite store, and bytes per sample on disk,
     /// for realistic container series sampled every 10 s.
     Ingest {
@@ -144,6 +161,8 @@ pub enum Bench {
 
 pub fn run(what: Bench) -> std::process::ExitCode {
     let result = match what {
+        Bench::Stop { agents, rounds, stream_for } => crate::bench_daemons::stop(agents, rounds, stream_for),
+        Bench::Hostile { seconds, clients } => crate::bench_daemons::hostile(seconds, clients),
         Bench::Ingest { containers, samples, per_batch, dir } => ingest(containers, samples, per_batch, dir),
         Bench::Agent { containers, duration, interval } => agent(containers, duration, interval),
         Bench::Query { containers, hours, runs } => query(containers, hours, runs),

@@ -2,6 +2,7 @@
 //! `query` asks a collector; `check-config` validates a file; `bench` measures.
 
 mod bench;
+mod bench_daemons;
 mod bench_dashboards;
 mod bench_gates;
 mod bench_logs;
@@ -20,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser)]
 #[command(name = "lookout", version, about = "Monitoring, logging and health for container hosts")]
 struct Cli {
+    /// Log lines as `text` (colour only on a terminal) or `json`; overrides `[log] format`.
+    #[arg(long, global = true)]
+    log_format: Option<lookout_daemon::logging::LogFormat>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -154,25 +158,28 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A bench prints its figures; the collector's info lines would drown them.
-    let quiet = if matches!(cli.cmd, Cmd::Bench { .. }) { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| quiet.into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let log_format = cli.log_format;
+    if !matches!(cli.cmd, Cmd::Agent { .. } | Cmd::Collector { .. }) {
+        // A bench prints its figures; the collector's info lines would drown them. The daemons
+        // install their logger once their config (and its `[log]`) is read.
+        let quiet = if matches!(cli.cmd, Cmd::Bench { .. }) { "warn" } else { "info" };
+        lookout_daemon::logging::init(quiet, log_format.unwrap_or_default());
+    }
     match cli.cmd {
         Cmd::CheckConfig { file, kind } => check_config(&file, kind),
         Cmd::Bench { what } => bench::run(what),
-        Cmd::Agent { config } => daemon(&config, |cfg: lookout_agent::AgentConfig, stop| async move {
+        Cmd::Agent { config } => daemon(&config, log_format, |cfg: lookout_agent::AgentConfig, stop| async move {
             let running = lookout_agent::start(cfg, stop).await?;
             running.done.await?;
             Ok(())
         }),
-        Cmd::Collector { config } => daemon(&config, |cfg: lookout_collector::CollectorConfig, stop| async move {
-            let running = lookout_collector::start(cfg, stop).await?;
-            tracing::info!(http = %running.http_addr, grpc = %running.grpc_addr, "collector listening");
-            running.done.await?
-        }),
+        Cmd::Collector { config } => {
+            daemon(&config, log_format, |cfg: lookout_collector::CollectorConfig, stop| async move {
+                let running = lookout_collector::start(cfg, stop).await?;
+                tracing::info!(http = %running.http_addr, grpc = %running.grpc_addr, "collector listening");
+                running.done.await?
+            })
+        }
         Cmd::Query { collector, query, time } => runtime().block_on(query_cmd(&collector, &query, time.as_deref())),
         Cmd::Gate { collector, service, version, baseline, window, interval, deadline, stage, wait, timeout } => {
             runtime().block_on(gate_cmd::gate(gate_cmd::GateArgs {
@@ -207,41 +214,56 @@ fn main() -> ExitCode {
 
 /// A config file that can be loaded with an error naming the file, line and key.
 trait LoadConfig: Sized {
-    fn load_file(file: &std::path::Path) -> Result<Self, String>;
+    fn parse_file(file: &std::path::Path, text: &str) -> Result<Self, String>;
+    fn log(&self) -> &lookout_daemon::logging::LogConfig;
 }
 
 impl LoadConfig for lookout_agent::AgentConfig {
-    fn load_file(file: &std::path::Path) -> Result<Self, String> {
-        Self::load(file).map_err(|e| e.to_string())
+    fn parse_file(file: &std::path::Path, text: &str) -> Result<Self, String> {
+        Self::parse(file, text).map_err(|e| e.to_string())
+    }
+    fn log(&self) -> &lookout_daemon::logging::LogConfig {
+        &self.log
     }
 }
 
 impl LoadConfig for lookout_collector::CollectorConfig {
-    fn load_file(file: &std::path::Path) -> Result<Self, String> {
-        Self::load(file).map_err(|e| e.to_string())
+    fn parse_file(file: &std::path::Path, text: &str) -> Result<Self, String> {
+        Self::parse(file, text).map_err(|e| e.to_string())
+    }
+    fn log(&self) -> &lookout_daemon::logging::LogConfig {
+        &self.log
     }
 }
 
-/// Loads a config (exit 64 when invalid) and runs one daemon until SIGINT or SIGTERM.
-fn daemon<C, F, Fut>(file: &std::path::Path, run: F) -> ExitCode
+/// Loads a config (exit 64 when invalid), installs the logger it asks for, and runs one daemon
+/// until SIGINT or SIGTERM; SIGHUP reloads what can be reloaded.
+fn daemon<C, F, Fut>(file: &std::path::Path, log_format: Option<lookout_daemon::logging::LogFormat>, run: F) -> ExitCode
 where
-    C: LoadConfig,
+    C: LoadConfig + 'static,
     F: FnOnce(C, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let cfg = match C::load_file(file) {
+    let loaded = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))
+        .and_then(|text| C::parse_file(file, &text));
+    let cfg = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(64);
         }
     };
+    let log = lookout_daemon::logging::init(
+        cfg.log().level.as_deref().unwrap_or("info"),
+        log_format.or(cfg.log().format).unwrap_or_default(),
+    );
     let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
+    let file = file.to_path_buf();
     let result = runtime().block_on(async move {
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            stop.cancel();
+        lookout_daemon::signals::stop_on_signals(shutdown.clone());
+        lookout_daemon::signals::reload_on_hangup(file, log, |file, text| {
+            C::parse_file(file, text).map(|c| c.log().level.clone())
         });
         run(cfg, shutdown).await
     });
@@ -251,15 +273,6 @@ where
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 
@@ -306,9 +319,9 @@ async fn up(
         collector.http_addr
     );
 
-    wait_for_signal().await;
+    lookout_daemon::signals::stop_on_signals(shutdown.clone());
+    shutdown.cancelled().await;
     eprintln!("stopping");
-    shutdown.cancel();
     let _ = agent.done.await;
     collector.done.await??;
     Ok(())

@@ -10,6 +10,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
+    /// `[log]`: level and format of the agent's own log.
+    #[serde(default)]
+    pub log: lookout_daemon::logging::LogConfig,
     /// The `host` label; the machine's hostname when absent.
     #[serde(default)]
     pub host: Option<String>,
@@ -249,7 +252,7 @@ impl AgentConfig {
     }
 
     pub fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+        let mut problems = self.log.validate("log");
         if self.interval < Duration::from_secs(1) {
             problems.push(format!("interval: must be at least 1s (got {})", humantime::format_duration(self.interval)));
         }

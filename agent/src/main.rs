@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lookout_daemon::logging::{self, LogFormat};
+use lookout_daemon::signals;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -17,6 +19,9 @@ struct Cli {
     /// Configuration file.
     #[arg(long, default_value = "/etc/lookout/agent.toml")]
     config: PathBuf,
+    /// Log lines as `text` (colour only on a terminal) or `json`; overrides `[log] format`.
+    #[arg(long)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -29,9 +34,6 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
     let file = match &cli.cmd {
         Some(Cmd::Validate { file }) => file.clone(),
         None => cli.config.clone(),
@@ -47,34 +49,32 @@ fn main() -> ExitCode {
         println!("{}: ok", file.display());
         return ExitCode::SUCCESS;
     }
+    let format = cli.log_format.or(cfg.log.format).unwrap_or_default();
+    let log = logging::init(cfg.log.level.as_deref().unwrap_or("info"), format);
     // Two worker threads are plenty: the agent's work is a tick every few seconds and one stream.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a tokio runtime starts");
-    match rt.block_on(run(cfg)) {
+    match rt.block_on(run(cfg, file, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cfg: lookout_agent::AgentConfig) -> anyhow::Result<()> {
+async fn run(cfg: lookout_agent::AgentConfig, file: PathBuf, log: logging::LogHandle) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let running = lookout_agent::start(cfg, shutdown.clone()).await?;
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        stop.cancel();
+    signals::stop_on_signals(shutdown.clone());
+    signals::reload_on_hangup(file, log, |file, text| {
+        lookout_agent::AgentConfig::parse(file, text).map(|c| c.log.level).map_err(|e| e.to_string())
     });
     running.done.await?;
+    tracing::info!("agent stopped cleanly");
     Ok(())
 }

@@ -10,6 +10,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectorConfig {
+    /// `[log]`: level and format of the collector's own log.
+    #[serde(default)]
+    pub log: lookout_daemon::logging::LogConfig,
     #[serde(default = "defaults::data_dir")]
     pub data_dir: PathBuf,
     #[serde(default = "defaults::http_listen")]
@@ -237,6 +240,7 @@ impl CollectorConfig {
             problems.push("logs.chunk_max_age: must be at least 10s".to_string());
         }
         problems.extend(self.query.validate("query"));
+        problems.extend(self.log.validate("log"));
         problems.extend(self.gates.validate());
         for (i, p) in self.autoscale.iter().enumerate() {
             problems.extend(p.validate(&format!("autoscale[{i}]")));

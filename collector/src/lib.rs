@@ -61,7 +61,7 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
 
     let health: Arc<health::HealthBoard> = Default::default();
     let engine = Arc::new(query::Engine::new(cfg.query.clone()));
-    let queries = Arc::new(query::runner::QueryRunner::new(cfg.query.clone(), metrics.query.clone()));
+    let queries = Arc::new(query::runner::QueryRunner::new(cfg.query.clone(), metrics.query.clone(), shutdown.clone()));
     let gates = Arc::new(gate::Gates::new(cfg.gates.clone(), store.clone(), engine.clone(), metrics.decisions.clone()));
     tokio::spawn(gates.clone().run(shutdown.clone()));
     let autoscaler = Arc::new(autoscale::Autoscaler::new(
@@ -80,6 +80,7 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
         autoscaler,
         engine,
         queries,
+        shutdown: shutdown.clone(),
         registry: Arc::new(Mutex::new(registry)),
         metrics: metrics.clone(),
     };
@@ -91,9 +92,15 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
         metrics.decisions.clone(),
     ));
     tokio::spawn(restarter.clone().run(shutdown.clone()));
-    let ingest =
-        ingest::IngestService::new(store.clone(), cfg.ingest.tokens.clone(), metrics, health, restarter.clone())
-            .into_server();
+    let ingest = ingest::IngestService::new(
+        store.clone(),
+        cfg.ingest.tokens.clone(),
+        metrics,
+        health,
+        restarter.clone(),
+        shutdown.clone(),
+    )
+    .into_server();
 
     let s1 = shutdown.clone();
     let http_task =
@@ -137,17 +144,44 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
         }
     });
     let final_store = store.clone();
+    let s4 = shutdown.clone();
     let done = tokio::spawn(async move {
-        let (h, g) = tokio::join!(http_task, grpc_task);
+        let (http_abort, grpc_abort) = (http_task.abort_handle(), grpc_task.abort_handle());
+        let servers = async { tokio::join!(http_task, grpc_task) };
+        tokio::pin!(servers);
+        // Serving until told to stop, then at most STOP_GRACE for answers in flight: agent streams
+        // end at their next message, queries are answered 503, tails get a close frame. Whatever
+        // still hangs then is cut off (an agent resends any batch it has no ack for).
+        let joined = tokio::select! {
+            j = &mut servers => Some(j),
+            _ = s4.cancelled() => None,
+        };
+        let (h, g) = match joined {
+            Some(j) => j,
+            None => match tokio::time::timeout(STOP_GRACE, &mut servers).await {
+                Ok(j) => j,
+                Err(_) => {
+                    tracing::warn!(grace = ?STOP_GRACE, "connections still open at the end of the stop's grace; closing them");
+                    http_abort.abort();
+                    grpc_abort.abort();
+                    (Ok(Ok(())), Ok(Ok(())))
+                }
+            },
+        };
         housekeeping.abort();
         h?.context("HTTP API")?;
         g?.context("gRPC ingest")?;
         // A clean stop leaves an empty head log, so the next start has nothing to replay.
         tokio::task::spawn_blocking(move || final_store.checkpoint()).await??;
+        tracing::info!("collector stopped cleanly");
         Ok(())
     });
     Ok(Running { http_addr, grpc_addr, store, done })
 }
+
+/// How long a stop waits for answers in flight before it cuts connections: systemd's stop timeout
+/// is 90 s, the target is a stop within 5 s with the checkpoint included.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Decisions look at the store as of this long ago: samples stamped later may still be on their way
 /// (an agent seals a batch every second), and a decision must rest on data that a replay finds.

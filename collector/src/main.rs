@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lookout_daemon::logging::{self, LogFormat};
+use lookout_daemon::signals;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -13,6 +15,9 @@ struct Cli {
     /// Configuration file.
     #[arg(long, default_value = "/etc/lookout/collector.toml")]
     config: PathBuf,
+    /// Log lines as `text` (colour only on a terminal) or `json`; overrides `[log] format`.
+    #[arg(long)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -25,9 +30,6 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
     let file = match &cli.cmd {
         Some(Cmd::Validate { file }) => file.clone(),
         None => cli.config.clone(),
@@ -43,33 +45,26 @@ fn main() -> ExitCode {
         println!("{}: ok", file.display());
         return ExitCode::SUCCESS;
     }
+    let format = cli.log_format.or(cfg.log.format).unwrap_or_default();
+    let log = logging::init(cfg.log.level.as_deref().unwrap_or("info"), format);
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
-    match rt.block_on(run(cfg)) {
+    match rt.block_on(run(cfg, file, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cfg: lookout_collector::CollectorConfig) -> anyhow::Result<()> {
+async fn run(cfg: lookout_collector::CollectorConfig, file: PathBuf, log: logging::LogHandle) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let running = lookout_collector::start(cfg, shutdown.clone()).await?;
     tracing::info!(http = %running.http_addr, grpc = %running.grpc_addr, "collector listening");
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        stop.cancel();
+    signals::stop_on_signals(shutdown.clone());
+    signals::reload_on_hangup(file, log, |file, text| {
+        lookout_collector::CollectorConfig::parse(file, text).map(|c| c.log.level).map_err(|e| e.to_string())
     });
     running.done.await?
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

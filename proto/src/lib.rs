@@ -12,3 +12,7 @@ pub mod v1 {
 pub mod prometheus {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
+
+/// The `UNAVAILABLE` message a collector ends an agent's stream with when it stops: the agent
+/// reconnects with backoff and resends what it has no ack for; it is no network fault.
+pub const GOING_AWAY: &str = "the collector is stopping; reconnect later";

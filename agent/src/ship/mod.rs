@@ -153,6 +153,11 @@ async fn connection(cfg: ShipConfig, queue: Arc<Queue>, metrics: AgentMetrics, s
         metrics.connected.set(0);
         match result {
             Ok((End::Shutdown, _)) => return,
+            Err((e, true)) if format!("{e:#}").contains(lookout_proto::GOING_AWAY) => {
+                tracing::info!(collector = %url, queued = queue.len(), "the collector is stopping; reconnecting with backoff");
+                backoff = Duration::from_millis(200);
+                failures = 0;
+            }
             Ok((End::Closed, welcomed)) | Err((_, welcomed)) if welcomed => {
                 // It worked for a while: retry soon, same collector.
                 backoff = Duration::from_millis(200);

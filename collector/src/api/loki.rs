@@ -400,6 +400,10 @@ async fn tail_socket(
     }
     loop {
         tokio::select! {
+            _ = s.shutdown.cancelled() => {
+                let _ = socket.send(Message::Close(Some(close_frame(1001, "the collector is stopping")))).await;
+                return;
+            }
             batch = feed.recv() => {
                 let msg = match batch {
                     Ok(streams) => {

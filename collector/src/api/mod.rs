@@ -30,6 +30,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Where every PromQL and LogQL request runs: concurrency, queue, deadline, stack.
     pub queries: Arc<crate::query::runner::QueryRunner>,
+    /// Cancelled when the collector stops: live tails then close with a close frame.
+    pub shutdown: tokio_util::sync::CancellationToken,
     pub registry: Arc<Mutex<Registry>>,
     pub metrics: CollectorMetrics,
 }

@@ -29,7 +29,12 @@ fn state(dir: &std::path::Path) -> AppState {
         gates,
         autoscaler,
         engine,
-        queries: Arc::new(crate::query::runner::QueryRunner::new(Default::default(), metrics.query.clone())),
+        queries: Arc::new(crate::query::runner::QueryRunner::new(
+            Default::default(),
+            metrics.query.clone(),
+            Default::default(),
+        )),
+        shutdown: Default::default(),
         registry: Arc::new(Mutex::new(registry)),
         metrics,
     }

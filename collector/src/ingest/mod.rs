@@ -13,6 +13,7 @@ use lookout_proto::v1::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::{LogBatchIn, Store};
@@ -32,7 +33,11 @@ pub struct IngestService {
     metrics: CollectorMetrics,
     health: Arc<HealthBoard>,
     restarter: Arc<Restarter>,
+    shutdown: CancellationToken,
 }
+
+/// What an agent stream is told when the collector stops, with `UNAVAILABLE`.
+pub use lookout_proto::GOING_AWAY;
 
 impl IngestService {
     /// `tokens` empty means no authentication (only `lookout up` and loopback listeners allow that).
@@ -42,8 +47,9 @@ impl IngestService {
         metrics: CollectorMetrics,
         health: Arc<HealthBoard>,
         restarter: Arc<Restarter>,
+        shutdown: CancellationToken,
     ) -> Self {
-        IngestService { store, tokens: Arc::new(tokens), metrics, health, restarter }
+        IngestService { store, tokens: Arc::new(tokens), metrics, health, restarter, shutdown }
     }
 
     /// The tonic service with gzip both ways and the message size bound.
@@ -75,6 +81,9 @@ impl Ingest for IngestService {
     type StreamStream = Outbound;
 
     async fn stream(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<Outbound>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(Status::unavailable(GOING_AWAY));
+        }
         self.authorize(&req)?;
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
         let mut inbound = req.into_inner();
@@ -90,6 +99,7 @@ impl Ingest for IngestService {
         let metrics = self.metrics.clone();
         let health = self.health.clone();
         let restarter = self.restarter.clone();
+        let shutdown = self.shutdown.clone();
         let committed = store.committed_seq(&hello.agent_id);
         tracing::info!(agent = %hello.agent_id, host = %hello.host, %peer, committed, "agent connected");
         let log_resume = store
@@ -107,8 +117,15 @@ impl Ingest for IngestService {
         metrics.connected_agents.inc();
         tokio::spawn(async move {
             let peer = (hello.agent_id.as_str(), hello.host.as_str());
-            let result = serve_agent(&store, &metrics, (&health, &restarter), peer, &mut inbound, &tx).await;
+            let result = serve_agent(&store, &metrics, (&health, &restarter, &shutdown), peer, &mut inbound, &tx).await;
             metrics.connected_agents.dec();
+            if let Err(status) = &result {
+                if status.message() == GOING_AWAY {
+                    let _ = tx.send(Err(status.clone())).await;
+                    tracing::info!(agent = %hello.agent_id, "agent told the collector is stopping");
+                    return;
+                }
+            }
             match result {
                 Ok(()) => tracing::info!(agent = %hello.agent_id, "agent disconnected"),
                 Err(e) => {
@@ -123,7 +140,7 @@ impl Ingest for IngestService {
 async fn serve_agent(
     store: &Arc<Store>,
     metrics: &CollectorMetrics,
-    (health, restarter): (&HealthBoard, &Restarter),
+    (health, restarter, shutdown): (&HealthBoard, &Restarter, &CancellationToken),
     (agent_id, host): (&str, &str),
     inbound: &mut Streaming<AgentMessage>,
     tx: &mpsc::Sender<Result<CollectorMessage, Status>>,
@@ -151,6 +168,8 @@ async fn serve_agent(
                 None => break,
             },
             _ = &mut queued => continue,
+            // Only between batches: one being committed is finished and acked first.
+            _ = shutdown.cancelled() => return Err(Status::unavailable(GOING_AWAY)),
         };
         match msg.msg {
             Some(agent_message::Msg::Batch(batch)) => {

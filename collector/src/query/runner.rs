@@ -41,7 +41,11 @@ pub struct QueryRunner {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     metrics: QueryMetrics,
+    /// Cancelled when the collector stops: queries still running are stopped and answered 503.
+    shutdown: tokio_util::sync::CancellationToken,
 }
+
+const STOPPING: &str = "the collector is stopping";
 
 /// Cancels the query's budget when the request stops waiting for it (the client went away), so
 /// that its thread stops at its next check instead of running to the end for nobody.
@@ -63,9 +67,9 @@ impl Drop for Waiting<'_> {
 }
 
 impl QueryRunner {
-    pub fn new(limits: QueryLimits, metrics: QueryMetrics) -> Self {
+    pub fn new(limits: QueryLimits, metrics: QueryMetrics, shutdown: tokio_util::sync::CancellationToken) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_concurrency.max(1)));
-        QueryRunner { limits, permits, waiting: AtomicUsize::new(0), metrics }
+        QueryRunner { limits, permits, waiting: AtomicUsize::new(0), metrics, shutdown }
     }
 
     pub fn limits(&self) -> &QueryLimits {
@@ -111,10 +115,13 @@ impl QueryRunner {
                     )));
                 }
                 let _waiting = Waiting(&self.waiting);
-                match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) => return Err(QueryError::Busy("the collector is stopping".into())),
-                    Err(_) => return Err(QueryError::Interrupted(Interrupted::Timeout)),
+                tokio::select! {
+                    p = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()) => match p {
+                        Ok(Ok(p)) => p,
+                        Ok(Err(_)) => return Err(QueryError::Busy(STOPPING.into())),
+                        Err(_) => return Err(QueryError::Interrupted(Interrupted::Timeout)),
+                    },
+                    _ = self.shutdown.cancelled() => return Err(QueryError::Busy(STOPPING.into())),
                 }
             }
         };
@@ -133,12 +140,18 @@ impl QueryRunner {
                 let _ = tx.send(result);
             })
             .map_err(|e| QueryError::Storage(format!("cannot start a query thread: {e}")))?;
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(QueryError::Execution("the query thread ended without an answer".into())),
-            Err(_) => {
+        tokio::select! {
+            answer = tokio::time::timeout_at(deadline, rx) => match answer {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(QueryError::Execution("the query thread ended without an answer".into())),
+                Err(_) => {
+                    budget.cancel();
+                    Err(QueryError::Interrupted(Interrupted::Timeout))
+                }
+            },
+            _ = self.shutdown.cancelled() => {
                 budget.cancel();
-                Err(QueryError::Interrupted(Interrupted::Timeout))
+                Err(QueryError::Busy(STOPPING.into()))
             }
         }
     }
@@ -167,7 +180,7 @@ mod tests {
     use std::time::Duration;
 
     fn runner(limits: QueryLimits) -> QueryRunner {
-        QueryRunner::new(limits, QueryMetrics::default())
+        QueryRunner::new(limits, QueryMetrics::default(), Default::default())
     }
 
     #[tokio::test]
