@@ -364,5 +364,16 @@ tolerance = 1.5
         let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/collector.toml");
         let cfg = CollectorConfig::load(Path::new(file)).expect("packaged collector.toml is valid");
         assert_eq!(cfg.http_listen, defaults::http_listen());
+        // The example shows the defaults: it parses to what no [query] section gives.
+        let q = &cfg.query;
+        let d = crate::query::QueryLimits::default();
+        assert_eq!(
+            (q.timeout, q.max_samples, q.max_points_per_series, q.max_concurrency, q.max_queued, q.max_depth),
+            (d.timeout, d.max_samples, d.max_points_per_series, d.max_concurrency, d.max_queued, d.max_depth)
+        );
+        assert_eq!(
+            (q.max_query_bytes, q.max_entries_limit_per_query, q.max_query_length),
+            (d.max_query_bytes, d.max_entries_limit_per_query, d.max_query_length)
+        );
     }
 }

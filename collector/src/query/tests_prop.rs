@@ -180,3 +180,74 @@ proptest! {
         let _ = Engine::default().instant(&s, &q2, t);
     }
 }
+
+/// One level of nesting around an expression, as generated queries stack them.
+fn wrap(e: String, kind: u8) -> String {
+    match kind % 8 {
+        0 => format!("({e})"),
+        1 => format!("sum by (k) ({e})"),
+        2 => format!("abs({e})"),
+        3 => format!("max_over_time(({e})[1m:30s])"),
+        4 => format!("-({e})"),
+        5 => format!("{e} + 1"),
+        6 => format!("{e} or a"),
+        _ => format!("topk(2, {e})"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The path a query takes through the API, with generated nesting up to past the limit: an
+    /// answer or an error on the query thread, never a crash; an expression past `max_depth`
+    /// levels is always refused with a limit error, and one well within it never for its depth.
+    #[test]
+    fn deep_generated_queries_are_answered_or_refused_by_depth(
+        kinds in proptest::collection::vec(any::<u8>(), 1..700),
+    ) {
+        let mut q = "a".to_string();
+        for k in &kinds {
+            q = wrap(q, *k);
+        }
+        let engine = Engine::new(QueryLimits { max_depth: 300, max_query_bytes: 1 << 20, ..Default::default() });
+        let store = small_store();
+        let budget = Budget::new(std::time::Duration::from_secs(30), 50_000_000);
+        let r = runner::on_query_stack(|| engine.instant_within(&store, &q, 600_000, &budget));
+        let refused_for_depth = matches!(&r, Err(QueryError::Limit { reason: "depth", .. }));
+        // Every level adds at least one parsed level and at most three (a subquery's brackets).
+        if kinds.len() > 300 {
+            prop_assert!(refused_for_depth, "{} levels: {:?}", kinds.len(), r.as_ref().err());
+        }
+        if kinds.len() * 3 < 300 {
+            prop_assert!(!refused_for_depth, "{} levels: {:?}", kinds.len(), r.as_ref().err());
+        }
+    }
+}
+
+/// At the ceilings a config may set (`max_depth` 4096, `max_query_bytes` 1 MiB), the worst shapes
+/// just within them parse, evaluate and drop on a query thread: this is what sizes the stack.
+#[test]
+fn the_deepest_accepted_queries_fit_the_stack() {
+    use limits::{MAX_DEPTH_CEILING as D, MAX_QUERY_BYTES_CEILING};
+    let engine =
+        Engine::new(QueryLimits { max_depth: D, max_query_bytes: MAX_QUERY_BYTES_CEILING, ..Default::default() });
+    let store = small_store();
+    let nest = |open: &str, inner: &str, close: &str, n: usize| format!("{}{inner}{}", open.repeat(n), close.repeat(n));
+    let shapes = [
+        nest("(", "a", ")", D - 1),
+        nest("abs(", "a", ")", D - 1),
+        nest("sum(", "a", ")", D - 1),
+        vec!["a"; D - 1].join(" + "),
+        nest("max_over_time(", "a", "[1m:30s])", D / 2 - 1),
+        nest("-(", "a", ")", D / 2 - 1),
+    ];
+    for q in &shapes {
+        let budget = Budget::new(std::time::Duration::from_secs(120), 50_000_000);
+        let r = runner::on_query_stack(|| engine.instant_within(&store, q, 600_000, &budget).map(|_| ()));
+        assert!(
+            !matches!(r, Err(QueryError::Limit { .. })),
+            "{}…: within the ceilings, refused: {r:?}",
+            &q[..q.len().min(40)]
+        );
+    }
+}
