@@ -22,6 +22,9 @@ pub struct CollectorMetrics {
     pub query: crate::query::runner::QueryMetrics,
     /// Batches the store could not commit (full disk, read-only file system, I/O error).
     pub commit_errors: Counter,
+    /// When a commit failure was last logged, and the count then (`commit_failed`).
+    commit_error_logged_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    commit_errors_logged: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub remote_write_requests: Counter,
     pub remote_write_rejected: Counter,
     /// Decisions by kind and outcome (`lookout_decisions_total`).
@@ -72,6 +75,25 @@ impl CollectorMetrics {
             m.remote_write_rejected.clone(),
         );
         m
+    }
+
+    /// Counts a batch the store could not commit and logs it at most once a minute, with how many
+    /// failed since the last line: with every agent retrying, one line per failure would flood the
+    /// journal exactly when the disk is full.
+    pub fn commit_failed(&self, what: &str, error: &dyn std::fmt::Display) {
+        self.commit_errors.inc();
+        let now = crate::now_ms();
+        let last = self.commit_error_logged_ms.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last >= 60_000
+            && self
+                .commit_error_logged_ms
+                .compare_exchange(last, now, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
+                .is_ok()
+        {
+            let since = self.commit_errors.get()
+                - self.commit_errors_logged.swap(self.commit_errors.get(), std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(%error, failures = since, "cannot commit {what}: nothing is acknowledged until a commit succeeds; senders keep their data and retry (logged once a minute)");
+        }
     }
 
     pub fn record_batch(&self, o: &AppendOutcome) {

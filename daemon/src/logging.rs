@@ -117,7 +117,7 @@ mod tests {
         assert!("xml".parse::<LogFormat>().is_err());
         let ok = LogConfig { level: Some("info,lookout_collector=debug".into()), format: None };
         assert!(ok.validate("log").is_empty());
-        let bad = LogConfig { level: Some("loud=".into()), format: None };
+        let bad = LogConfig { level: Some("lookout=loud".into()), format: None };
         assert_eq!(bad.validate("log").len(), 1, "{:?}", bad.validate("log"));
     }
 }

@@ -190,7 +190,7 @@ async fn serve_agent(
                 .await
                 .map_err(|e| Status::internal(format!("store task failed: {e}")))?
                 .map_err(|e| {
-                    tracing::error!(error = %e, "cannot commit a batch");
+                    metrics.commit_failed("a batch", &e);
                     Status::unavailable("the collector cannot commit right now; retry")
                 })?;
                 metrics.record_batch(&outcome);
