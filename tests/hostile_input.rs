@@ -248,7 +248,6 @@ fn a_query_past_its_timeout_is_answered_503_and_stops_using_cpu() {
         ("end", &(now / 1000 + 3600).to_string()),
         ("step", "1"),
     ];
-    let range: Vec<(&str, &str)> = range.iter().map(|(k, v)| (*k, v.as_ref())).collect();
     let asked = Instant::now();
     let (status, body) = get(&base, "/api/v1/query_range", &range);
     let answered = asked.elapsed();

@@ -18,7 +18,7 @@ use super::QueryError;
 /// The stack of a query thread. promql-parser, the LogQL parsers, the evaluators and `Drop` of a
 /// parsed expression all recurse; within `MAX_DEPTH_CEILING` and `MAX_QUERY_BYTES_CEILING` the
 /// deepest recursion measured needs well under this (test `the_deepest_accepted_queries_fit_the_stack`
-/// in `api/tests_hostile.rs`). Only the pages a query touches are ever backed by memory.
+/// in `query/tests_prop.rs`). Only the pages a query touches are ever backed by memory.
 pub const QUERY_STACK_BYTES: usize = 256 << 20;
 
 /// The self-metrics a runner keeps: `lookout_collector_queries_refused_total{reason}` and
