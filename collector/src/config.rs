@@ -21,6 +21,10 @@ pub struct CollectorConfig {
     pub grpc_listen: SocketAddr,
     #[serde(default = "defaults::retention", with = "humantime_serde")]
     pub retention: Duration,
+    /// Sample chunks beyond this many MiB are deleted, oldest first (0: no size limit); with
+    /// `[logs] max_mib` it keeps the store within a disk budget.
+    #[serde(default)]
+    pub retention_size_mib: u64,
     #[serde(default)]
     pub ingest: IngestConfig,
     #[serde(default)]

@@ -40,6 +40,7 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
         retention: cfg.retention,
         log_retention: cfg.logs.retention,
         log_max_bytes: cfg.logs.max_mib << 20,
+        max_bytes: cfg.retention_size_mib << 20,
         log_chunk_max_age: cfg.logs.chunk_max_age,
         ..Default::default()
     };

@@ -80,7 +80,7 @@ impl CollectorMetrics {
     /// Counts a batch the store could not commit and logs it at most once a minute, with how many
     /// failed since the last line: with every agent retrying, one line per failure would flood the
     /// journal exactly when the disk is full.
-    pub fn commit_failed(&self, what: &str, error: &dyn std::fmt::Display) {
+    pub fn commit_failed(&self, what: &str, error: &dyn std::fmt::Display, free_bytes: Option<u64>) {
         self.commit_errors.inc();
         let now = crate::now_ms();
         let last = self.commit_error_logged_ms.load(std::sync::atomic::Ordering::Relaxed);
@@ -92,7 +92,15 @@ impl CollectorMetrics {
         {
             let since = self.commit_errors.get()
                 - self.commit_errors_logged.swap(self.commit_errors.get(), std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(%error, failures = since, "cannot commit {what}: nothing is acknowledged until a commit succeeds; senders keep their data and retry (logged once a minute)");
+            let free = free_bytes.map_or("unknown".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+            tracing::error!(
+                %error,
+                failures = since,
+                free_on_data_fs = %free,
+                "cannot commit {what}: nothing is acknowledged until a commit succeeds; senders keep their data and retry. \
+                 Free space (a commit needs the batch and as much again for SQLite's log; checkpoints need a few MiB), \
+                 or lower retention, retention_size_mib or [logs] max_mib (logged once a minute)"
+            );
         }
     }
 

@@ -24,7 +24,7 @@ pub async fn write(State(s): State<AppState>, body: Bytes) -> Response {
     let outcome = match tokio::task::spawn_blocking(move || store.append_unsequenced(now, decoded.groups)).await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
-            s.metrics.commit_failed("a remote-write request", &e);
+            s.metrics.commit_failed("a remote-write request", &e, s.store.free_bytes());
             // 5xx: the sender retries, as it should when nothing was stored.
             return (StatusCode::INTERNAL_SERVER_ERROR, "storage error; see the collector's log\n").into_response();
         }

@@ -181,16 +181,16 @@ async fn serve_agent(
                     metrics.invalid_series.inc_by(decoded.invalid_series);
                     tracing::warn!(agent = agent_id, seq, count = decoded.invalid_series, first = %decoded.first_problem, "invalid series skipped");
                 }
-                let (store, agent, host) = (store.clone(), agent_id.to_string(), host.to_string());
+                let (committer, agent, host) = (store.clone(), agent_id.to_string(), host.to_string());
                 let now = now_ms();
                 let outcome = tokio::task::spawn_blocking(move || {
                     let logs = LogBatchIn { streams: decoded.logs, resume: decoded.log_resume };
-                    store.append_batch(&agent, &host, seq, now, decoded.groups, logs)
+                    committer.append_batch(&agent, &host, seq, now, decoded.groups, logs)
                 })
                 .await
                 .map_err(|e| Status::internal(format!("store task failed: {e}")))?
                 .map_err(|e| {
-                    metrics.commit_failed("a batch", &e);
+                    metrics.commit_failed("a batch", &e, store.free_bytes());
                     Status::unavailable("the collector cannot commit right now; retry")
                 })?;
                 metrics.record_batch(&outcome);

@@ -94,6 +94,8 @@ pub struct StoreOptions {
     pub log_retention: Duration,
     /// Beyond this many bytes of sealed log chunks the oldest are deleted; 0 for no limit.
     pub log_max_bytes: u64,
+    /// Beyond this many bytes of sealed sample chunks the oldest are deleted; 0 for no limit.
+    pub max_bytes: u64,
     /// A log head whose oldest line is this old is sealed into a chunk, however small.
     pub log_chunk_max_age: Duration,
     /// When the head log passes this many bytes, the next append checkpoints it.
@@ -106,6 +108,7 @@ impl Default for StoreOptions {
             retention: Duration::from_secs(15 * 24 * 3600),
             log_retention: Duration::from_secs(15 * 24 * 3600),
             log_max_bytes: 0,
+            max_bytes: 0,
             log_chunk_max_age: Duration::from_secs(3600),
             checkpoint_bytes: 64 << 20,
         }
@@ -570,7 +573,40 @@ impl Store {
         if self.options.log_max_bytes > 0 {
             logs += self.enforce_log_size(&w.conn, self.options.log_max_bytes).map_err(self.sql_err())?;
         }
+        let mut n = n;
+        if self.options.max_bytes > 0 {
+            n += self.enforce_chunk_size(&w.conn, self.options.max_bytes).map_err(self.sql_err())?;
+        }
         Ok((n + logs) as u64)
+    }
+
+    /// Deletes the oldest sample chunks until the rest fit in `max_bytes` (compressed, as on disk),
+    /// as Prometheus's `--storage.tsdb.retention.size` does with blocks. The freed pages are reused
+    /// by new chunks, so the file stays within the budget instead of shrinking.
+    fn enforce_chunk_size(&self, conn: &Connection, max_bytes: u64) -> rusqlite::Result<usize> {
+        let mut stmt = conn.prepare_cached("SELECT series_id, t_min, length(data) FROM chunks ORDER BY t_max DESC")?;
+        let mut rows = stmt.query([])?;
+        let mut total = 0u64;
+        let mut doomed: Vec<(i64, i64)> = Vec::new();
+        while let Some(row) = rows.next()? {
+            total += row.get::<_, i64>(2)? as u64;
+            if total > max_bytes {
+                doomed.push((row.get(0)?, row.get(1)?));
+            }
+        }
+        drop(rows);
+        let mut del = conn.prepare_cached("DELETE FROM chunks WHERE series_id = ?1 AND t_min = ?2")?;
+        for (id, t_min) in &doomed {
+            del.execute(params![id, t_min])?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Bytes free for this store on its file system (for the full-disk message), if known.
+    pub fn free_bytes(&self) -> Option<u64> {
+        let dir = self.path.parent()?;
+        let st = rustix::fs::statvfs(dir).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
     /// Deletes the oldest log chunks until the rest fit in `max_bytes` (compressed, as on disk).

@@ -94,6 +94,27 @@ fn reopening_keeps_every_acknowledged_sample() {
 }
 
 #[test]
+fn retention_by_size_deletes_the_oldest_chunks_until_the_rest_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    // Ten sealed chunks of random-ish values (so each takes real bytes) and one open sample.
+    let c = CHUNK_TARGET_SAMPLES as i64;
+    let s = samples((0..10 * c + 1).map(|i| i * 10_000), |t| ((t / 10_000) * 7919 % 1013) as f64 / 7.0);
+    store.append("a", "h", 1, 0, vec![(labels("m", "c"), s)]).unwrap();
+    let total = store.disk_usage().unwrap().chunk_bytes;
+    drop(store);
+    // A budget of a little over four chunks keeps the four newest.
+    let opts = StoreOptions { max_bytes: total * 42 / 100, ..StoreOptions::default() };
+    let store = Store::open(dir.path(), opts).unwrap();
+    let deleted = store.enforce_retention(10 * c * 10_000).unwrap();
+    assert_eq!(deleted, 6, "the six oldest of ten equal chunks go");
+    assert!(store.disk_usage().unwrap().chunk_bytes <= total * 42 / 100);
+    let got = all(&store, "m");
+    assert_eq!(got[0].samples.ts.first(), Some(&(6 * c * 10_000)), "the newest stay, the head with them");
+    assert_eq!(got[0].samples.ts.len() as i64, 4 * c + 1);
+}
+
+#[test]
 fn retention_deletes_whole_chunks_older_than_the_period() {
     let dir = tempfile::tempdir().unwrap();
     let opts = StoreOptions { retention: Duration::from_secs(3600), ..StoreOptions::default() };
