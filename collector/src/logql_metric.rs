@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use crate::logql::{self, LogQuery, ParseError};
 use crate::model::LabelSet;
-use crate::store::logs::LogStreamOut;
 
 #[derive(Debug)]
 pub enum Expr {
@@ -286,9 +285,9 @@ impl Expr {
         }
     }
 
-    /// Evaluates at each of `times`; `fetched` holds, per selector in `selectors` order, the streams
-    /// read for `[first time − range, last time]`.
-    pub fn eval(&self, times: &[i64], fetched: &mut std::slice::Iter<'_, Vec<LogStreamOut>>) -> Value {
+    /// Evaluates at each of `times`; `counted` holds, per selector in `selectors` order, the lines
+    /// of `[first time − range, last time]` counted into its windows.
+    pub fn eval(&self, times: &[i64], counted: &mut std::slice::Iter<'_, WindowCounts<'_>>) -> Value {
         match self {
             Expr::Number(v) => Value::Scalar(*v),
             Expr::Vector(v) => {
@@ -296,78 +295,146 @@ impl Expr {
                 s.insert(LabelSet::default(), times.iter().map(|&t| (t, *v)).collect());
                 Value::Series(s)
             }
-            Expr::Range { func, query, range_ns } => {
-                let streams = fetched.next().expect("one fetch per selector");
-                let mut out = Series::new();
-                // Lines per label set after the pipeline (parsers may split a stream), in time order.
-                let mut per: BTreeMap<LabelSet, Vec<(i64, usize)>> = BTreeMap::new();
-                for st in streams {
-                    if query.filters_only() {
-                        let lines: Vec<(i64, usize)> = st
-                            .lines
-                            .iter()
-                            .filter(|l| query.keeps(&l.line))
-                            .map(|l| (l.time_ns, l.line.len()))
-                            .collect();
-                        if !lines.is_empty() {
-                            per.entry(st.labels.clone()).or_default().extend(lines);
-                        }
-                        continue;
-                    }
-                    for l in &st.lines {
-                        if let Some(p) = query.process(&st.labels, &l.line) {
-                            match per.get_mut(p.labels.as_ref()) {
-                                Some(v) => v.push((l.time_ns, p.line.len())),
-                                None => {
-                                    per.insert(p.labels.into_owned(), vec![(l.time_ns, p.line.len())]);
-                                }
-                            }
-                        }
-                    }
-                }
-                for (labels, mut lines) in per {
-                    lines.sort_by_key(|l| l.0);
-                    let mut points = BTreeMap::new();
-                    let (mut lo, mut hi) = (0, 0);
-                    let (mut count, mut bytes) = (0usize, 0usize);
-                    for &t in times {
-                        // Window (t − range, t], lines in time order: two forward-only cursors.
-                        while hi < lines.len() && lines[hi].0 <= t {
-                            count += 1;
-                            bytes += lines[hi].1;
-                            hi += 1;
-                        }
-                        while lo < hi && lines[lo].0 <= t - range_ns {
-                            count -= 1;
-                            bytes -= lines[lo].1;
-                            lo += 1;
-                        }
-                        if count > 0 {
-                            let secs = *range_ns as f64 / 1e9;
-                            let v = match func {
-                                RangeFn::Count => count as f64,
-                                RangeFn::Rate => count as f64 / secs,
-                                RangeFn::Bytes => bytes as f64,
-                                RangeFn::BytesRate => bytes as f64 / secs,
-                            };
-                            points.insert(t, v);
-                        }
-                    }
-                    if !points.is_empty() {
-                        out.insert(labels, points);
-                    }
-                }
-                Value::Series(out)
+            Expr::Range { func, range_ns, .. } => {
+                let counted = counted.next().expect("one count per selector");
+                Value::Series(counted.series(*func, *range_ns))
             }
             Expr::Agg { op, grouping, param, inner } => {
-                let Value::Series(inner) = inner.eval(times, fetched) else { return Value::Series(Series::new()) };
+                let Value::Series(inner) = inner.eval(times, counted) else { return Value::Series(Series::new()) };
                 Value::Series(aggregate(*op, grouping.as_ref(), *param, times, inner))
             }
             Expr::Binary { op, lhs, rhs } => {
-                let (l, r) = (lhs.eval(times, fetched), rhs.eval(times, fetched));
+                let (l, r) = (lhs.eval(times, counted), rhs.eval(times, counted));
                 binary(*op, l, r)
             }
         }
+    }
+}
+
+/// One range selector's lines counted into the windows `(t − range, t]` of every evaluation time,
+/// per label set after the pipeline, as they are read: a line adds to a difference array (+1 at
+/// the first window holding it, −1 after the last), so nothing of a line is kept. Memory is two
+/// `i64` per evaluation time per label set, and label sets stop at `max_series`.
+pub struct WindowCounts<'a> {
+    query: &'a LogQuery,
+    times: &'a [i64],
+    range_ns: i64,
+    max_series: usize,
+    /// Per label set: line counts and bytes, as differences between neighbouring times.
+    per: Vec<(LabelSet, Vec<i64>, Vec<i64>)>,
+    index: std::collections::HashMap<LabelSet, usize>,
+    /// The stream last counted, by address, and its place in `per`: lines come a chunk at a time,
+    /// and a pipeline of filters keeps the stream's labels, so most lines need no hashing.
+    last: Option<(usize, usize)>,
+    /// A label set past `max_series` was seen (and not counted).
+    pub over: bool,
+}
+
+impl<'a> WindowCounts<'a> {
+    pub fn new(query: &'a LogQuery, times: &'a [i64], range_ns: i64, max_series: usize) -> Self {
+        WindowCounts {
+            query,
+            times,
+            range_ns,
+            max_series,
+            per: Vec::new(),
+            index: Default::default(),
+            last: None,
+            over: false,
+        }
+    }
+
+    /// Counts one line of a stream labelled `labels`, if the pipeline keeps it.
+    pub fn add(&mut self, labels: &LabelSet, time_ns: i64, line: &str) {
+        // The windows holding the line: from the first time at or after it to the last before
+        // time + range (times are in order).
+        let lo = self.times.partition_point(|&t| t < time_ns);
+        let hi = self.times.partition_point(|&t| t.saturating_sub(self.range_ns) < time_ns);
+        if lo >= hi {
+            return;
+        }
+        let stream = labels as *const LabelSet as usize;
+        let (slot, len) = if self.query.filters_only() {
+            if !self.query.keeps(line) {
+                return;
+            }
+            match self.last {
+                Some((at, slot)) if at == stream => (slot, line.len()),
+                _ => match self.slot(std::borrow::Cow::Borrowed(labels)) {
+                    Some(slot) => {
+                        self.last = Some((stream, slot));
+                        (slot, line.len())
+                    }
+                    None => return,
+                },
+            }
+        } else {
+            match self.query.process(labels, line) {
+                Some(p) => match self.slot(p.labels) {
+                    Some(slot) => (slot, p.line.len()),
+                    None => return,
+                },
+                None => return,
+            }
+        };
+        let (_, counts, bytes) = &mut self.per[slot];
+        counts[lo] += 1;
+        counts[hi] -= 1;
+        bytes[lo] += len as i64;
+        bytes[hi] -= len as i64;
+    }
+
+    /// The place of `labels` in `per`, made if new; `None` (and `over` set) past `max_series`.
+    fn slot(&mut self, labels: std::borrow::Cow<'_, LabelSet>) -> Option<usize> {
+        if let Some(&slot) = self.index.get(labels.as_ref()) {
+            return Some(slot);
+        }
+        if self.per.len() >= self.max_series {
+            self.over = true;
+            return None;
+        }
+        let n = self.times.len() + 1;
+        let labels = labels.into_owned();
+        self.index.insert(labels.clone(), self.per.len());
+        self.per.push((labels, vec![0; n], vec![0; n]));
+        Some(self.per.len() - 1)
+    }
+
+    /// Adds what another reader (another core's share of the chunks) counted.
+    pub fn merge(&mut self, other: WindowCounts<'_>) {
+        self.over |= other.over;
+        for (labels, c, b) in other.per {
+            let Some(slot) = self.slot(std::borrow::Cow::Owned(labels)) else { continue };
+            let (_, counts, bytes) = &mut self.per[slot];
+            counts.iter_mut().zip(c).for_each(|(x, y)| *x += y);
+            bytes.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+    }
+
+    fn series(&self, func: RangeFn, range_ns: i64) -> Series {
+        let secs = range_ns as f64 / 1e9;
+        let mut out = Series::new();
+        for (labels, counts, bytes) in &self.per {
+            let (mut count, mut size) = (0i64, 0i64);
+            let mut points = BTreeMap::new();
+            for (i, &t) in self.times.iter().enumerate() {
+                count += counts[i];
+                size += bytes[i];
+                if count > 0 {
+                    let v = match func {
+                        RangeFn::Count => count as f64,
+                        RangeFn::Rate => count as f64 / secs,
+                        RangeFn::Bytes => size as f64,
+                        RangeFn::BytesRate => size as f64 / secs,
+                    };
+                    points.insert(t, v);
+                }
+            }
+            if !points.is_empty() {
+                out.insert(labels.clone(), points);
+            }
+        }
+        out
     }
 }
 
@@ -479,6 +546,7 @@ fn binary(op: char, l: Value, r: Value) -> Value {
 mod tests {
     use super::*;
     use crate::store::logchunk::LogLine;
+    use crate::store::logs::LogStreamOut;
 
     fn stream(c: &str, times_s: &[i64], text: &str) -> LogStreamOut {
         LogStreamOut {
@@ -490,7 +558,57 @@ mod tests {
     fn eval(q: &str, times_s: &[i64], data: Vec<Vec<LogStreamOut>>) -> Value {
         let e = parse(q).unwrap();
         let times: Vec<i64> = times_s.iter().map(|t| t * 1_000_000_000).collect();
-        e.eval(&times, &mut data.iter())
+        let mut sels = Vec::new();
+        e.selectors(&mut sels);
+        let counted: Vec<WindowCounts> = sels
+            .iter()
+            .zip(&data)
+            .map(|((q, range), streams)| {
+                let mut w = WindowCounts::new(q, &times, *range, 500);
+                for st in streams {
+                    for l in &st.lines {
+                        w.add(&st.labels, l.time_ns, &l.line);
+                    }
+                }
+                w
+            })
+            .collect();
+        e.eval(&times, &mut counted.iter())
+    }
+
+    #[test]
+    fn counts_merged_from_several_readers_equal_one_reader_s() {
+        let q = parse(r#"count_over_time({stream="stdout"}[5s])"#).unwrap();
+        let mut sels = Vec::new();
+        q.selectors(&mut sels);
+        let (query, range) = sels[0];
+        let times: Vec<i64> = (0..20).map(|t| t * 1_000_000_000).collect();
+        let st = stream("web", &(0..20).collect::<Vec<_>>(), "x");
+        let mut whole = WindowCounts::new(query, &times, range, 500);
+        let (mut a, mut b) =
+            (WindowCounts::new(query, &times, range, 500), WindowCounts::new(query, &times, range, 500));
+        for (i, l) in st.lines.iter().enumerate() {
+            whole.add(&st.labels, l.time_ns, &l.line);
+            if i % 3 == 0 { &mut a } else { &mut b }.add(&st.labels, l.time_ns, &l.line);
+        }
+        a.merge(b);
+        assert_eq!(a.series(RangeFn::Count, range), whole.series(RangeFn::Count, range));
+        assert_eq!(whole.series(RangeFn::Count, range)[&st.labels][&10_000_000_000], 5.0);
+    }
+
+    #[test]
+    fn label_sets_past_the_bound_are_not_counted_and_say_so() {
+        let q = parse(r#"count_over_time({stream="stdout"} | json [5s])"#).unwrap();
+        let mut sels = Vec::new();
+        q.selectors(&mut sels);
+        let times = [5_000_000_000i64];
+        let mut w = WindowCounts::new(sels[0].0, &times, sels[0].1, 2);
+        let labels = LabelSet::from_pairs([("stream", "stdout")]);
+        for i in 0..5 {
+            w.add(&labels, 1_000_000_000, &format!(r#"{{"id":"{i}"}}"#));
+        }
+        assert!(w.over);
+        assert_eq!(w.series(RangeFn::Count, sels[0].1).len(), 2);
     }
 
     #[test]

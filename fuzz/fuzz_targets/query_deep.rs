@@ -71,12 +71,19 @@ fuzz_target!(|data: &[u8]| {
             if e.depth() > limits.max_depth {
                 return Err(QueryError::Limit { reason: "depth", message: String::new() });
             }
-            let fetched: Vec<Vec<_>> = {
-                let mut sels = Vec::new();
-                e.selectors(&mut sels);
-                sels.iter().map(|_| Vec::new()).collect()
-            };
-            let _ = e.eval(&[0, 60_000_000_000], &mut fetched.iter());
+            let times = [0, 60_000_000_000];
+            let mut sels = Vec::new();
+            e.selectors(&mut sels);
+            let labels = LabelSet::from_pairs([("c", "a")]);
+            let counted: Vec<_> = sels
+                .iter()
+                .map(|(q, range)| {
+                    let mut w = lookout_collector::logql_metric::WindowCounts::new(q, &times, *range, 500);
+                    w.add(&labels, 30_000_000_000, "x l=1");
+                    w
+                })
+                .collect();
+            let _ = e.eval(&times, &mut counted.iter());
             Ok(())
         });
         if recipe.len() > limits.max_depth {

@@ -135,7 +135,7 @@ async fn metric(s: &AppState, text: &str, times: &[i64], instant: bool) -> Resul
             let expr = parse_metric_query(&limits, &text)?;
             let mut sels = Vec::new();
             expr.selectors(&mut sels);
-            let mut fetched = Vec::with_capacity(sels.len());
+            let mut counted = Vec::with_capacity(sels.len());
             for (q, range) in sels {
                 if last.saturating_sub(first).saturating_add(range) > max_range {
                     return Err(QueryError::Limit {
@@ -143,16 +143,35 @@ async fn metric(s: &AppState, text: &str, times: &[i64], instant: bool) -> Resul
                         message: "the query time range exceeds the limit ([query] max_query_length)".into(),
                     });
                 }
+                // Lines are counted into their windows as the chunks are read; none is copied out.
                 // Windows are (t − range, t]; the store reads [start, end).
-                let keep = |l: &str| q.keeps(l);
-                let filter = LinePrefilter { needles: q.needles(), keep: Some(&keep), budget: Some(budget) };
-                let found = store
-                    .select_logs_where(&q.matchers, first - range + 1, last + 1, &filter)
+                let filter = LinePrefilter { needles: q.needles(), keep: None, budget: Some(budget) };
+                let max_series = limits.max_query_series;
+                let parts = store
+                    .fold_logs(
+                        &q.matchers,
+                        first - range + 1,
+                        last + 1,
+                        &filter,
+                        &|| logql_metric::WindowCounts::new(q, &times, range, max_series),
+                        &|acc, labels, t, line| acc.add(labels, t, line),
+                    )
                     .map_err(|e| QueryError::Storage(e.to_string()))?;
                 budget.check()?;
-                fetched.push(found);
+                let mut parts = parts.into_iter();
+                let mut all = parts.next().expect("the head's accumulator is always there");
+                parts.for_each(|p| all.merge(p));
+                if all.over {
+                    return Err(QueryError::Limit {
+                        reason: "series",
+                        message: format!(
+                            "maximum of series ({max_series}) reached for a single query ([query] max_query_series)"
+                        ),
+                    });
+                }
+                counted.push(all);
             }
-            Ok(expr.eval(&times, &mut fetched.iter()))
+            Ok(expr.eval(&times, &mut counted.iter()))
         })
         .await?;
     let secs = |t: i64| t as f64 / 1e9;

@@ -40,6 +40,9 @@ pub struct QueryLimits {
     /// The most log lines one log query may return (Loki's `max_entries_limit_per_query`).
     #[serde(default = "defaults::max_entries_limit_per_query")]
     pub max_entries_limit_per_query: usize,
+    /// The most series a LogQL metric query may make (Loki's `max_query_series`); past it, 400.
+    #[serde(default = "defaults::max_query_series")]
+    pub max_query_series: usize,
     /// The longest time range a log query may scan (Loki's `max_query_length`, 30d1h).
     #[serde(default = "defaults::max_query_length", with = "humantime_serde")]
     pub max_query_length: Duration,
@@ -73,6 +76,9 @@ mod defaults {
     pub fn max_entries_limit_per_query() -> usize {
         5000
     }
+    pub fn max_query_series() -> usize {
+        500
+    }
     pub fn max_query_length() -> Duration {
         Duration::from_secs(721 * 3600)
     }
@@ -101,6 +107,7 @@ impl QueryLimits {
         positive("max_query_bytes", self.max_query_bytes as u128);
         positive("max_entries_limit_per_query", self.max_entries_limit_per_query as u128);
         positive("max_query_length", self.max_query_length.as_millis());
+        positive("max_query_series", self.max_query_series as u128);
         if self.max_depth > MAX_DEPTH_CEILING {
             problems.push(format!(
                 "{at}.max_depth: {} is deeper than the {MAX_DEPTH_CEILING} a query thread's stack is sized for",

@@ -116,13 +116,18 @@ impl LinePrefilter<'_> {
         self.needles.iter().any(|n| memchr::memmem::find(raw, n).is_none())
     }
 
-    fn push(&self, times: &Times, time_ns: i64, text: &[u8], out: &mut Vec<LogLine>) -> Result<(), LogChunkError> {
-        let line = std::str::from_utf8(text).map_err(|_| LogChunkError::Utf8)?;
-        if times.contains(&time_ns) && self.keep.is_none_or(|keep| keep(line)) {
-            out.push(LogLine { time_ns, line: line.to_string() });
-        }
-        Ok(())
+    fn keeps(&self, line: &str) -> bool {
+        self.keep.is_none_or(|keep| keep(line))
     }
+}
+
+/// Hands a line in `times` to `f`, once its text is known to be UTF-8.
+fn emit(times: &Times, time_ns: i64, text: &[u8], f: &mut impl FnMut(i64, &str)) -> Result<(), LogChunkError> {
+    let line = std::str::from_utf8(text).map_err(|_| LogChunkError::Utf8)?;
+    if times.contains(&time_ns) {
+        f(time_ns, line);
+    }
+    Ok(())
 }
 
 /// The times of the lines wanted, both ends included.
@@ -136,9 +141,25 @@ pub fn decode_where(
     filter: &LinePrefilter<'_>,
     out: &mut Vec<LogLine>,
 ) -> Result<(), LogChunkError> {
+    visit_where(data, times, filter, |time_ns, line| {
+        if filter.keeps(line) {
+            out.push(LogLine { time_ns, line: line.to_string() });
+        }
+    })
+}
+
+/// Calls `f(time, line)` for every line of the chunk with its time in `times`, in the order
+/// written, copying nothing; a chunk without one of `filter.needles` is skipped whole
+/// (`filter.keep` is not consulted: `f` decides).
+pub fn visit_where(
+    data: &[u8],
+    times: Times,
+    filter: &LinePrefilter<'_>,
+    mut f: impl FnMut(i64, &str),
+) -> Result<(), LogChunkError> {
     match data.split_first() {
-        Some((&COLUMNS, rest)) => decode_columns(rest, &times, filter, out),
-        _ => decode_interleaved(data, &times, filter, out),
+        Some((&COLUMNS, rest)) => decode_columns(rest, &times, filter, &mut f),
+        _ => decode_interleaved(data, &times, filter, &mut f),
     }
 }
 
@@ -146,7 +167,7 @@ fn decode_columns(
     mut r: &[u8],
     times: &Times,
     filter: &LinePrefilter<'_>,
-    out: &mut Vec<LogLine>,
+    f: &mut impl FnMut(i64, &str),
 ) -> Result<(), LogChunkError> {
     let n = get_varint(&mut r).ok_or(LogChunkError::Truncated("the line count"))?;
     let times_len = get_varint(&mut r).ok_or(LogChunkError::Truncated("the times' length"))?;
@@ -167,14 +188,11 @@ fn decode_columns(
     // A delta takes at most ten bytes.
     inflate(time_column, n * 10, &mut deltas)?;
     let mut deltas = &deltas[..];
-    if filter.keep.is_none() {
-        out.reserve(n as usize);
-    }
     let (mut t, mut text) = (0i64, &raw[..]);
     for _ in 0..n {
         t = t.wrapping_add(unzigzag(get_varint(&mut deltas).ok_or(LogChunkError::Truncated("a time"))?));
         let end = memchr::memchr(END, text).ok_or(LogChunkError::Truncated("a line"))?;
-        filter.push(times, t, &text[..end], out)?;
+        emit(times, t, &text[..end], f)?;
         text = &text[end + 1..];
     }
     if !text.is_empty() {
@@ -189,7 +207,7 @@ fn decode_interleaved(
     data: &[u8],
     times: &Times,
     filter: &LinePrefilter<'_>,
-    out: &mut Vec<LogLine>,
+    f: &mut impl FnMut(i64, &str),
 ) -> Result<(), LogChunkError> {
     let mut raw = Vec::with_capacity(data.len() * 8);
     inflate(data, MAX_RAW_BYTES, &mut raw)?;
@@ -202,9 +220,6 @@ fn decode_interleaved(
     if n > r.len() as u64 / 2 {
         return Err(LogChunkError::Count(n));
     }
-    if filter.keep.is_none() {
-        out.reserve(n as usize);
-    }
     let mut t = 0i64;
     for _ in 0..n {
         t = t.wrapping_add(unzigzag(get_varint(&mut r).ok_or(LogChunkError::Truncated("a time"))?));
@@ -214,7 +229,7 @@ fn decode_interleaved(
         }
         let (text, rest) = r.split_at(len as usize);
         r = rest;
-        filter.push(times, t, text, out)?;
+        emit(times, t, text, f)?;
     }
     Ok(())
 }

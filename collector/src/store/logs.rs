@@ -361,6 +361,98 @@ pub fn read(
     Ok(out)
 }
 
+/// Compressed chunk bytes one round of `fold` holds at most: what bounds its memory, whatever the
+/// time range.
+const FOLD_ROUND_BYTES: u64 = 32 << 20;
+
+/// Folds every line of `streams` in `[start_ns, end_ns)` into accumulators without copying a line
+/// out: `visit(acc, labels, time, line)` on each, chunks inflated on every core (one accumulator
+/// from `init` per thread and per round, all returned for the caller to merge), sealed chunks read
+/// in rounds of at most `FOLD_ROUND_BYTES`. Chunks lacking a needle of `filter` are skipped; it
+/// stops between chunks once `filter`'s budget is spent (the caller checks it).
+pub fn fold<A: Send>(
+    conn: &Connection,
+    (streams, last_chunk): Heads<Vec<LogLine>>,
+    start_ns: i64,
+    end_ns: i64,
+    filter: &LinePrefilter<'_>,
+    init: &(dyn Fn() -> A + Sync),
+    visit: &(dyn Fn(&mut A, &LabelSet, i64, &str) + Sync),
+) -> Result<Vec<A>, String> {
+    let e = |e: rusqlite::Error| e.to_string();
+    let mut list = conn
+        .prepare_cached(
+            "SELECT id, length(data) FROM log_chunks WHERE stream_id = ?1 AND t_max >= ?2 AND t_min < ?3 AND id <= ?4",
+        )
+        .map_err(e)?;
+    let mut chunks: Vec<(usize, i64, u64)> = Vec::new();
+    for (i, (id, _, _)) in streams.iter().enumerate() {
+        let mut rows = list.query(params![id, start_ns, end_ns, last_chunk]).map_err(e)?;
+        while let Some(row) = rows.next().map_err(e)? {
+            chunks.push((i, row.get(0).map_err(e)?, row.get::<_, i64>(1).map_err(e)? as u64));
+        }
+    }
+    drop(list);
+    let times = start_ns..=end_ns.saturating_sub(1);
+    let mut out = Vec::new();
+    let mut head = init();
+    for (_, labels, lines) in &streams {
+        for l in lines.iter().filter(|l| times.contains(&l.time_ns)) {
+            visit(&mut head, labels, l.time_ns, &l.line);
+        }
+    }
+    out.push(head);
+    let mut blob = conn.prepare_cached("SELECT data FROM log_chunks WHERE id = ?1").map_err(e)?;
+    let mut rest = &chunks[..];
+    while !rest.is_empty() && !filter.spent() {
+        let mut bytes = 0u64;
+        // Chunks while the round is under its bytes (at least one, however large).
+        let take = rest
+            .iter()
+            .take_while(|c| {
+                let before = bytes;
+                bytes += c.2;
+                before < FOLD_ROUND_BYTES
+            })
+            .count();
+        let (round, after) = rest.split_at(take.max(1));
+        rest = after;
+        let mut blobs: Vec<(usize, Vec<u8>)> = Vec::with_capacity(round.len());
+        for &(i, id, _) in round {
+            blobs.push((i, blob.query_row(params![id], |r| r.get(0)).map_err(e)?));
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blobs.len().max(1));
+        let per = blobs.len().div_ceil(threads).max(1);
+        let folded: Vec<Result<A, String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = blobs
+                .chunks(per)
+                .map(|part| {
+                    let (streams, times) = (&streams, &times);
+                    scope.spawn(move || {
+                        let mut acc = init();
+                        for (i, data) in part {
+                            if filter.spent() {
+                                break;
+                            }
+                            let labels = &streams[*i].1;
+                            logchunk::visit_where(data, times.clone(), filter, |t, line| {
+                                visit(&mut acc, labels, t, line)
+                            })
+                            .map_err(|e| format!("log chunk: {e}"))?;
+                        }
+                        Ok(acc)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a chunk decoder panicked".into()))).collect()
+        });
+        for acc in folded {
+            out.push(acc?);
+        }
+    }
+    Ok(out)
+}
+
 /// Matching streams that have a line in `[start_ns, end_ns)`: in the head, or in a sealed chunk
 /// whose time range overlaps.
 pub fn series(

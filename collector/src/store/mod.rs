@@ -670,6 +670,25 @@ impl Store {
         self.with_reader("log chunk", |conn| logs::read(conn, heads, start_ns, end_ns, filter))
     }
 
+    /// Folds the matching streams' lines in `[start_ns, end_ns)` into accumulators, copying no line
+    /// out (see `logs::fold`): how log metric queries and counts run in bounded memory.
+    pub fn fold_logs<A: Send>(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+        filter: &logchunk::LinePrefilter<'_>,
+        init: &(dyn Fn() -> A + Sync),
+        visit: &(dyn Fn(&mut A, &LabelSet, i64, &str) + Sync),
+    ) -> Result<Vec<A>, StoreError> {
+        let heads = self
+            .logs
+            .read()
+            .expect("logs lock poisoned")
+            .select_heads(matchers, start_ns, end_ns, |lines| lines.cloned().collect());
+        self.with_reader("log chunk", |conn| logs::fold(conn, heads, start_ns, end_ns, filter, init, visit))
+    }
+
     /// Runs `f` on a pooled read connection; its error names what was being read.
     fn with_reader<T>(
         &self,
