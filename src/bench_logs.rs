@@ -204,8 +204,13 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
         (r#"{service="x"} |= "needle-7f3a""#, "needle"),
         (r#"{service="x"} |~ "needle-7f3[a-z]""#, "needle by regex"),
         (r#"sum(count_over_time({service="x"} |= "ERROR" [1h]))"#, "count of ERROR lines per hour"),
+        (r#"sum by (container) (count_over_time({service="x"}[1h]))"#, "volume of every line per hour"),
     ];
+    let pid = std::process::id();
     for (q, what) in queries {
+        // The peak resident size while this query runs (`5` to clear_refs resets VmHWM to now).
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let rss_before = crate::bench::pid_status_kib(pid, "VmRSS:").unwrap_or(0);
         let mut times = Vec::new();
         let mut found = 0;
         for _ in 0..runs {
@@ -232,11 +237,15 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
                 .map_or(0, |r| r.iter().map(|s| s["values"].as_array().map_or(0, Vec::len)).sum::<usize>());
         }
         times.sort_by(f64::total_cmp);
+        let peak = crate::bench::pid_status_kib(pid, "VmHWM:").unwrap_or(0);
         println!(
-            "  {what}: {q} over {:.2} GB: best {:.0} ms, median {:.0} ms ({found} results; {needles} needles written)",
+            "  {what}: {q} over {:.2} GB: best {:.0} ms, median {:.0} ms ({found} results; {needles} needles written); \
+             peak RSS {:.0} MB, {:.0} MB above before",
             raw as f64 / 1e9,
             times[0],
-            times[times.len() / 2]
+            times[times.len() / 2],
+            peak as f64 / 1e6,
+            peak.saturating_sub(rss_before) as f64 / 1e6
         );
     }
     shutdown.cancel();
