@@ -52,6 +52,119 @@ impl LineFilter {
     }
 }
 
+/// A log query's answer as its lines are read: the `limit` first lines in the asked direction
+/// (newest first when backward) that pass the pipeline, by time, then label set, then the order
+/// they were written. Holds at most `limit` lines, whatever the range holds; several readers'
+/// shares merge into one.
+pub struct TopLines<'q> {
+    query: &'q LogQuery,
+    forward: bool,
+    limit: usize,
+    heap: std::collections::BinaryHeap<Ranked>,
+}
+
+/// A kept line; the heap's top is the worst kept, the first to go.
+struct Ranked {
+    forward: bool,
+    time_ns: i64,
+    labels: LabelSet,
+    order: u64,
+    line: String,
+}
+
+impl Ranked {
+    /// Better lines compare less.
+    fn rank(&self, time_ns: i64, labels: &LabelSet, order: u64) -> std::cmp::Ordering {
+        let by_time = if self.forward { self.time_ns.cmp(&time_ns) } else { time_ns.cmp(&self.time_ns) };
+        let by_labels = if self.forward { self.labels.cmp(labels) } else { labels.cmp(&self.labels) };
+        by_time.then(by_labels).then(self.order.cmp(&order))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank(other.time_ns, &other.labels, other.order)
+    }
+}
+
+impl<'q> TopLines<'q> {
+    pub fn new(query: &'q LogQuery, forward: bool, limit: usize) -> Self {
+        TopLines { query, forward, limit, heap: std::collections::BinaryHeap::with_capacity(limit.min(1 << 16) + 1) }
+    }
+
+    /// Offers one stored line; `order` ranks the lines of its stream as written.
+    pub fn add(&mut self, labels: &LabelSet, time_ns: i64, order: u64, line: &str) {
+        if self.limit == 0 {
+            return;
+        }
+        // Time decides most offers: a line no better than the worst kept costs nothing.
+        if self.heap.len() >= self.limit {
+            let worst = self.heap.peek().expect("a full heap has a top");
+            let later = if self.forward { time_ns > worst.time_ns } else { time_ns < worst.time_ns };
+            if later {
+                return;
+            }
+        }
+        let (labels, line) = if self.query.filters_only() {
+            if !self.query.keeps(line) {
+                return;
+            }
+            (Cow::Borrowed(labels), Cow::Borrowed(line))
+        } else {
+            match self.query.process(labels, line) {
+                Some(p) => (p.labels, p.line),
+                None => return,
+            }
+        };
+        if self.heap.len() >= self.limit {
+            let worst = self.heap.peek().expect("a full heap has a top");
+            if worst.rank(time_ns, &labels, order) != std::cmp::Ordering::Greater {
+                return;
+            }
+            self.heap.pop();
+        }
+        let forward = self.forward;
+        self.heap.push(Ranked { forward, time_ns, labels: labels.into_owned(), order, line: line.into_owned() });
+    }
+
+    pub fn merge(&mut self, other: TopLines<'_>) {
+        for r in other.heap {
+            if self.heap.len() >= self.limit {
+                if self.heap.peek().is_some_and(|w| w.cmp(&r) != std::cmp::Ordering::Greater) {
+                    continue;
+                }
+                self.heap.pop();
+            }
+            self.heap.push(r);
+        }
+    }
+
+    /// The kept lines best first, grouped by label set in the order each set first appears.
+    pub fn into_streams(self) -> Vec<(LabelSet, Vec<(i64, String)>)> {
+        let mut out: Vec<(LabelSet, Vec<(i64, String)>)> = Vec::new();
+        let mut index: std::collections::HashMap<LabelSet, usize> = std::collections::HashMap::new();
+        for r in self.heap.into_sorted_vec() {
+            let slot = *index.entry(r.labels.clone()).or_insert_with(|| {
+                out.push((r.labels.clone(), Vec::new()));
+                out.len() - 1
+            });
+            out[slot].1.push((r.time_ns, r.line));
+        }
+        out
+    }
+}
+
 /// One step of a log pipeline, applied to each line in order.
 #[derive(Debug)]
 pub enum Stage {
@@ -793,6 +906,40 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn top_lines_keep_the_first_in_either_direction_and_merge_like_one_reader() {
+        let q = parse(r#"{a="b"} |= "x""#).unwrap();
+        let labels = LabelSet::from_pairs([("a", "b")]);
+        // Times 0..20 with two lines at time 7, written as order 7 and 100; "no" lines fail the filter.
+        let lines: Vec<(i64, u64, String)> = (0..20)
+            .map(|t| (t, t as u64, format!("x {t}")))
+            .chain([(7, 100, "x 7 again".to_string()), (30, 30, "no".to_string())])
+            .collect();
+        for forward in [false, true] {
+            let mut one = TopLines::new(&q, forward, 5);
+            let (mut a, mut b) = (TopLines::new(&q, forward, 5), TopLines::new(&q, forward, 5));
+            for (i, (t, order, line)) in lines.iter().enumerate() {
+                one.add(&labels, *t, *order, line);
+                if i % 2 == 0 { &mut a } else { &mut b }.add(&labels, *t, *order, line);
+            }
+            a.merge(b);
+            let (whole, merged) = (one.into_streams(), a.into_streams());
+            assert_eq!(whole, merged);
+            let texts: Vec<&str> = whole[0].1.iter().map(|(_, l)| l.as_str()).collect();
+            if forward {
+                assert_eq!(texts, ["x 0", "x 1", "x 2", "x 3", "x 4"]);
+            } else {
+                assert_eq!(texts, ["x 19", "x 18", "x 17", "x 16", "x 15"]);
+            }
+        }
+        let mut around_seven = TopLines::new(&q, true, 9);
+        for (t, order, line) in &lines {
+            around_seven.add(&labels, *t, *order, line);
+        }
+        let texts: Vec<String> = around_seven.into_streams()[0].1.iter().map(|(_, l)| l.clone()).collect();
+        assert_eq!(&texts[7..], ["x 7", "x 7 again"], "equal times keep the order written");
     }
 
     #[test]

@@ -154,7 +154,7 @@ async fn metric(s: &AppState, text: &str, times: &[i64], instant: bool) -> Resul
                         last + 1,
                         &filter,
                         &|| logql_metric::WindowCounts::new(q, &times, range, max_series),
-                        &|acc, labels, t, line| acc.add(labels, t, line),
+                        &|acc, labels, t, _, line| acc.add(labels, t, line),
                     )
                     .map_err(|e| QueryError::Storage(e.to_string()))?;
                 budget.check()?;
@@ -226,13 +226,34 @@ async fn logs(s: AppState, p: Params, text: String, start: i64, end: i64) -> Res
         .queries
         .run(move |budget| -> Result<_, QueryError> {
             let q = parse_log_query(&limits, "query", &text)?;
-            let keep = |l: &str| q.keeps(l);
-            let filter = LinePrefilter { needles: q.needles(), keep: Some(&keep), budget: Some(budget) };
-            let found = store
-                .select_logs_where(&q.matchers, start, end, &filter)
+            // The `limit` first lines in the direction asked are kept as the chunks are read:
+            // memory is bounded by the limit, not by the range.
+            let filter = LinePrefilter { needles: q.needles(), keep: None, budget: Some(budget) };
+            let parts = store
+                .fold_logs(
+                    &q.matchers,
+                    start,
+                    end,
+                    &filter,
+                    &|| logql::TopLines::new(&q, forward, limit),
+                    &|acc, labels, t, order, line| acc.add(labels, t, order, line),
+                )
                 .map_err(|e| QueryError::Storage(e.to_string()))?;
             budget.check()?;
-            Ok(streams_json(&q, &found, forward, limit))
+            let mut parts = parts.into_iter();
+            let mut top = parts.next().expect("the head's accumulator is always there");
+            parts.for_each(|p| top.merge(p));
+            Ok(top
+                .into_streams()
+                .into_iter()
+                .map(|(labels, values)| {
+                    let labels: serde_json::Map<String, serde_json::Value> =
+                        labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+                    let values: Vec<serde_json::Value> =
+                        values.into_iter().map(|(t, l)| json!([t.to_string(), l])).collect();
+                    json!({"stream": labels, "values": values})
+                })
+                .collect::<Vec<_>>())
         })
         .await?;
     Ok(Json(json!({"status": "success", "data": {"resultType": "streams", "result": streams, "stats": {}}}))

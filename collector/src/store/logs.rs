@@ -366,7 +366,8 @@ pub fn read(
 const FOLD_ROUND_BYTES: u64 = 32 << 20;
 
 /// Folds every line of `streams` in `[start_ns, end_ns)` into accumulators without copying a line
-/// out: `visit(acc, labels, time, line)` on each, chunks inflated on every core (one accumulator
+/// out: `visit(acc, labels, time, order, line)` on each, where `order` ranks the lines of one stream
+/// as they were written (sealed chunks by id, then the head), chunks inflated on every core (one accumulator
 /// from `init` per thread and per round, all returned for the caller to merge), sealed chunks read
 /// in rounds of at most `FOLD_ROUND_BYTES`. Chunks lacking a needle of `filter` are skipped; it
 /// stops between chunks once `filter`'s budget is spent (the caller checks it).
@@ -377,7 +378,7 @@ pub fn fold<A: Send>(
     end_ns: i64,
     filter: &LinePrefilter<'_>,
     init: &(dyn Fn() -> A + Sync),
-    visit: &(dyn Fn(&mut A, &LabelSet, i64, &str) + Sync),
+    visit: &(dyn Fn(&mut A, &LabelSet, i64, u64, &str) + Sync),
 ) -> Result<Vec<A>, String> {
     let e = |e: rusqlite::Error| e.to_string();
     let mut list = conn
@@ -397,13 +398,16 @@ pub fn fold<A: Send>(
     let mut out = Vec::new();
     let mut head = init();
     for (_, labels, lines) in &streams {
-        for l in lines.iter().filter(|l| times.contains(&l.time_ns)) {
-            visit(&mut head, labels, l.time_ns, &l.line);
+        for (k, l) in lines.iter().enumerate().filter(|(_, l)| times.contains(&l.time_ns)) {
+            visit(&mut head, labels, l.time_ns, (u64::from(u32::MAX) << 32) | k as u64, &l.line);
         }
     }
     out.push(head);
     let mut blob = conn.prepare_cached("SELECT data FROM log_chunks WHERE id = ?1").map_err(e)?;
+    // Chunks ordered as sealed within each stream, so their place in `chunks` ranks their lines.
+    chunks.sort_unstable_by_key(|&(i, id, _)| (i, id));
     let mut rest = &chunks[..];
+    let mut first = 0usize;
     while !rest.is_empty() && !filter.spent() {
         let mut bytes = 0u64;
         // Chunks while the round is under its bytes (at least one, however large).
@@ -417,10 +421,11 @@ pub fn fold<A: Send>(
             .count();
         let (round, after) = rest.split_at(take.max(1));
         rest = after;
-        let mut blobs: Vec<(usize, Vec<u8>)> = Vec::with_capacity(round.len());
-        for &(i, id, _) in round {
-            blobs.push((i, blob.query_row(params![id], |r| r.get(0)).map_err(e)?));
+        let mut blobs: Vec<(usize, u64, Vec<u8>)> = Vec::with_capacity(round.len());
+        for (j, &(i, id, _)) in round.iter().enumerate() {
+            blobs.push((i, (first + j) as u64, blob.query_row(params![id], |r| r.get(0)).map_err(e)?));
         }
+        first += round.len();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blobs.len().max(1));
         let per = blobs.len().div_ceil(threads).max(1);
         let folded: Vec<Result<A, String>> = std::thread::scope(|scope| {
@@ -430,13 +435,15 @@ pub fn fold<A: Send>(
                     let (streams, times) = (&streams, &times);
                     scope.spawn(move || {
                         let mut acc = init();
-                        for (i, data) in part {
+                        for (i, place, data) in part {
                             if filter.spent() {
                                 break;
                             }
                             let labels = &streams[*i].1;
+                            let mut k = 0u64;
                             logchunk::visit_where(data, times.clone(), filter, |t, line| {
-                                visit(&mut acc, labels, t, line)
+                                visit(&mut acc, labels, t, (place << 32) | k, line);
+                                k += 1;
                             })
                             .map_err(|e| format!("log chunk: {e}"))?;
                         }

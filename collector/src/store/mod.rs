@@ -679,7 +679,7 @@ impl Store {
         end_ns: i64,
         filter: &logchunk::LinePrefilter<'_>,
         init: &(dyn Fn() -> A + Sync),
-        visit: &(dyn Fn(&mut A, &LabelSet, i64, &str) + Sync),
+        visit: &(dyn Fn(&mut A, &LabelSet, i64, u64, &str) + Sync),
     ) -> Result<Vec<A>, StoreError> {
         let heads = self
             .logs
