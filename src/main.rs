@@ -1,13 +1,6 @@
 //! `lookout`: the command people type. `up` runs a collector and this host's agent in one process;
 //! `query` asks a collector; `check-config` validates a file; `bench` measures.
 
-mod bench;
-mod bench_daemons;
-mod bench_dashboards;
-mod bench_gates;
-mod bench_logs;
-mod bench_probes;
-mod dashboard;
 mod gate_cmd;
 
 use std::net::SocketAddr;
@@ -139,10 +132,12 @@ enum Cmd {
         #[arg(long)]
         kind: Option<ConfigKind>,
     },
-    /// Measure lookout on this machine (figures for docs/performance.md).
+    /// Measure lookout on this machine (figures for docs/performance.md): runs `lookout-bench`,
+    /// built beside this program by `cargo build --release --workspace`.
+    #[command(disable_help_flag = true)]
     Bench {
-        #[command(subcommand)]
-        what: bench::Bench,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
 }
 
@@ -156,18 +151,41 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// The measurements live in their own program, so that they are not shipped in this one.
+fn bench(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let path = match std::env::current_exe() {
+        Ok(me) => me.with_file_name("lookout-bench"),
+        Err(e) => {
+            eprintln!("error: cannot find this program's path: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !path.exists() {
+        eprintln!(
+            "error: {} is not built; build it with `cargo build --release --workspace` (or run `cargo run --release -p lookout-bench -- ...`)",
+            path.display()
+        );
+        return ExitCode::from(69);
+    }
+    match std::process::Command::new(&path).args(args).status() {
+        Ok(s) => ExitCode::from(s.code().map_or(1, |c| c.clamp(0, 255) as u8)),
+        Err(e) => {
+            eprintln!("error: cannot run {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.log_format;
     if !matches!(cli.cmd, Cmd::Agent { .. } | Cmd::Collector { .. }) {
-        // A bench prints its figures; the collector's info lines would drown them. The daemons
-        // install their logger once their config (and its `[log]`) is read.
-        let quiet = if matches!(cli.cmd, Cmd::Bench { .. }) { "warn" } else { "info" };
-        lookout_daemon::logging::init(quiet, log_format.unwrap_or_default());
+        // The daemons install their logger once their config (and its `[log]`) is read.
+        lookout_daemon::logging::init("info", log_format.unwrap_or_default());
     }
     match cli.cmd {
         Cmd::CheckConfig { file, kind } => check_config(&file, kind),
-        Cmd::Bench { what } => bench::run(what),
+        Cmd::Bench { args } => bench(args),
         Cmd::Agent { config } => daemon(&config, log_format, |cfg: lookout_agent::AgentConfig, stop| async move {
             let running = lookout_agent::start(cfg, stop).await?;
             running.done.await?;

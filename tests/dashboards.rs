@@ -2,14 +2,12 @@
 //! variables substituted as Grafana substitutes them, answers without error and with data wherever
 //! the metrics it reads exist, against `lookout up` watching real containers.
 
-#[path = "../src/dashboard.rs"]
-mod dashboard;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use dashboard::Choice;
+use lookout_bench::dashboard::{self, Choice};
 use serde_json::Value;
 use support::*;
 

@@ -226,7 +226,10 @@ fn cpu_bound_containers_over_the_target_get_a_signed_scale_up_decision() {
         .iter()
         .find_map(|h| h.strip_prefix("x-lookout-signature: ").map(str::to_string))
         .expect("a signature header");
-    assert_eq!(sig, format!("sha256={}", lookout_collector::autoscale::sign("s3cret-for-tests", body.as_bytes())));
+    assert_eq!(
+        sig,
+        format!("sha256={}", lookout_collector::export::webhook::sign("s3cret-for-tests", body.as_bytes()))
+    );
     let b: Value = serde_json::from_str(&body).unwrap();
     // Each container uses all of its 0.2 core, twice the 50% target: 2 replicas become
     // ceil(2 × value / 0.5), 4 or (with the kernel's accounting a hair over the quota) 5.

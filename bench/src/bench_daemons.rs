@@ -4,19 +4,19 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bench::{agent_command, agent_config};
+use crate::{agent_command, agent_config};
 
 /// Starts a `lookout collector` process and `agents` agent processes (hosts `bench-0` …) with a
 /// busybox container writing log lines, waits until every agent streams, then sends SIGTERM and
 /// times the exit; `rounds` times on the same data dir, so every round after the first starts from
 /// what the last one left (checkpointed head, agents' positions).
 pub fn stop(agents: usize, rounds: usize, stream_for: Duration) -> anyhow::Result<()> {
-    crate::bench::ensure_test_image()?;
-    crate::bench::cleanup_bench_containers();
+    crate::ensure_test_image()?;
+    crate::cleanup_bench_containers();
     let dir = tempfile::tempdir()?;
-    let me = std::env::current_exe()?;
+    let me = crate::sibling("lookout")?;
     let writer = Command::new("docker")
-        .args(["run", "-d", "--label", "lookout.bench=1", crate::bench::TEST_IMAGE, "sh", "-c"])
+        .args(["run", "-d", "--label", "lookout.bench=1", crate::TEST_IMAGE, "sh", "-c"])
         .arg("i=0; while true; do echo \"line $i of a steady writer\"; i=$((i+1)); usleep 2000; done")
         .output()?;
     anyhow::ensure!(writer.status.success(), "docker run: {}", String::from_utf8_lossy(&writer.stderr));
@@ -78,7 +78,7 @@ pub fn stop(agents: usize, rounds: usize, stream_for: Duration) -> anyhow::Resul
         let _ = c.kill();
         let _ = c.wait();
     }
-    crate::bench::cleanup_bench_containers();
+    crate::cleanup_bench_containers();
     times.sort();
     println!(
         "stop with {agents} agents: best {:.0} ms, median {:.0} ms, worst {:.0} ms",
@@ -116,7 +116,7 @@ pub fn hostile(seconds: u64, clients: usize) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let dir = tempfile::tempdir()?;
-    let running = crate::bench::local_collector(&rt, dir.path().join("db"), &shutdown)?;
+    let running = crate::local_collector(&rt, dir.path().join("db"), &shutdown)?;
     let base = format!("http://{}", running.http_addr);
     let until = Instant::now() + Duration::from_secs(seconds);
     let hostile: Vec<String> = vec![

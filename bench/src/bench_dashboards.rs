@@ -9,10 +9,10 @@ use lookout_collector::ingest::remote_write;
 use lookout_collector::model::{LabelSet, Samples};
 use serde_json::Value;
 
-use crate::bench::{SimContainer, XorShift, SERIES};
-use crate::dashboard::{self, Choice};
+use crate::{SimContainer, XorShift, SERIES};
+use lookout_bench::dashboard::{self, Choice};
 
-const CONTAINER_DASHBOARD: &str = include_str!("../dashboards/containers.json");
+const CONTAINER_DASHBOARD: &str = include_str!("../../dashboards/containers.json");
 /// Grafana's data source setting in dashboards/provisioning: the scrape interval `$__rate_interval` uses.
 const SCRAPE_S: u64 = 10;
 const STEP_S: u64 = 15;
@@ -23,7 +23,7 @@ pub fn run(containers: usize, hours: usize, runs: usize, label_series: usize, pr
     let rt = tokio::runtime::Runtime::new()?;
     let tmp = tempfile::tempdir()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let collector = crate::bench::local_collector(&rt, tmp.path().join("lookout"), &shutdown)?;
+    let collector = crate::local_collector(&rt, tmp.path().join("lookout"), &shutdown)?;
     let mut targets = vec![("lookout", format!("http://{}", collector.http_addr))];
     let _prom = match prometheus {
         "none" => None,

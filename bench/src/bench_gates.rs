@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use lookout_collector::gate::checks::Verdict;
-use lookout_collector::gate::spec::{GateRequest, GatesConfig};
-use lookout_collector::gate::Gates;
+use lookout_collector::decide::gate::checks::Verdict;
+use lookout_collector::decide::gate::spec::{GateRequest, GatesConfig};
+use lookout_collector::model::logs::LogLine;
+use lookout_collector::model::logs::LogStreamIn;
 use lookout_collector::model::{LabelSet, Samples};
-use lookout_collector::query::Engine;
-use lookout_collector::store::logchunk::LogLine;
-use lookout_collector::store::logs::LogStreamIn;
+use lookout_collector::query::promql::Engine;
+use lookout_collector::run::gate::Gates;
 use lookout_collector::store::{LogBatchIn, SeriesGroup, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -93,7 +93,8 @@ pub fn run(rollouts: usize, interval_s: u64, window_intervals: u64, seed: u64) -
     let cfg: GatesConfig = toml::from_str(&format!(
         "[[default.checks]]\nname = \"latency_p90\"\nquery = '{LATENCY_CHECK}'\ntolerance = 0.15\n"
     ))?;
-    let gates = Gates::new(cfg, store.clone(), Arc::new(Engine::default()), Default::default());
+    let recorder = lookout_collector::run::Recorder::new(store.clone(), Default::default());
+    let gates = Gates::new(cfg, Arc::new(Engine::default()), recorder);
     let mut rng = StdRng::seed_from_u64(seed);
     let kinds =
         [Scenario::Errors2x, Scenario::Errors5x, Scenario::Latency30, Scenario::MemoryLeak, Scenario::CrashLoop];

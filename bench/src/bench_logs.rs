@@ -74,7 +74,7 @@ fn report(what: &str, lines: usize, t: Instant) {
 /// A realistic container log line: access logs, levelled application lines, JSON lines and the odd
 /// stack-trace frame, with the ids, addresses and durations that make real logs compress less well
 /// than repeated text.
-fn realistic_line(rng: &mut crate::bench::XorShift, i: u64) -> String {
+fn realistic_line(rng: &mut crate::XorShift, i: u64) -> String {
     const PATHS: [&str; 6] =
         ["/api/v1/items", "/api/v1/users/me", "/healthz", "/api/v1/orders", "/static/app.js", "/login"];
     const LEVELS: [&str; 5] = ["INFO", "INFO", "INFO", "WARN", "ERROR"];
@@ -124,23 +124,23 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let tmp = tempfile::tempdir()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let collector = crate::bench::local_collector(&rt, tmp.path().to_path_buf(), &shutdown)?;
+    let collector = crate::local_collector(&rt, tmp.path().to_path_buf(), &shutdown)?;
     let store = collector.store.clone();
     let target = (gib * (1u64 << 30) as f64) as u64;
     let containers = 8;
     let per_stream = 1000; // lines per container per batch: 8,000 lines (~1 MB) a batch, as an agent under load
-    let mut rng = crate::bench::XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rng = crate::XorShift(0x9e37_79b9_7f4a_7c15);
     let t0_ns: i64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as i64
         - 20 * 3600 * 1_000_000_000;
     let (mut raw, mut lines, mut seq, mut needles) = (0u64, 0u64, 0u64, 0u64);
     let (mut append_wall, mut gen_cpu) = (0.0f64, 0.0f64);
-    let cpu0 = crate::bench::process_cpu_seconds();
+    let cpu0 = crate::process_cpu_seconds();
     println!("logstore: {gib} GiB of realistic lines from {containers} containers of service x, 8,000 lines a batch");
     while raw < target {
-        let g = crate::bench::process_cpu_seconds();
-        let streams: Vec<lookout_collector::store::logs::LogStreamIn> = (0..containers)
+        let g = crate::process_cpu_seconds();
+        let streams: Vec<lookout_collector::model::logs::LogStreamIn> = (0..containers)
             .map(|c| {
-                let lines: Vec<lookout_collector::store::logchunk::LogLine> = (0..per_stream)
+                let lines: Vec<lookout_collector::model::logs::LogLine> = (0..per_stream)
                     .map(|k| {
                         let i = lines + (c * per_stream + k) as u64;
                         let mut line = realistic_line(&mut rng, i);
@@ -149,13 +149,13 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
                             line.push_str(" needle-7f3a");
                             needles += 1;
                         }
-                        lookout_collector::store::logchunk::LogLine {
+                        lookout_collector::model::logs::LogLine {
                             time_ns: t0_ns + (lines / containers as u64 + k as u64) as i64 * 5_000_000,
                             line,
                         }
                     })
                     .collect();
-                lookout_collector::store::logs::LogStreamIn {
+                lookout_collector::model::logs::LogStreamIn {
                     labels: lookout_collector::model::LabelSet::from_pairs([
                         ("service", "x".to_string()),
                         ("container", format!("x-{c}")),
@@ -165,7 +165,7 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        gen_cpu += crate::bench::process_cpu_seconds() - g;
+        gen_cpu += crate::process_cpu_seconds() - g;
         raw += streams.iter().flat_map(|s| &s.lines).map(|l| l.line.len() as u64).sum::<u64>();
         lines += streams.iter().map(|s| s.lines.len() as u64).sum::<u64>();
         seq += 1;
@@ -180,7 +180,7 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
         )?;
         append_wall += t.elapsed().as_secs_f64();
     }
-    let append_cpu = crate::bench::process_cpu_seconds() - cpu0 - gen_cpu;
+    let append_cpu = crate::process_cpu_seconds() - cpu0 - gen_cpu;
     println!(
         "  ingest: {lines} lines ({:.2} GB of text) in {append_wall:.1} s of durable appends: {:.0} k lines/s wall, {:.0} k lines per CPU-second",
         raw as f64 / 1e9,
@@ -194,7 +194,7 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
         s.stored_bytes as f64 / 1e6,
         s.raw_bytes as f64 / 1e6,
         s.raw_bytes as f64 / s.stored_bytes.max(1) as f64,
-        crate::bench::dir_bytes(tmp.path()) as f64 / 1e6
+        crate::dir_bytes(tmp.path()) as f64 / 1e6
     );
 
     let base = format!("http://{}", collector.http_addr);
@@ -210,7 +210,7 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
     for (q, what) in queries {
         // The peak resident size while this query runs (`5` to clear_refs resets VmHWM to now).
         let _ = std::fs::write("/proc/self/clear_refs", "5");
-        let rss_before = crate::bench::pid_status_kib(pid, "VmRSS:").unwrap_or(0);
+        let rss_before = crate::pid_status_kib(pid, "VmRSS:").unwrap_or(0);
         let mut times = Vec::new();
         let mut found = 0;
         for _ in 0..runs {
@@ -237,7 +237,7 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
                 .map_or(0, |r| r.iter().map(|s| s["values"].as_array().map_or(0, Vec::len)).sum::<usize>());
         }
         times.sort_by(f64::total_cmp);
-        let peak = crate::bench::pid_status_kib(pid, "VmHWM:").unwrap_or(0);
+        let peak = crate::pid_status_kib(pid, "VmHWM:").unwrap_or(0);
         println!(
             "  {what}: {q} over {:.2} GB: best {:.0} ms, median {:.0} ms ({found} results; {needles} needles written); \
              peak RSS {:.0} MB, {:.0} MB above before",
@@ -261,8 +261,8 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
 pub fn ship(lines: usize, rate: usize, seconds: u64) -> anyhow::Result<()> {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
-    crate::bench::ensure_test_image()?;
-    crate::bench::cleanup_bench_containers();
+    crate::ensure_test_image()?;
+    crate::cleanup_bench_containers();
     let result = (|| -> anyhow::Result<()> {
         let bulk = "lookout-bench-logship";
         let script = format!(
@@ -284,7 +284,7 @@ pub fn ship(lines: usize, rate: usize, seconds: u64) -> anyhow::Result<()> {
         let rt = tokio::runtime::Runtime::new()?;
         let tmp = tempfile::tempdir()?;
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let collector = crate::bench::local_collector(&rt, tmp.path().join("collector"), &shutdown)?;
+        let collector = crate::local_collector(&rt, tmp.path().join("collector"), &shutdown)?;
         let committed = Arc::new(AtomicU64::new(0));
         let delays: Arc<Mutex<Vec<i64>>> = Default::default();
         let mut feed = collector.store.subscribe_logs();
@@ -307,10 +307,10 @@ pub fn ship(lines: usize, rate: usize, seconds: u64) -> anyhow::Result<()> {
                 }
             }
         });
-        let cfg = crate::bench::agent_config(tmp.path(), collector.grpc_addr, Duration::from_secs(10))?;
-        let collector_cpu0 = crate::bench::process_cpu_seconds();
+        let cfg = crate::agent_config(tmp.path(), collector.grpc_addr, Duration::from_secs(10))?;
+        let collector_cpu0 = crate::process_cpu_seconds();
         let t0 = Instant::now();
-        let mut child = crate::bench::agent_command(&cfg)?.env("RUST_LOG", "warn").spawn()?;
+        let mut child = crate::agent_command(&cfg)?.env("RUST_LOG", "warn").spawn()?;
         let pid = child.id();
         let mut rss_max = 0;
         while committed.load(Ordering::Relaxed) < lines as u64 {
@@ -319,13 +319,13 @@ pub fn ship(lines: usize, rate: usize, seconds: u64) -> anyhow::Result<()> {
                 "only {} lines committed in 5 minutes",
                 committed.load(Ordering::Relaxed)
             );
-            rss_max = rss_max.max(crate::bench::pid_status_kib(pid, "VmRSS:").unwrap_or(0));
+            rss_max = rss_max.max(crate::pid_status_kib(pid, "VmRSS:").unwrap_or(0));
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let wall = t0.elapsed().as_secs_f64();
-        let agent_cpu = crate::bench::pid_cpu_seconds(pid).unwrap_or(0.0);
-        let collector_cpu = crate::bench::process_cpu_seconds() - collector_cpu0;
-        let hwm = crate::bench::pid_status_kib(pid, "VmHWM:").unwrap_or(0);
+        let agent_cpu = crate::pid_cpu_seconds(pid).unwrap_or(0.0);
+        let collector_cpu = crate::process_cpu_seconds() - collector_cpu0;
+        let hwm = crate::pid_status_kib(pid, "VmHWM:").unwrap_or(0);
         println!(
             "  {lines} lines ({:.0} MB of json-file) from the file to committed at the collector: {wall:.2} s, {:.0} k lines/s",
             file_bytes as f64 / 1e6,
@@ -368,7 +368,7 @@ pub fn ship(lines: usize, rate: usize, seconds: u64) -> anyhow::Result<()> {
         );
         Ok(())
     })();
-    crate::bench::cleanup_bench_containers();
+    crate::cleanup_bench_containers();
     result
 }
 
@@ -378,7 +378,7 @@ fn run_container(name: &str, script: &str) -> anyhow::Result<std::path::PathBuf>
         .args(["run", "-d", "--name", name, "--label", "lookout.bench=1"])
         // One file for the whole run, whatever the daemon's default rotation is.
         .args(["--log-opt", "max-size=2g", "--log-opt", "max-file=2"])
-        .args([crate::bench::TEST_IMAGE, "sh", "-c", script])
+        .args([crate::TEST_IMAGE, "sh", "-c", script])
         .output()?;
     anyhow::ensure!(out.status.success(), "docker run {name}: {}", String::from_utf8_lossy(&out.stderr));
     let out = std::process::Command::new("docker").args(["inspect", "-f", "{{.LogPath}}", name]).output()?;

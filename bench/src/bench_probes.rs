@@ -34,10 +34,8 @@ pub fn probes(containers: usize, interval: Duration, duration: Duration, kind: &
     anyhow::ensure!(kind == "http" || kind == "tcp", "--kind is http or tcp");
     use std::io::BufRead;
     let exe = std::env::current_exe()?;
-    let mut child = std::process::Command::new(exe)
-        .args(["bench", "probe-targets"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
+    let mut child =
+        std::process::Command::new(exe).arg("probe-targets").stdout(std::process::Stdio::piped()).spawn()?;
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?).read_line(&mut line)?;
     let ports: Vec<u16> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
@@ -110,10 +108,10 @@ pub fn probes(containers: usize, interval: Duration, duration: Duration, kind: &
     std::thread::sleep(interval + Duration::from_secs(2));
     *counts.lock().expect("counts") = (0, 0);
     drift.record.store(true, std::sync::atomic::Ordering::Relaxed);
-    let cpu0 = crate::bench::process_cpu_seconds();
+    let cpu0 = crate::process_cpu_seconds();
     let t0 = Instant::now();
     std::thread::sleep(duration);
-    let cpu = crate::bench::process_cpu_seconds() - cpu0;
+    let cpu = crate::process_cpu_seconds() - cpu0;
     let wall = t0.elapsed().as_secs_f64();
     drift.record.store(false, std::sync::atomic::Ordering::Relaxed);
     shutdown.cancel();
@@ -190,14 +188,14 @@ fn bare_loop(ports: &[u16], kind: &str, rate: f64, duration: Duration, tick: Opt
 /// Time from a container's first failing probe run to its restart, through a real agent process and
 /// a collector in this process, over `trials` containers.
 pub fn restart(trials: usize, interval: Duration, retries: u32) -> anyhow::Result<()> {
-    crate::bench::ensure_test_image()?;
-    crate::bench::cleanup_bench_containers();
+    crate::ensure_test_image()?;
+    crate::cleanup_bench_containers();
     let rt = tokio::runtime::Runtime::new()?;
     let tmp = tempfile::tempdir()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let collector = crate::bench::local_collector(&rt, tmp.path().join("collector"), &shutdown)?;
-    let cfg = crate::bench::agent_config(tmp.path(), collector.grpc_addr, Duration::from_secs(10))?;
-    let mut agent = crate::bench::agent_command(&cfg)?.env("RUST_LOG", "warn").spawn()?;
+    let collector = crate::local_collector(&rt, tmp.path().join("collector"), &shutdown)?;
+    let cfg = crate::agent_config(tmp.path(), collector.grpc_addr, Duration::from_secs(10))?;
+    let mut agent = crate::agent_command(&cfg)?.env("RUST_LOG", "warn").spawn()?;
     let result = (|| -> anyhow::Result<Vec<(f64, f64, f64)>> {
         let mut out = Vec::new();
         for i in 0..trials {
@@ -236,7 +234,7 @@ pub fn restart(trials: usize, interval: Duration, retries: u32) -> anyhow::Resul
     let _ = agent.kill();
     let _ = agent.wait();
     shutdown.cancel();
-    crate::bench::cleanup_bench_containers();
+    crate::cleanup_bench_containers();
     let out = result?;
     let worst = |f: fn(&(f64, f64, f64)) -> f64| out.iter().map(f).fold(0.0, f64::max);
     println!(
@@ -260,7 +258,7 @@ fn run_web(name: &str, interval: Duration, retries: u32) -> anyhow::Result<Strin
         .args(["run", "-d", "--name", name, "--label", "lookout.bench=1", "--label", "lookout.restart=on-unhealthy"])
         .args(["--label", "lookout.probe.http=:80/healthz", "--label", "lookout.probe.timeout=1s"])
         .args(["--label", &interval_label, "--label", &retries_label, "--label", &service_label])
-        .args([crate::bench::TEST_IMAGE, "sh", "-c", script])
+        .args([crate::TEST_IMAGE, "sh", "-c", script])
         .output()?;
     anyhow::ensure!(out.status.success(), "docker run {name}: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())

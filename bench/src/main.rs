@@ -1,13 +1,44 @@
-//! `lookout bench`: measurements anyone can rerun on their machine, printing the figures that
-//! docs/performance.md records. Real store files, real containers, real processes; no timed asserts.
+//! `lookout-bench` (also reached as `lookout bench`): measurements anyone can rerun on their
+//! machine, printing the figures docs/performance.md records. Real store files, real containers,
+//! real processes; no timed asserts. Not shipped in the packages.
+
+mod bench_daemons;
+mod bench_dashboards;
+mod bench_gates;
+mod bench_logs;
+mod bench_probes;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use clap::Subcommand;
+use clap::{Parser, Subcommand};
 use lookout_collector::model::{LabelSet, Samples};
 use lookout_collector::store::{Store, StoreOptions};
+
+#[derive(Parser)]
+#[command(name = "lookout-bench", version, about = "Measure lookout on this machine (figures for docs/performance.md)")]
+struct Cli {
+    #[command(subcommand)]
+    what: Bench,
+}
+
+fn main() -> std::process::ExitCode {
+    // A bench prints its figures; the collector's info lines would drown them.
+    lookout_daemon::logging::init("warn", Default::default());
+    run(Cli::parse().what)
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// A program of the workspace built beside this one (`cargo build --release --workspace` builds them all).
+pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    anyhow::ensure!(path.exists(), "{} is not built; build it with: cargo build --release --workspace", path.display());
+    Ok(path)
+}
 
 #[derive(Subcommand)]
 pub enum Bench {
@@ -112,9 +143,9 @@ pub enum Bench {
     Probes {
         #[arg(long, default_value_t = 1000)]
         containers: usize,
-        #[arg(long, default_value = "10s", value_parser = super::humantime_duration)]
+        #[arg(long, default_value = "10s", value_parser = humantime_duration)]
         interval: Duration,
-        #[arg(long, default_value = "60s", value_parser = super::humantime_duration)]
+        #[arg(long, default_value = "60s", value_parser = humantime_duration)]
         duration: Duration,
         /// `http` (GET /healthz) or `tcp` (connect).
         #[arg(long, default_value = "http")]
@@ -142,7 +173,7 @@ pub enum Bench {
     Restart {
         #[arg(long, default_value_t = 5)]
         trials: usize,
-        #[arg(long, default_value = "2s", value_parser = super::humantime_duration)]
+        #[arg(long, default_value = "2s", value_parser = humantime_duration)]
         interval: Duration,
         #[arg(long, default_value_t = 3)]
         retries: u32,
@@ -152,9 +183,9 @@ pub enum Bench {
         #[arg(long, default_value_t = 100)]
         containers: usize,
         /// How long to measure after the warm-up.
-        #[arg(long, default_value = "120s", value_parser = super::humantime_duration)]
+        #[arg(long, default_value = "120s", value_parser = humantime_duration)]
         duration: Duration,
-        #[arg(long, default_value = "10s", value_parser = super::humantime_duration)]
+        #[arg(long, default_value = "10s", value_parser = humantime_duration)]
         interval: Duration,
     },
 }
@@ -399,7 +430,7 @@ fn ingest(containers: usize, samples: usize, per_batch: usize, dir: Option<PathB
 }
 
 fn query(containers: usize, hours: usize, runs: usize) -> anyhow::Result<()> {
-    use lookout_collector::query::Engine;
+    use lookout_collector::query::promql::Engine;
     let tmp = tempfile::tempdir()?;
     let store = Store::open(tmp.path(), StoreOptions::default())?;
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
@@ -670,12 +701,11 @@ pub(crate) fn agent_config(dir: &Path, collector: std::net::SocketAddr, interval
 }
 
 pub(crate) fn agent_command(config: &Path) -> anyhow::Result<Command> {
-    let me = std::env::current_exe()?;
-    let dedicated = me.with_file_name("lookout-agent");
+    let dedicated = std::env::current_exe()?.with_file_name("lookout-agent");
     let mut cmd = if dedicated.exists() {
         Command::new(dedicated)
     } else {
-        let mut c = Command::new(me);
+        let mut c = Command::new(sibling("lookout")?);
         c.arg("agent");
         c
     };
@@ -691,7 +721,8 @@ pub fn ensure_test_image() -> anyhow::Result<()> {
     if present {
         return Ok(());
     }
-    let status = Command::new("sh").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-image")).status()?;
+    let status =
+        Command::new("sh").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/build-test-image")).status()?;
     anyhow::ensure!(
         status.success(),
         "scripts/build-test-image failed (is busybox-static installed? apt-get install busybox-static)"

@@ -1,19 +1,5 @@
-//! lookout-collector: receives what agents send, stores it in SQLite and answers Prometheus-style
-//! queries. See ARCHITECTURE.md for the module map and what may depend on what.
-
-pub mod api;
-pub mod autoscale;
-pub mod config;
-pub mod gate;
-pub mod health;
-pub mod ingest;
-pub mod logql;
-pub mod logql_metric;
-pub mod model;
-pub mod query;
-pub mod restart;
-pub mod store;
-pub mod telemetry;
+//! The wiring: opens the store, starts ingest, the API, the decision shells and housekeeping, and
+//! stops them in order. Holds no behaviour of its own beyond when things start and stop.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,7 +10,9 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::CollectorConfig;
+use crate::clock::now_ms;
+use crate::config::CollectorConfig;
+use crate::{api, health, ingest, query, run, store, telemetry};
 
 /// A running collector: where it listens, and a handle that ends when it has stopped.
 pub struct Running {
@@ -61,17 +49,17 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
     let (http_addr, grpc_addr) = (http.local_addr()?, grpc.local_addr()?);
 
     let health: Arc<health::HealthBoard> = Default::default();
-    let engine = Arc::new(query::Engine::new(cfg.query.clone()));
+    let engine = Arc::new(query::promql::Engine::new(cfg.query.clone()));
     let queries = Arc::new(query::runner::QueryRunner::new(cfg.query.clone(), metrics.query.clone(), shutdown.clone()));
-    let gates = Arc::new(gate::Gates::new(cfg.gates.clone(), store.clone(), engine.clone(), metrics.decisions.clone()));
+    let recorder = run::Recorder::new(store.clone(), metrics.decisions.clone());
+    let gates = Arc::new(run::gate::Gates::new(cfg.gates.clone(), engine.clone(), recorder.clone()));
     tokio::spawn(gates.clone().run(shutdown.clone()));
-    let autoscaler = Arc::new(autoscale::Autoscaler::new(
+    let autoscaler = Arc::new(run::scale::Autoscaler::new(
         cfg.autoscale.clone(),
-        store.clone(),
         engine.clone(),
         health.clone(),
         gates.clone(),
-        metrics.decisions.clone(),
+        recorder.clone(),
     ));
     tokio::spawn(autoscaler.clone().run(shutdown.clone()));
     let state = api::AppState {
@@ -86,12 +74,7 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
         metrics: metrics.clone(),
     };
     let router = api::router(state);
-    let restarter = Arc::new(restart::Restarter::new(
-        cfg.restart.clone(),
-        store.clone(),
-        health.clone(),
-        metrics.decisions.clone(),
-    ));
+    let restarter = Arc::new(run::restart::Restarter::new(cfg.restart.clone(), health.clone(), recorder, now_ms()));
     tokio::spawn(restarter.clone().run(shutdown.clone()));
     let ingest = ingest::IngestService::new(
         store.clone(),
@@ -183,11 +166,3 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
 /// How long a stop waits for answers in flight before it cuts connections: systemd's stop timeout
 /// is 90 s, the target is a stop within 5 s with the checkpoint included.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
-
-/// Decisions look at the store as of this long ago: samples stamped later may still be on their way
-/// (an agent seals a batch every second), and a decision must rest on data that a replay finds.
-pub const SETTLE_MS: i64 = 3_000;
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}

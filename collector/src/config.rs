@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::decide::restart::{RestartConfig, RestartPolicy};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectorConfig {
@@ -36,96 +38,10 @@ pub struct CollectorConfig {
     pub restart: RestartConfig,
     /// `[gates]`: how releases are judged (`[gates.default]`, `[[gates.services]]`).
     #[serde(default)]
-    pub gates: crate::gate::spec::GatesConfig,
+    pub gates: crate::decide::gate::spec::GatesConfig,
     /// `[[autoscale]]`: per service, a target and the HPA rule; decisions go to a webhook.
     #[serde(default)]
-    pub autoscale: Vec<crate::autoscale::AutoscalePolicy>,
-}
-
-/// `[restart]`: restarts of unhealthy containers. A container opts in with the label
-/// `lookout.restart=on-unhealthy`, or its service through a `[[restart.policies]]` entry; for every
-/// other container the collector records what it would have done (`dry_run`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RestartConfig {
-    /// Record decisions without carrying any out, for every container.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// A restart for an agent that is away waits this long, then is recorded as not carried out.
-    #[serde(default = "defaults::command_deadline", with = "humantime_serde")]
-    pub command_deadline: Duration,
-    /// The policy for containers that opt in by label, and for dry runs.
-    #[serde(default)]
-    pub default: RestartPolicy,
-    /// Per service; these containers are restarted without the label.
-    #[serde(default)]
-    pub policies: Vec<RestartPolicy>,
-}
-
-impl Default for RestartConfig {
-    fn default() -> Self {
-        toml::from_str("").expect("the empty restart section is valid")
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RestartPolicy {
-    /// The service this policy is for (in `[[restart.policies]]`).
-    #[serde(default)]
-    pub service: Option<String>,
-    /// Record what would be done for this service, without doing it.
-    #[serde(default)]
-    pub dry_run: bool,
-    /// Restart once the container has been unhealthy this long.
-    #[serde(default, with = "humantime_serde")]
-    pub unhealthy_for: Duration,
-    /// The wait after the first restart before another; doubles with each restart up to `backoff_max`.
-    #[serde(default = "defaults::backoff", with = "humantime_serde")]
-    pub backoff: Duration,
-    #[serde(default = "defaults::backoff_max", with = "humantime_serde")]
-    pub backoff_max: Duration,
-    /// Healthy this long after a restart, the backoff starts over.
-    #[serde(default = "defaults::reset_after", with = "humantime_serde")]
-    pub reset_after: Duration,
-    /// At most this many restarts of one container per `window`; then lookout gives up and says so.
-    #[serde(default = "defaults::max_restarts")]
-    pub max_restarts: u32,
-    #[serde(default = "defaults::restart_window", with = "humantime_serde")]
-    pub window: Duration,
-    /// At most this many of a service's containers restarting at once: a count (`1`) or a share (`25%`).
-    #[serde(default = "defaults::max_unavailable")]
-    pub max_unavailable: String,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        toml::from_str("").expect("the empty policy is valid")
-    }
-}
-
-impl RestartPolicy {
-    /// How many of `total` containers may be restarting at once (at least 1).
-    pub fn max_unavailable_of(&self, total: usize) -> Result<usize, String> {
-        let v = self.max_unavailable.trim();
-        let n = match v.strip_suffix('%') {
-            Some(p) => {
-                let p: f64 = p.trim().parse().map_err(|_| format!("{v:?} is not a percentage"))?;
-                if !(0.0..=100.0).contains(&p) {
-                    return Err(format!("{v:?} is not between 0% and 100%"));
-                }
-                (total as f64 * p / 100.0).floor() as usize
-            }
-            None => v.parse::<usize>().map_err(|_| format!("{v:?} is neither a count (1) nor a share (25%)"))?,
-        };
-        Ok(n.max(1))
-    }
-
-    /// The wait after the `n`th restart in a row (n ≥ 1): `backoff` doubling up to `backoff_max`.
-    pub fn backoff_after(&self, n: u32) -> Duration {
-        let doubled = self.backoff.saturating_mul(1u32 << n.saturating_sub(1).min(20));
-        doubled.min(self.backoff_max)
-    }
+    pub autoscale: Vec<crate::decide::scale::AutoscalePolicy>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,27 +89,6 @@ mod defaults {
     }
     pub fn chunk_max_age() -> Duration {
         Duration::from_secs(3600)
-    }
-    pub fn command_deadline() -> Duration {
-        Duration::from_secs(60)
-    }
-    pub fn backoff() -> Duration {
-        Duration::from_secs(10)
-    }
-    pub fn backoff_max() -> Duration {
-        Duration::from_secs(300)
-    }
-    pub fn reset_after() -> Duration {
-        Duration::from_secs(600)
-    }
-    pub fn max_restarts() -> u32 {
-        5
-    }
-    pub fn restart_window() -> Duration {
-        Duration::from_secs(1800)
-    }
-    pub fn max_unavailable() -> String {
-        "1".into()
     }
 }
 
@@ -245,9 +140,10 @@ impl CollectorConfig {
         }
         problems.extend(self.query.validate("query"));
         problems.extend(self.log.validate("log"));
-        problems.extend(self.gates.validate());
+        let check = crate::run::gate::check_query;
+        problems.extend(self.gates.validate(&check));
         for (i, p) in self.autoscale.iter().enumerate() {
-            problems.extend(p.validate(&format!("autoscale[{i}]")));
+            problems.extend(p.validate(&format!("autoscale[{i}]"), &check));
             if self.autoscale[..i].iter().any(|q| q.service == p.service) {
                 problems.push(format!("autoscale[{i}].service: {:?} has a policy already", p.service));
             }

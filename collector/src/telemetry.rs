@@ -82,7 +82,7 @@ impl CollectorMetrics {
     /// journal exactly when the disk is full.
     pub fn commit_failed(&self, what: &str, error: &dyn std::fmt::Display, free_bytes: Option<u64>) {
         self.commit_errors.inc();
-        let now = crate::now_ms();
+        let now = crate::clock::now_ms();
         let last = self.commit_error_logged_ms.load(std::sync::atomic::Ordering::Relaxed);
         if now - last >= 60_000
             && self

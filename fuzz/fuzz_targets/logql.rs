@@ -9,12 +9,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     // The query, then a line to run it on, separated by the first newline.
     let (query, line) = text.split_once('\n').unwrap_or((text, "{\"level\":\"error\",\"n\":5} a=b c=\"d\""));
-    match lookout_collector::logql::parse(query) {
+    match lookout_collector::query::logql::parse(query) {
         Ok(q) => {
             let labels = LabelSet::from_pairs([("service", "api"), ("stream", "stdout")]);
             let _ = q.process(&labels, line);
         }
         Err(e) => assert!(e.col >= 1 && e.col <= query.chars().count() + 1, "column {} outside the query", e.col),
     }
-    let _ = lookout_collector::logql_metric::parse(query);
+    let _ = lookout_collector::query::logql::metric::parse(query);
 });

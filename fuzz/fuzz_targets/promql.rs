@@ -4,7 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use lookout_collector::model::{LabelSet, Matcher, Samples, SeriesData};
-use lookout_collector::query::{Engine, QueryError, Queryable};
+use lookout_collector::query::promql::{Engine, Queryable};
+use lookout_collector::query::QueryError;
 
 struct Fixed(Vec<SeriesData>);
 

@@ -5,7 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use lookout_collector::model::{LabelSet, Matcher, Samples, SeriesData};
-use lookout_collector::query::{runner, Budget, Engine, QueryError, QueryLimits, Queryable};
+use lookout_collector::query::promql::{Engine, Queryable};
+use lookout_collector::query::{runner, Budget, QueryError, QueryLimits};
 
 struct Fixed(Vec<SeriesData>);
 
@@ -78,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
         let q = logql(recipe);
         let r = runner::on_query_stack(|| {
             limits.check_text("query", &q)?;
-            let e = lookout_collector::logql_metric::parse(&q).map_err(|e| QueryError::Parse(e.to_string()))?;
+            let e = lookout_collector::query::logql::metric::parse(&q).map_err(|e| QueryError::Parse(e.to_string()))?;
             if e.depth() > limits.max_depth {
                 return Err(QueryError::Limit { reason: "depth", message: String::new() });
             }
@@ -89,7 +90,7 @@ fuzz_target!(|data: &[u8]| {
             let counted: Vec<_> = sels
                 .iter()
                 .map(|(q, range)| {
-                    let mut w = lookout_collector::logql_metric::WindowCounts::new(q, &times, *range, 500);
+                    let mut w = lookout_collector::query::logql::metric::WindowCounts::new(q, &times, *range, 500);
                     w.add(&labels, 30_000_000_000, "x l=1");
                     w
                 })

@@ -9,8 +9,8 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
-use crate::gate::spec::GateRequest;
-use crate::gate::StartError;
+use crate::decide::gate::spec::GateRequest;
+use crate::run::gate::StartError;
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     tokio::task::spawn_blocking(f).await.map_err(|e| format!("task failed: {e}"))
@@ -27,7 +27,7 @@ pub async fn start(State(s): State<AppState>, body: axum::body::Bytes) -> Respon
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_data", e),
     };
     let gates = s.gates.clone();
-    match blocking(move || gates.start(req, crate::now_ms())).await {
+    match blocking(move || gates.start(req, crate::clock::now_ms())).await {
         Ok(Ok(g)) => (StatusCode::CREATED, Json(g.to_json())).into_response(),
         Ok(Err(StartError::Bad(m))) => error(StatusCode::BAD_REQUEST, "bad_data", m),
         Ok(Err(StartError::Unknown(m))) => error(StatusCode::NOT_FOUND, "not_found", m),
@@ -69,7 +69,7 @@ pub async fn service(State(s): State<AppState>, Path(service): Path<String>) -> 
     let st = s.clone();
     let svc = service.clone();
     let seen = blocking(move || {
-        let series = crate::gate::recent_containers(&st.store, &svc, crate::now_ms())?;
+        let series = crate::run::gate::recent_containers(&st.store, &svc, crate::clock::now_ms())?;
         let decisions = st
             .store
             .decisions(&crate::store::decisions::DecisionFilter { service: Some(svc), limit: 20, ..Default::default() })

@@ -1,5 +1,6 @@
 //! Loki's HTTP API over the log store, in Loki's JSON shapes: `query` and `query_range` for log and
-//! metric queries, `labels`, `label/<name>/values`. `start` inclusive, `end` exclusive.
+//! metric queries, `labels`, `label/<name>/values`, `series`, `index/stats`, `tail`. `start`
+//! inclusive, `end` exclusive. HTTP only: queries are run by `query::logql::eval`.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -8,13 +9,13 @@ use serde_json::json;
 
 use super::params::{parse_time_ms, Params};
 use super::{ApiError, AppState};
-use crate::logql;
-use crate::logql_metric;
-use crate::model::{format_value, LabelSet};
-use crate::query::{QueryError, QueryLimits};
-use crate::store::logchunk::LinePrefilter;
-use crate::store::logs::LogStreamOut;
 use std::collections::HashMap;
+
+use crate::clock::now_ns;
+use crate::model::logs::LogStreamOut;
+use crate::model::{format_value, LabelSet};
+use crate::query::logql::{self, eval, metric as logql_metric};
+use crate::query::QueryError;
 
 /// `limit` when none is given.
 const DEFAULT_LIMIT: usize = 1000;
@@ -39,38 +40,11 @@ fn entries_limit(s: &AppState, p: &Params, default: usize) -> Result<usize, ApiE
     Ok(limit)
 }
 
-/// Checks a log query's text against the limits, then parses it and checks its depth. Called on a
-/// query thread: the parser and the pipeline's label filters recurse.
-fn parse_log_query(limits: &QueryLimits, what: &str, text: &str) -> Result<logql::LogQuery, QueryError> {
-    limits.check_text(what, text)?;
-    let q = logql::parse(text).map_err(|e| QueryError::Parse(e.to_string()))?;
-    let depth = q.depth();
-    if depth > limits.max_depth {
-        return Err(crate::query::limits::too_deep(what, depth, limits.max_depth));
-    }
-    Ok(q)
-}
-
-/// As `parse_log_query`, for a metric query.
-fn parse_metric_query(limits: &QueryLimits, text: &str) -> Result<logql_metric::Expr, QueryError> {
-    limits.check_text("query", text)?;
-    let e = logql_metric::parse(text).map_err(|e| QueryError::Parse(e.to_string()))?;
-    let depth = e.depth();
-    if depth > limits.max_depth {
-        return Err(crate::query::limits::too_deep("query", depth, limits.max_depth));
-    }
-    Ok(e)
-}
-
 /// Parses log selectors on a query thread (a selector's text is as hostile as any query's).
 async fn parse_selectors(s: &AppState, texts: &[&str]) -> Result<Vec<logql::LogQuery>, ApiError> {
     let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
     let limits = s.queries.limits().clone();
-    Ok(s.queries.run(move |_| texts.iter().map(|t| parse_log_query(&limits, "query", t)).collect()).await?)
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    Ok(s.queries.run(move |_| texts.iter().map(|t| logql::parse_within(&limits, "query", t)).collect()).await?)
 }
 
 /// As Loki reads times: an integer of up to 10 digits is seconds, a longer one nanoseconds; a
@@ -124,54 +98,16 @@ pub async fn query_range(State(s): State<AppState>, p: Params) -> Result<Respons
 }
 
 async fn metric(s: &AppState, text: &str, times: &[i64], instant: bool) -> Result<Response, ApiError> {
-    let (first, last) = (times[0], times[times.len() - 1]);
+    let last = times[times.len() - 1];
     let store = s.store.clone();
     let times = times.to_vec();
-    let (limits, max_range) = (s.queries.limits().clone(), max_range_ns(s));
+    let limits = s.queries.limits().clone();
     let text = text.to_string();
     let value = s
         .queries
-        .run(move |budget| -> Result<logql_metric::Value, QueryError> {
-            let expr = parse_metric_query(&limits, &text)?;
-            let mut sels = Vec::new();
-            expr.selectors(&mut sels);
-            let mut counted = Vec::with_capacity(sels.len());
-            for (q, range) in sels {
-                if last.saturating_sub(first).saturating_add(range) > max_range {
-                    return Err(QueryError::Limit {
-                        reason: "range",
-                        message: "the query time range exceeds the limit ([query] max_query_length)".into(),
-                    });
-                }
-                // Lines are counted into their windows as the chunks are read; none is copied out.
-                // Windows are (t − range, t]; the store reads [start, end).
-                let filter = LinePrefilter { needles: q.needles(), keep: None, budget: Some(budget) };
-                let max_series = limits.max_query_series;
-                let parts = store
-                    .fold_logs(
-                        &q.matchers,
-                        first - range + 1,
-                        last + 1,
-                        &filter,
-                        &|| logql_metric::WindowCounts::new(q, &times, range, max_series),
-                        &|acc, labels, t, _, line| acc.add(labels, t, line),
-                    )
-                    .map_err(|e| QueryError::Storage(e.to_string()))?;
-                budget.check()?;
-                let mut parts = parts.into_iter();
-                let mut all = parts.next().expect("the head's accumulator is always there");
-                parts.for_each(|p| all.merge(p));
-                if all.over {
-                    return Err(QueryError::Limit {
-                        reason: "series",
-                        message: format!(
-                            "maximum of series ({max_series}) reached for a single query ([query] max_query_series)"
-                        ),
-                    });
-                }
-                counted.push(all);
-            }
-            Ok(expr.eval(&times, &mut counted.iter()))
+        .run(move |budget| {
+            let expr = logql::parse_metric_within(&limits, &text)?;
+            eval::metric_query(&*store, &limits, &expr, &times, budget)
         })
         .await?;
     let secs = |t: i64| t as f64 / 1e9;
@@ -225,89 +161,22 @@ async fn logs(s: AppState, p: Params, text: String, start: i64, end: i64) -> Res
     let streams = s
         .queries
         .run(move |budget| -> Result<_, QueryError> {
-            let q = parse_log_query(&limits, "query", &text)?;
-            // The `limit` first lines in the direction asked are kept as the chunks are read:
-            // memory is bounded by the limit, not by the range.
-            let filter = LinePrefilter { needles: q.needles(), keep: None, budget: Some(budget) };
-            let parts = store
-                .fold_logs(
-                    &q.matchers,
-                    start,
-                    end,
-                    &filter,
-                    &|| logql::TopLines::new(&q, forward, limit),
-                    &|acc, labels, t, order, line| acc.add(labels, t, order, line),
-                )
-                .map_err(|e| QueryError::Storage(e.to_string()))?;
-            budget.check()?;
-            let mut parts = parts.into_iter();
-            let mut top = parts.next().expect("the head's accumulator is always there");
-            parts.for_each(|p| top.merge(p));
-            Ok(top
-                .into_streams()
-                .into_iter()
-                .map(|(labels, values)| {
-                    let labels: serde_json::Map<String, serde_json::Value> =
-                        labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-                    let values: Vec<serde_json::Value> =
-                        values.into_iter().map(|(t, l)| json!([t.to_string(), l])).collect();
-                    json!({"stream": labels, "values": values})
-                })
-                .collect::<Vec<_>>())
+            let q = logql::parse_within(&limits, "query", &text)?;
+            Ok(streams_json(eval::log_query(&*store, &q, (start, end), forward, limit, budget)?))
         })
         .await?;
     Ok(Json(json!({"status": "success", "data": {"resultType": "streams", "result": streams, "stats": {}}}))
         .into_response())
 }
 
-/// Every line the pipeline keeps, then the `limit` newest (backward) or oldest (forward), grouped by
-/// the labels they end with (parsers may split one stored stream into several).
-fn streams_json(q: &logql::LogQuery, found: &[LogStreamOut], forward: bool, limit: usize) -> Vec<serde_json::Value> {
-    let mut kept: Vec<(i64, usize, String)> = Vec::new();
-    let mut label_sets: Vec<LabelSet> = Vec::new();
-    let mut index: HashMap<LabelSet, usize> = HashMap::new();
-    for st in found {
-        let plain = q.filters_only().then(|| {
-            label_sets.push(st.labels.clone());
-            label_sets.len() - 1
-        });
-        for l in &st.lines {
-            if let Some(si) = plain {
-                if q.keeps(&l.line) {
-                    kept.push((l.time_ns, si, l.line.clone()));
-                }
-                continue;
-            }
-            let Some(p) = q.process(&st.labels, &l.line) else { continue };
-            let si = match index.get(p.labels.as_ref()) {
-                Some(&i) => i,
-                None => {
-                    label_sets.push(p.labels.clone().into_owned());
-                    index.insert(p.labels.into_owned(), label_sets.len() - 1);
-                    label_sets.len() - 1
-                }
-            };
-            kept.push((l.time_ns, si, p.line.into_owned()));
-        }
-    }
-    if forward {
-        kept.sort_by_key(|k| (k.0, k.1));
-    } else {
-        kept.sort_by_key(|k| std::cmp::Reverse((k.0, k.1)));
-    }
-    kept.truncate(limit);
-    let mut per: Vec<Vec<(i64, String)>> = vec![Vec::new(); label_sets.len()];
-    for (t, si, line) in kept {
-        per[si].push((t, line));
-    }
-    label_sets
+/// Streams in Loki's JSON shape: `{"stream": labels, "values": [["<ns>", line], ...]}`.
+fn streams_json(streams: eval::Streams) -> Vec<serde_json::Value> {
+    streams
         .into_iter()
-        .zip(per)
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(labels, v)| {
+        .map(|(labels, values)| {
             let labels: serde_json::Map<String, serde_json::Value> =
                 labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-            let values: Vec<serde_json::Value> = v.into_iter().map(|(t, l)| json!([t.to_string(), l])).collect();
+            let values: Vec<serde_json::Value> = values.into_iter().map(|(t, l)| json!([t.to_string(), l])).collect();
             json!({"stream": labels, "values": values})
         })
         .collect()
@@ -415,7 +284,7 @@ async fn tail_socket(
         let seen: HashMap<LabelSet, i64> =
             found.iter().filter_map(|st| Some((st.labels.clone(), st.lines.last()?.time_ns))).collect();
         // Loki sends history oldest first, as the `limit` newest.
-        let mut result = streams_json(&q2, &found, false, limit);
+        let mut result = streams_json(eval::pipe(&q2, &found, false, limit));
         for st in &mut result {
             if let Some(v) = st["values"].as_array_mut() {
                 v.reverse();
@@ -458,7 +327,7 @@ async fn tail_socket(
                                 }
                             })
                             .collect();
-                        let result = streams_json(&q, &found, true, usize::MAX);
+                        let result = streams_json(eval::pipe(&q, &found, true, usize::MAX));
                         if result.is_empty() {
                             continue;
                         }

@@ -16,7 +16,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use prometheus_client::registry::Registry;
 
-use crate::query::{Engine, QueryError};
+use crate::query::promql::Engine;
+use crate::query::QueryError;
 use crate::store::Store;
 use crate::telemetry::CollectorMetrics;
 
@@ -25,8 +26,8 @@ use crate::telemetry::CollectorMetrics;
 pub struct AppState {
     pub store: Arc<Store>,
     pub health: Arc<crate::health::HealthBoard>,
-    pub gates: Arc<crate::gate::Gates>,
-    pub autoscaler: Arc<crate::autoscale::Autoscaler>,
+    pub gates: Arc<crate::run::gate::Gates>,
+    pub autoscaler: Arc<crate::run::scale::Autoscaler>,
     pub engine: Arc<Engine>,
     /// Where every PromQL and LogQL request runs: concurrency, queue, deadline, stack.
     pub queries: Arc<crate::query::runner::QueryRunner>,

@@ -8,15 +8,12 @@ use serde_json::{json, Map, Value as Json_};
 
 use super::params::Params;
 use super::{ApiError, AppState};
+use crate::clock::now_ms;
 use crate::model::{format_value, LabelSet, Matcher, SeriesData};
-use crate::query::Value;
+use crate::query::promql::Value;
 
 /// The Prometheus version reported to clients; Grafana enables features by it.
 pub const PROMETHEUS_COMPAT_VERSION: &str = "3.0.0";
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 fn success(data: Json_) -> Response {
     Json(json!({"status": "success", "data": data})).into_response()
@@ -145,7 +142,7 @@ async fn selectors(s: &AppState, p: &Params) -> Result<Vec<Vec<Matcher>>, ApiErr
     parsed
 }
 
-fn parse_selector(engine: &crate::query::Engine, text: &str) -> Result<Vec<Matcher>, ApiError> {
+fn parse_selector(engine: &crate::query::promql::Engine, text: &str) -> Result<Vec<Matcher>, ApiError> {
     use promql_parser::parser::Expr;
     let expr = engine.parse_within("match[]", text).map_err(|e| match e {
         crate::query::QueryError::Parse(m) => ApiError::BadData(format!("invalid parameter \"match[]\": {m}")),

@@ -20,7 +20,7 @@ pub async fn write(State(s): State<AppState>, body: Bytes) -> Response {
     };
     let (samples, invalid, problem) = (decoded.samples, decoded.invalid_series, decoded.first_problem);
     let store = s.store.clone();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = crate::clock::now_ms();
     let outcome = match tokio::task::spawn_blocking(move || store.append_unsequenced(now, decoded.groups)).await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {

@@ -13,15 +13,14 @@ fn state(dir: &std::path::Path) -> AppState {
     let mut registry = Registry::default();
     let metrics = CollectorMetrics::register(&mut registry);
     let engine = Arc::new(Engine::default());
-    let gates =
-        Arc::new(crate::gate::Gates::new(Default::default(), store.clone(), engine.clone(), metrics.decisions.clone()));
-    let autoscaler = Arc::new(crate::autoscale::Autoscaler::new(
+    let recorder = crate::run::Recorder::new(store.clone(), metrics.decisions.clone());
+    let gates = Arc::new(crate::run::gate::Gates::new(Default::default(), engine.clone(), recorder.clone()));
+    let autoscaler = Arc::new(crate::run::scale::Autoscaler::new(
         Vec::new(),
-        store.clone(),
         engine.clone(),
         Default::default(),
         gates.clone(),
-        Default::default(),
+        recorder,
     ));
     AppState {
         store,

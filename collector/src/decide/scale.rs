@@ -1,21 +1,15 @@
-//! Autoscale decisions: per service policy, the Kubernetes HPA rule `desired = ceil(current × value /
-//! target)` with a tolerance, stabilization windows, rate limits and min/max replicas, over the
-//! containers agents report. Decisions go to the decision log and to a signed webhook; lookout
-//! never starts or stops containers for scaling itself.
+//! Autoscale rules, pure: per service policy, the Kubernetes HPA rule `desired = ceil(current ×
+//! value / target)` with a tolerance, stabilization windows, rate limits and min/max replicas,
+//! over what the shell observed of the service's containers. lookout never starts or stops
+//! containers for scaling itself: decisions go to the log and, through `export`, to a webhook.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-use crate::health::HealthBoard;
-use crate::model::Matcher;
-use crate::query::{Engine, Value};
-use crate::store::decisions::Decision;
-use crate::store::Store;
+use crate::model::decision::{Decision, Kind, Outcome, Subject};
 
 /// `[[autoscale]]` in collector.toml.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -109,8 +103,8 @@ mod defaults {
 }
 
 impl AutoscalePolicy {
-    /// Every problem with its key (`autoscale[0].target: ...`).
-    pub fn validate(&self, at: &str) -> Vec<String> {
+    /// Every problem with its key; `check_query` says what is wrong with a PromQL text, if anything.
+    pub fn validate(&self, at: &str, check_query: &dyn Fn(&str) -> Result<(), String>) -> Vec<String> {
         let mut p = Vec::new();
         if !(self.target.is_finite() && self.target > 0.0) {
             p.push(format!("{at}.target: must be above 0"));
@@ -130,7 +124,7 @@ impl AutoscalePolicy {
         match (self.metric, &self.query) {
             (MetricKind::Query, None) => p.push(format!("{at}.query: needed for metric = \"query\"")),
             (MetricKind::Query, Some(q)) => {
-                if let Err(e) = crate::query::check_promql(&q.replace("$service", "x")) {
+                if let Err(e) = check_query(&q.replace("$service", "x")) {
                     p.push(format!("{at}.query: {e}"));
                 }
             }
@@ -228,9 +222,86 @@ pub fn decide(p: &AutoscalePolicy, r: &Reading, history: &[(i64, u32)], now_ms: 
     Step { desired: bounded, explanation: why.join("; ") }
 }
 
+/// What the shell observed of a service at one time.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Containers seen in the last two intervals: (id, name).
+    pub seen: Vec<(String, String)>,
+    /// Health by container id (empty in a replay, where every container counts).
+    pub health: HashMap<String, String>,
+    /// Per container id, its use of its limit (`cpu`, `memory`); containers without one are absent.
+    pub per_container: HashMap<String, f64>,
+    /// For `metric = "query"`: the query's value (a scalar, or the mean of a vector).
+    pub query_value: Option<f64>,
+}
+
+/// The reading the rule works on: who counts, the mean value, the recommendation.
+pub fn reading(p: &AutoscalePolicy, o: &Observed) -> Reading {
+    let (mut counted, mut left_out) = (Vec::new(), Vec::new());
+    for (id, name) in &o.seen {
+        let label = if name.is_empty() { id.clone() } else { name.clone() };
+        match o.health.get(id).map(String::as_str) {
+            Some(state @ ("starting" | "unhealthy")) => left_out.push((label, state.to_string())),
+            _ if p.metric == MetricKind::Query => {}
+            _ => match o.per_container.get(id) {
+                Some(v) => counted.push((label, *v)),
+                None => left_out.push((
+                    label,
+                    format!("no {} limit or no readings", if p.metric == MetricKind::Cpu { "CPU" } else { "memory" }),
+                )),
+            },
+        }
+    }
+    let current = o.seen.len() as u32;
+    let value = if p.metric == MetricKind::Query {
+        counted.push(("query".into(), o.query_value.unwrap_or(f64::NAN)));
+        o.query_value.unwrap_or(f64::NAN)
+    } else {
+        mean(&counted)
+    };
+    let mut r = Reading { current, counted, left_out, value, target: p.target, ratio: 0.0, recommendation: 0 };
+    recommend(p, &mut r);
+    r
+}
+
+fn mean(counted: &[(String, f64)]) -> f64 {
+    if counted.is_empty() {
+        f64::NAN
+    } else {
+        counted.iter().map(|(_, v)| v).sum::<f64>() / counted.len() as f64
+    }
+}
+
+/// Sets the ratio and the recommendation from the value: `current` inside the tolerance.
+fn recommend(p: &AutoscalePolicy, r: &mut Reading) {
+    r.ratio = r.value / p.target;
+    let tol_up = p.tolerance_up.unwrap_or(p.tolerance);
+    let tol_down = p.tolerance_down.unwrap_or(p.tolerance);
+    r.recommendation =
+        if !r.ratio.is_finite() || r.current == 0 || (r.ratio >= 1.0 - tol_down && r.ratio <= 1.0 + tol_up) {
+            r.current
+        } else {
+            (r.current as f64 * r.ratio).ceil() as u32
+        };
+}
+
+/// A replay's reading: health at the time is not stored, so the containers the recorded reading
+/// left out for health are left out again by name.
+pub fn as_recorded(p: &AutoscalePolicy, mut now: Reading, recorded: &Reading) -> Reading {
+    let unhealthy: Vec<&String> =
+        recorded.left_out.iter().filter(|(_, why)| why == "starting" || why == "unhealthy").map(|(n, _)| n).collect();
+    if !unhealthy.is_empty() {
+        now.counted.retain(|(n, _)| !unhealthy.contains(&n));
+        now.left_out = recorded.left_out.clone();
+        now.value = now.counted.iter().map(|(_, v)| v).sum::<f64>() / now.counted.len().max(1) as f64;
+        recommend(p, &mut now);
+    }
+    now
+}
+
 /// What one service's scaling has been.
-#[derive(Default)]
-struct Memory {
+#[derive(Default, Debug)]
+pub struct Memory {
     next_ms: i64,
     history: VecDeque<(i64, u32)>,
     /// The replica count and desired count of the last decision sent, and when: while the count is
@@ -240,342 +311,63 @@ struct Memory {
     held_noted: bool,
 }
 
-pub struct Autoscaler {
-    policies: Vec<AutoscalePolicy>,
-    store: Arc<Store>,
-    engine: Arc<Engine>,
-    board: Arc<HealthBoard>,
-    gates: Arc<crate::gate::Gates>,
-    memory: Mutex<HashMap<String, Memory>>,
-    http: reqwest::Client,
-    decisions_total:
-        prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
-}
-
-impl Autoscaler {
-    pub fn new(
-        policies: Vec<AutoscalePolicy>,
-        store: Arc<Store>,
-        engine: Arc<Engine>,
-        board: Arc<HealthBoard>,
-        gates: Arc<crate::gate::Gates>,
-        decisions_total: prometheus_client::metrics::family::Family<
-            Vec<(String, String)>,
-            prometheus_client::metrics::counter::Counter,
-        >,
-    ) -> Autoscaler {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
-        Autoscaler { policies, store, engine, board, gates, memory: Mutex::default(), http, decisions_total }
-    }
-
-    /// Reads a service's replicas and their metric at `now_ms` from the store and the health board.
-    /// `health` is the board's view (None in a replay, where every container counts).
-    pub fn read(&self, p: &AutoscalePolicy, now_ms: i64, live_health: bool) -> Result<Reading, String> {
-        let seen_since = now_ms - (2 * p.interval.as_millis() as i64).max(30_000);
-        let m = |name: &str| [Matcher::equal("__name__", name), Matcher::equal("service", &p.service)];
-        let select = |name: &str, from: i64| self.store.select(&m(name), from, now_ms).map_err(|e| e.to_string());
-        let last = |name: &str| -> Result<HashMap<String, f64>, String> {
-            Ok(select(name, seen_since)?
-                .into_iter()
-                .filter_map(|s| Some((s.labels.get("container_id")?.to_string(), *s.samples.values.last()?)))
-                .collect())
-        };
-        let seen: Vec<(String, String)> = select("container_last_seen", seen_since)?
-            .into_iter()
-            .filter_map(|s| {
-                Some((s.labels.get("container_id")?.to_string(), s.labels.get("container").unwrap_or("").to_string()))
-            })
-            .collect();
-        let health: HashMap<String, String> = if live_health {
-            self.board.list(None, Some(&p.service), None).into_iter().map(|h| (h.container_id, h.state)).collect()
-        } else {
-            HashMap::new()
-        };
-        let per_container: HashMap<String, f64> = match p.metric {
-            MetricKind::Cpu => {
-                let (quota, period) = (last("container_spec_cpu_quota")?, last("container_spec_cpu_period")?);
-                let window = p.rate_window.as_millis() as i64;
-                let mut out = HashMap::new();
-                for s in select("container_cpu_usage_seconds_total", now_ms - window)? {
-                    let Some(id) = s.labels.get("container_id") else { continue };
-                    let (ts, vs) = (&s.samples.ts, &s.samples.values);
-                    let cores = match (quota.get(id), period.get(id)) {
-                        (Some(q), Some(pd)) if *q > 0.0 && *pd > 0.0 => q / pd,
-                        _ => continue,
-                    };
-                    if ts.len() >= 2 && ts[ts.len() - 1] > ts[0] && vs[vs.len() - 1] >= vs[0] {
-                        let rate = (vs[vs.len() - 1] - vs[0]) / ((ts[ts.len() - 1] - ts[0]) as f64 / 1e3);
-                        out.insert(id.to_string(), rate / cores);
-                    }
-                }
-                out
-            }
-            MetricKind::Memory => {
-                let limit = last("container_spec_memory_limit_bytes")?;
-                last("container_memory_working_set_bytes")?
-                    .into_iter()
-                    .filter_map(|(id, ws)| limit.get(&id).filter(|l| **l > 0.0 && **l < 1e18).map(|l| (id, ws / l)))
-                    .collect()
-            }
-            MetricKind::Query => HashMap::new(),
-        };
-        let (mut counted, mut left_out) = (Vec::new(), Vec::new());
-        for (id, name) in &seen {
-            let label = if name.is_empty() { id.clone() } else { name.clone() };
-            match health.get(id).map(String::as_str) {
-                Some(state @ ("starting" | "unhealthy")) => left_out.push((label, state.to_string())),
-                _ if p.metric == MetricKind::Query => {}
-                _ => match per_container.get(id) {
-                    Some(v) => counted.push((label, *v)),
-                    None => left_out.push((
-                        label,
-                        format!(
-                            "no {} limit or no readings",
-                            if p.metric == MetricKind::Cpu { "CPU" } else { "memory" }
-                        ),
-                    )),
-                },
-            }
+impl Memory {
+    /// Whether the policy is due at `now`; if it is, the next look is one interval later.
+    pub fn due(&mut self, p: &AutoscalePolicy, now_ms: i64) -> bool {
+        if self.next_ms > now_ms {
+            return false;
         }
-        let current = seen.len() as u32;
-        let value = if p.metric == MetricKind::Query {
-            let q = p.query.as_deref().unwrap_or("").replace("$service", &p.service);
-            let (engine, store) = (&self.engine, &*self.store);
-            let found = crate::query::runner::on_query_stack(|| engine.instant(store, &q, now_ms));
-            let v = match found.map_err(|e| e.to_string())? {
-                Value::Scalar { v, .. } => Some(v),
-                Value::Vector(s) if !s.is_empty() => Some(s.iter().map(|x| x.v).sum::<f64>() / s.len() as f64),
-                _ => None,
-            };
-            counted.push(("query".into(), v.unwrap_or(f64::NAN)));
-            v.unwrap_or(f64::NAN)
-        } else if counted.is_empty() {
-            f64::NAN
-        } else {
-            counted.iter().map(|(_, v)| v).sum::<f64>() / counted.len() as f64
-        };
-        let ratio = value / p.target;
-        let tol_up = p.tolerance_up.unwrap_or(p.tolerance);
-        let tol_down = p.tolerance_down.unwrap_or(p.tolerance);
-        let recommendation = if !ratio.is_finite() || current == 0 || (ratio >= 1.0 - tol_down && ratio <= 1.0 + tol_up)
-        {
-            current
-        } else {
-            (current as f64 * ratio).ceil() as u32
-        };
-        Ok(Reading { current, counted, left_out, value, target: p.target, ratio, recommendation })
-    }
-
-    /// Evaluates every policy that is due (blocking: reads the store); returns decisions to deliver.
-    pub fn tick(&self, now_ms: i64) -> Vec<(AutoscalePolicy, Decision)> {
-        let mut out = Vec::new();
-        for p in &self.policies {
-            let mut memory = self.memory.lock().expect("autoscale lock poisoned");
-            let mem = memory.entry(p.service.clone()).or_default();
-            if mem.next_ms > now_ms {
-                continue;
-            }
-            mem.next_ms = now_ms + p.interval.as_millis() as i64;
-            drop(memory);
-            let reading = match self.read(p, now_ms, true) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(service = %p.service, error = %e, "autoscale reading failed");
-                    continue;
-                }
-            };
-            let mut memory = self.memory.lock().expect("autoscale lock poisoned");
-            let mem = memory.entry(p.service.clone()).or_default();
-            let keep = p.scale_up_stabilization.max(p.scale_down_stabilization).as_millis() as i64;
-            while mem.history.front().is_some_and(|(t, _)| now_ms - t > keep) {
-                mem.history.pop_front();
-            }
-            if reading.current == 0 || !reading.value.is_finite() {
-                continue;
-            }
-            let history: Vec<(i64, u32)> = mem.history.iter().copied().collect();
-            let step = decide(p, &reading, &history, now_ms);
-            mem.history.push_back((now_ms, reading.recommendation));
-            if step.desired == reading.current {
-                mem.held_noted = false;
-                continue;
-            }
-            let held = !p.during_gates && self.gates.running_for(&p.service);
-            if held && mem.held_noted {
-                continue;
-            }
-            let same_way = |(cur, d, t): (u32, u32, i64)| {
-                cur == reading.current && (d > cur) == (step.desired > cur) && now_ms - t < 300_000
-            };
-            if !held && mem.last_sent.is_some_and(same_way) {
-                continue;
-            }
-            let (kind, outcome) = if held {
-                ("scale_held", "recorded")
-            } else {
-                ("scale", if p.webhook.is_some() { "pending" } else { "recorded" })
-            };
-            let reason = if held {
-                format!(
-                    "would scale {} from {} to {}, but a rollout gate on it is running",
-                    p.service, reading.current, step.desired
-                )
-            } else {
-                format!("scale {} from {} to {}: {}", p.service, reading.current, step.desired, step.explanation)
-            };
-            let mut d = Decision {
-                id: 0,
-                time_ms: now_ms,
-                kind: kind.into(),
-                service: p.service.clone(),
-                host: String::new(),
-                container: String::new(),
-                container_id: String::new(),
-                reason,
-                rule: serde_json::to_value(p).unwrap_or_default(),
-                inputs: json!({"reading": reading, "history": history, "desired": step.desired, "explanation": step.explanation}),
-                outcome: outcome.into(),
-                detail: String::new(),
-                settled_ms: None,
-            };
-            if held {
-                mem.held_noted = true;
-            } else {
-                mem.last_sent = Some((reading.current, step.desired, now_ms));
-            }
-            drop(memory);
-            self.decisions_total
-                .get_or_create(&vec![("kind".into(), kind.into()), ("outcome".into(), outcome.into())])
-                .inc();
-            tracing::info!(service = %p.service, reason = %d.reason, "autoscale decision");
-            self.store.mark_decision(&d);
-            match self.store.record_decision(&d) {
-                Ok(id) => d.id = id,
-                Err(e) => tracing::error!(error = %e, "an autoscale decision could not be recorded"),
-            }
-            if !held && p.webhook.is_some() {
-                out.push((p.clone(), d));
-            }
-        }
-        out
-    }
-
-    /// POSTs a decision to the policy's webhook, retrying with backoff (1 s, 2 s, 4 s), and settles it.
-    async fn deliver(&self, p: AutoscalePolicy, d: Decision) {
-        let Some(url) = p.webhook.clone() else { return };
-        let body = json!({
-            "decision_id": d.id, "service": d.service, "time_ms": d.time_ms,
-            "current_replicas": d.inputs["reading"]["current"], "desired_replicas": d.inputs["desired"],
-            "metric": p.metric, "value": d.inputs["reading"]["value"], "target": p.target, "reason": d.reason,
-        })
-        .to_string();
-        let signature = p.secret.as_deref().map(|s| sign(s, body.as_bytes()));
-        let mut last_error = String::new();
-        for attempt in 0..4u32 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
-            }
-            let mut req = self.http.post(&url).header("content-type", "application/json").body(body.clone());
-            if let Some(sig) = &signature {
-                req = req.header("x-lookout-signature", format!("sha256={sig}"));
-            }
-            match req.send().await {
-                Ok(r) if r.status().is_success() => {
-                    return self.settle(
-                        d.id,
-                        "delivered",
-                        &format!("{url} answered {} on attempt {}", r.status(), attempt + 1),
-                    );
-                }
-                Ok(r) => last_error = format!("{url} answered {}", r.status()),
-                Err(e) => last_error = format!("{url}: {e}"),
-            }
-        }
-        tracing::warn!(decision = d.id, error = %last_error, "autoscale webhook not delivered after 4 attempts");
-        self.settle(d.id, "not_delivered", &format!("4 attempts; last: {last_error}"));
-    }
-
-    fn settle(&self, id: i64, outcome: &str, detail: &str) {
-        self.decisions_total
-            .get_or_create(&vec![("kind".into(), "scale".into()), ("outcome".into(), outcome.into())])
-            .inc();
-        if let Err(e) = self.store.settle_decision(id, outcome, detail, crate::now_ms()) {
-            tracing::error!(error = %e, "an autoscale outcome could not be recorded");
-        }
-    }
-
-    /// Recomputes a recorded scale decision from the stored metrics at its time, with the
-    /// recommendation history it had (health at the time is not stored, so the containers it left
-    /// out for health are left out again by name).
-    pub fn replay(&self, d: &Decision) -> Result<serde_json::Value, String> {
-        let p: AutoscalePolicy = serde_json::from_value(d.rule.clone())
-            .map_err(|e| format!("the decision's rule is not an autoscale policy: {e}"))?;
-        let recorded: Reading = serde_json::from_value(d.inputs["reading"].clone())
-            .map_err(|e| format!("the decision's reading does not parse: {e}"))?;
-        let history: Vec<(i64, u32)> = serde_json::from_value(d.inputs["history"].clone()).unwrap_or_default();
-        let mut now = self.read(&p, d.time_ms, false)?;
-        let unhealthy: Vec<&String> = recorded
-            .left_out
-            .iter()
-            .filter(|(_, why)| why == "starting" || why == "unhealthy")
-            .map(|(n, _)| n)
-            .collect();
-        if !unhealthy.is_empty() {
-            now.counted.retain(|(n, _)| !unhealthy.contains(&n));
-            now.left_out = recorded.left_out.clone();
-            now.value = now.counted.iter().map(|(_, v)| v).sum::<f64>() / now.counted.len().max(1) as f64;
-            now.ratio = now.value / p.target;
-            let (tu, td) = (p.tolerance_up.unwrap_or(p.tolerance), p.tolerance_down.unwrap_or(p.tolerance));
-            now.recommendation = if now.ratio >= 1.0 - td && now.ratio <= 1.0 + tu {
-                now.current
-            } else {
-                (now.current as f64 * now.ratio).ceil() as u32
-            };
-        }
-        let step = decide(&p, &now, &history, d.time_ms);
-        let recorded_desired = d.inputs["desired"].as_u64().unwrap_or(u64::MAX) as u32;
-        let same = step.desired == recorded_desired
-            && now.current == recorded.current
-            && (now.value - recorded.value).abs() <= 1e-9 * recorded.value.abs().max(1.0);
-        Ok(json!({
-            "decision": d.id, "kind": d.kind, "same": same,
-            "recorded": {"desired": recorded_desired, "reading": recorded},
-            "replayed": {"desired": step.desired, "reading": now, "explanation": step.explanation},
-        }))
-    }
-
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        if self.policies.is_empty() {
-            return;
-        }
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let me = self.clone();
-            match tokio::task::spawn_blocking(move || me.tick(crate::now_ms() - crate::SETTLE_MS)).await {
-                Ok(out) => {
-                    for (p, d) in out {
-                        let me = self.clone();
-                        tokio::spawn(async move { me.deliver(p, d).await });
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "autoscale evaluation failed"),
-            }
-        }
+        self.next_ms = now_ms + p.interval.as_millis() as i64;
+        true
     }
 }
 
-/// HMAC-SHA256 of `body` with `secret`, in hex.
-pub fn sign(secret: &str, body: &[u8]) -> String {
-    use hmac::Mac;
-    let mut mac =
-        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
-    mac.update(body);
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+/// One evaluation of a policy on its reading: the decision to record, if there is news. `gate_running`
+/// holds it (unless the policy decides during gates); a `scale` decision with a webhook is pending
+/// until delivered.
+pub fn look(p: &AutoscalePolicy, r: &Reading, gate_running: bool, mem: &mut Memory, now_ms: i64) -> Option<Decision> {
+    let keep = p.scale_up_stabilization.max(p.scale_down_stabilization).as_millis() as i64;
+    while mem.history.front().is_some_and(|(t, _)| now_ms - t > keep) {
+        mem.history.pop_front();
+    }
+    if r.current == 0 || !r.value.is_finite() {
+        return None;
+    }
+    let history: Vec<(i64, u32)> = mem.history.iter().copied().collect();
+    let step = decide(p, r, &history, now_ms);
+    mem.history.push_back((now_ms, r.recommendation));
+    if step.desired == r.current {
+        mem.held_noted = false;
+        return None;
+    }
+    let held = !p.during_gates && gate_running;
+    if held && mem.held_noted {
+        return None;
+    }
+    let same_way =
+        |(cur, d, t): (u32, u32, i64)| cur == r.current && (d > cur) == (step.desired > cur) && now_ms - t < 300_000;
+    if !held && mem.last_sent.is_some_and(same_way) {
+        return None;
+    }
+    let (kind, outcome, reason) = if held {
+        let why = format!(
+            "would scale {} from {} to {}, but a rollout gate on it is running",
+            p.service, r.current, step.desired
+        );
+        (Kind::ScaleHeld, Outcome::Recorded, why)
+    } else {
+        let why = format!("scale {} from {} to {}: {}", p.service, r.current, step.desired, step.explanation);
+        (Kind::Scale, if p.webhook.is_some() { Outcome::Pending } else { Outcome::Recorded }, why)
+    };
+    if held {
+        mem.held_noted = true;
+    } else {
+        mem.last_sent = Some((r.current, step.desired, now_ms));
+    }
+    let mut d = Decision::new(now_ms, kind, &p.service, Subject::Service, reason, outcome);
+    d.rule = serde_json::to_value(p).unwrap_or_default();
+    d.inputs = json!({"reading": r, "history": history, "desired": step.desired, "explanation": step.explanation});
+    Some(d)
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 
 use lookout_proto::v1::{Batch, Label, LogFlag, SeriesSamples};
 
+use crate::model::logs::LogLine;
+use crate::model::logs::LogStreamIn;
 use crate::model::{LabelSet, Samples, METRIC_NAME};
-use crate::store::logchunk::LogLine;
-use crate::store::logs::LogStreamIn;
 use crate::store::SeriesGroup;
 
 pub struct Decoded {

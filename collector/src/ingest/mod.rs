@@ -24,8 +24,9 @@ pub use lookout_proto::v1::ingest_server::IngestServer;
 /// for replays merged by a later spool without letting one peer exhaust memory.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+use crate::clock::now_ms;
 use crate::health::HealthBoard;
-use crate::restart::Restarter;
+use crate::run::restart::Restarter;
 
 pub struct IngestService {
     store: Arc<Store>,
@@ -148,17 +149,17 @@ async fn serve_agent(
     loop {
         // Commands for this host go down the stream as soon as they are decided (registered for the
         // wake-up before looking, so a command queued in between is not missed).
-        let queued = restarter.queued.notified();
+        let queued = restarter.commands.queued.notified();
         tokio::pin!(queued);
         queued.as_mut().enable();
-        for c in restarter.take_for(host) {
+        for c in restarter.commands.take_for(host) {
             let restart = lookout_proto::v1::Restart { container_id: c.container_id.clone(), reason: c.reason.clone() };
             let cmd = lookout_proto::v1::Command {
                 id: c.id.clone(),
                 action: Some(lookout_proto::v1::command::Action::Restart(restart)),
             };
             if tx.send(Ok(CollectorMessage { msg: Some(collector_message::Msg::Command(cmd)) })).await.is_err() {
-                restarter.unsent(&c.id);
+                restarter.commands.unsent(&c.id);
                 return Ok(());
             }
         }
@@ -226,8 +227,4 @@ async fn serve_agent(
         }
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

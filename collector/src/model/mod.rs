@@ -1,6 +1,9 @@
 //! Plain data types shared by the store and the query engine: label sets and sample series.
 //! No IO and no wire types here; `ingest` converts protobuf into these at its edge.
 
+pub mod decision;
+pub mod logs;
+
 use std::fmt;
 use std::hash::{Hash, Hasher};
 

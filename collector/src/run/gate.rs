@@ -1,10 +1,8 @@
-//! Rollout gates: a pipeline asks whether version V of service S is healthy enough to go on; each
-//! gate evaluates its checks every analysis interval until its window ends or it fails, and every
-//! verdict it reaches goes to the decision log with the evidence, so that it can be replayed.
+//! The gate shell: a pipeline asks whether version V of service S is healthy enough to go on; each
+//! gate reads its checks' data every analysis interval until its window ends or it fails, has
+//! `decide::gate` judge it, and records every verdict it reaches with the evidence, for replay.
 
-pub mod checks;
-pub mod spec;
-pub mod stats;
+mod read;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,12 +13,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use checks::{Evidence, Outcome, Verdict};
-use spec::{GateRequest, GatesConfig, Plan};
-
+use super::Recorder;
+use crate::decide::gate::checks::{self, Evidence, Outcome, Verdict};
+use crate::decide::gate::spec::{GateRequest, GatesConfig, Plan};
+use crate::model::decision::{self, Decision, Kind, Subject};
 use crate::model::Matcher;
-use crate::query::Engine;
-use crate::store::decisions::Decision;
+use crate::query::promql::Engine;
 use crate::store::Store;
 
 /// A gate as the API shows it and the store keeps it.
@@ -107,23 +105,15 @@ pub struct Gates {
     engine: Arc<Engine>,
     gates: Mutex<BTreeMap<String, Gate>>,
     next_id: AtomicU64,
-    decisions_total:
-        prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>,
+    recorder: Recorder,
     /// Woken when a gate is started, so that the loop picks it up.
     pub started: tokio::sync::Notify,
 }
 
 impl Gates {
     /// Loads the gates the store kept; running ones carry on where they were.
-    pub fn new(
-        cfg: GatesConfig,
-        store: Arc<Store>,
-        engine: Arc<Engine>,
-        decisions_total: prometheus_client::metrics::family::Family<
-            Vec<(String, String)>,
-            prometheus_client::metrics::counter::Counter,
-        >,
-    ) -> Gates {
+    pub fn new(cfg: GatesConfig, engine: Arc<Engine>, recorder: Recorder) -> Gates {
+        let store = recorder.store().clone();
         let mut gates = BTreeMap::new();
         match store.gates() {
             Ok(list) => {
@@ -146,7 +136,7 @@ impl Gates {
             engine,
             gates: Mutex::new(gates),
             next_id: AtomicU64::new(next + 1),
-            decisions_total,
+            recorder,
             started: tokio::sync::Notify::new(),
         }
     }
@@ -154,7 +144,7 @@ impl Gates {
     /// Starts a gate at `now_ms` (blocking: it reads the store to know the versions).
     pub fn start(&self, req: GateRequest, now_ms: i64) -> Result<Gate, StartError> {
         // A request that cannot be planned is refused as such (400) before the service is looked up.
-        self.cfg.plan(&req, None, String::new()).map_err(StartError::Bad)?;
+        self.cfg.plan(&req, None, String::new(), &check_query).map_err(StartError::Bad)?;
         let versions = self.versions(&req.service, now_ms)?;
         if versions.is_empty() {
             let services = self.store.label_values("service");
@@ -191,7 +181,7 @@ impl Gates {
                 None => (None, "no other version is running: checks compare against absolute limits".to_string()),
             },
         };
-        let plan = self.cfg.plan(&req, baseline, why).map_err(StartError::Bad)?;
+        let plan = self.cfg.plan(&req, baseline, why, &check_query).map_err(StartError::Bad)?;
         let id = format!("g{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let gate = Gate {
             id: id.clone(),
@@ -270,7 +260,7 @@ impl Gates {
         let final_look = now_ms >= g.deadline_ms();
         // Data up to the window's end; a gate still waiting past it keeps reading to its deadline.
         let end_ms = if now_ms > window_end && g.verdict == Verdict::Wait { now_ms } else { now_ms.min(window_end) };
-        let outcome = checks::evaluate(&self.store, &self.engine, &g.plan, g.started_ms, end_ms, final_look);
+        let outcome = self.evaluate_between(&g.plan, g.started_ms, end_ms, final_look);
         let was = g.verdict;
         g.verdict = outcome.verdict;
         g.reason = outcome.reason.clone();
@@ -291,47 +281,31 @@ impl Gates {
         }
     }
 
+    fn evaluate_between(&self, plan: &Plan, start_ms: i64, end_ms: i64, final_look: bool) -> Outcome {
+        let readings = read::readings(&self.store, &self.engine, plan, start_ms, end_ms);
+        checks::evaluate(plan, start_ms, readings, final_look)
+    }
+
     fn record(&self, g: &Gate, outcome: &Outcome, end_ms: i64, final_look: bool, now_ms: i64, done: bool) -> i64 {
         let outcome_name = match outcome.verdict {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-            Verdict::Wait | Verdict::Skip => "wait",
+            Verdict::Pass => decision::Outcome::Pass,
+            Verdict::Fail => decision::Outcome::Fail,
+            Verdict::Wait | Verdict::Skip => decision::Outcome::Wait,
         };
-        let d = Decision {
-            id: 0,
-            time_ms: now_ms,
-            kind: "gate".into(),
-            service: g.plan.service.clone(),
-            host: String::new(),
-            container: format!("{}@{}", g.plan.service, g.plan.version),
-            container_id: g.id.clone(),
-            reason: outcome.reason.clone(),
-            rule: serde_json::to_value(&g.plan).unwrap_or_default(),
-            inputs: json!({
-                "gate": g.id, "start_ms": g.started_ms, "end_ms": end_ms, "final_look": final_look,
-                "window_done": done, "checks": outcome.checks,
-            }),
-            outcome: outcome_name.into(),
-            detail: format!(
-                "{} {} against {}",
-                g.plan.service,
-                g.plan.version,
-                g.plan.baseline.as_deref().unwrap_or("absolute limits")
-            ),
-            settled_ms: Some(now_ms),
-        };
-        self.decisions_total
-            .get_or_create(&vec![("kind".into(), "gate".into()), ("outcome".into(), outcome_name.into())])
-            .inc();
-        tracing::info!(gate = %g.id, service = %g.plan.service, version = %g.plan.version, verdict = outcome_name, reason = %outcome.reason, "gate verdict");
-        self.store.mark_decision(&d);
-        match self.store.record_decision(&d) {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::error!(error = %e, gate = %g.id, "a gate verdict could not be recorded");
-                0
-            }
-        }
+        let release = Subject::Release { version: g.plan.version.clone(), gate: g.id.clone() };
+        let mut d = Decision::new(now_ms, Kind::Gate, &g.plan.service, release, outcome.reason.clone(), outcome_name);
+        d.rule = serde_json::to_value(&g.plan).unwrap_or_default();
+        d.inputs = json!({
+            "gate": g.id, "start_ms": g.started_ms, "end_ms": end_ms, "final_look": final_look,
+            "window_done": done, "checks": outcome.checks,
+        });
+        d.detail = format!(
+            "{} {} against {}",
+            g.plan.service,
+            g.plan.version,
+            g.plan.baseline.as_deref().unwrap_or("absolute limits")
+        );
+        self.recorder.record(&d).unwrap_or(0)
     }
 
     fn save(&self, g: &Gate, now_ms: i64) {
@@ -353,7 +327,7 @@ impl Gates {
         let final_look = d.inputs["final_look"].as_bool().unwrap_or(false);
         let recorded: Vec<Evidence> = serde_json::from_value(d.inputs["checks"].clone())
             .map_err(|e| format!("the decision's checks do not parse: {e}"))?;
-        let now = checks::evaluate(&self.store, &self.engine, &plan, start, end, final_look);
+        let now = self.evaluate_between(&plan, start, end, final_look);
         let mut differences = Vec::new();
         for (a, b) in recorded.iter().zip(&now.checks) {
             if a.verdict != b.verdict
@@ -374,21 +348,11 @@ impl Gates {
         }))
     }
 
-    /// Evaluates due gates every second until `shutdown`.
+    /// Evaluates due gates every second (and at once when one starts) until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-                _ = self.started.notified() => {}
-            }
-            let me = self.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || me.tick(crate::now_ms() - crate::SETTLE_MS)).await {
-                tracing::error!(error = %e, "gate evaluation failed");
-            }
-        }
+        let lag = crate::clock::SETTLE_MS;
+        super::every_second("gate evaluation", self, shutdown, Some(|g: &Self| &g.started), lag, Self::tick, |_| {})
+            .await
     }
 }
 
@@ -397,6 +361,11 @@ impl Gates {
 pub fn recent_containers(store: &Store, service: &str, now_ms: i64) -> Result<Vec<crate::model::SeriesData>, String> {
     let m = [Matcher::equal("__name__", "container_last_seen"), Matcher::equal("service", service)];
     store.select(&m, now_ms - 600_000, now_ms).map_err(|e| e.to_string())
+}
+
+/// The engine's check of a PromQL text, for the rules' validation.
+pub fn check_query(text: &str) -> Result<(), String> {
+    crate::query::promql::check_promql(text).map_err(|e| e.to_string())
 }
 
 fn close(a: Option<f64>, b: Option<f64>) -> bool {

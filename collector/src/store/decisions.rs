@@ -1,10 +1,9 @@
 //! The decision log: every decision the collector takes (a restart, a restart held back and why,
 //! a budget given up on) with its inputs, its rule and its outcome, in one SQLite table.
 
-use rusqlite::params;
-use serde::Serialize;
-
 use super::{Store, StoreError};
+pub use crate::model::decision::{Decision, Kind, Outcome, Subject};
+use rusqlite::params;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS decisions (
@@ -16,26 +15,6 @@ CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ms);
 CREATE TABLE IF NOT EXISTS gates (
     id TEXT PRIMARY KEY, service TEXT NOT NULL, version TEXT NOT NULL, body TEXT NOT NULL, updated_ms INTEGER NOT NULL);
 ";
-
-/// One decision as recorded; `rule` and `inputs` are JSON.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Decision {
-    pub id: i64,
-    pub time_ms: i64,
-    /// `restart`, `restart_held`, `restart_waiting`, `restart_given_up`, `gate`, `scale`.
-    pub kind: String,
-    pub service: String,
-    pub host: String,
-    pub container: String,
-    pub container_id: String,
-    pub reason: String,
-    pub rule: serde_json::Value,
-    pub inputs: serde_json::Value,
-    /// `pending`, `ok`, `failed`, `not_carried_out`, `dry_run`, `recorded`.
-    pub outcome: String,
-    pub detail: String,
-    pub settled_ms: Option<i64>,
-}
 
 /// Which decisions to list.
 #[derive(Clone, Debug, Default)]
@@ -50,6 +29,7 @@ pub struct DecisionFilter {
 impl Store {
     /// Records a decision; returns its id.
     pub fn record_decision(&self, d: &Decision) -> Result<i64, StoreError> {
+        let (host, container, container_id) = d.columns();
         let w = self.writer.lock().expect("writer lock poisoned");
         w.conn
             .execute(
@@ -57,15 +37,15 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     d.time_ms,
-                    d.kind,
+                    d.kind.as_str(),
                     d.service,
-                    d.host,
-                    d.container,
-                    d.container_id,
+                    host,
+                    container,
+                    container_id,
                     d.reason,
                     d.rule.to_string(),
                     d.inputs.to_string(),
-                    d.outcome,
+                    d.outcome.as_str(),
                     d.detail,
                     d.settled_ms
                 ],
@@ -75,12 +55,12 @@ impl Store {
     }
 
     /// Sets a decision's outcome once it is known (a command's answer, or its deadline).
-    pub fn settle_decision(&self, id: i64, outcome: &str, detail: &str, at_ms: i64) -> Result<(), StoreError> {
+    pub fn settle_decision(&self, id: i64, outcome: Outcome, detail: &str, at_ms: i64) -> Result<(), StoreError> {
         let w = self.writer.lock().expect("writer lock poisoned");
         w.conn
             .execute(
                 "UPDATE decisions SET outcome = ?2, detail = ?3, settled_ms = ?4 WHERE id = ?1",
-                params![id, outcome, detail, at_ms],
+                params![id, outcome.as_str(), detail, at_ms],
             )
             .map_err(self.sql_err())?;
         Ok(())
@@ -114,12 +94,13 @@ impl Store {
     /// A `lookout_decision` sample at the decision's time (labels kind, service, container, host), so
     /// that Grafana can draw decisions as annotations with a PromQL query. Best effort: logged on failure.
     pub fn mark_decision(&self, d: &Decision) {
+        let (host, container, _) = d.columns();
         let labels = [
             ("__name__", "lookout_decision"),
             ("kind", d.kind.as_str()),
             ("service", d.service.as_str()),
-            ("container", d.container.as_str()),
-            ("host", d.host.as_str()),
+            ("container", container.as_str()),
+            ("host", host),
         ];
         // Empty values (a gate has no host) are dropped, as Prometheus drops them.
         let common = crate::model::LabelSet::from_pairs(labels);
@@ -174,18 +155,28 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Decision> {
         let text: String = r.get(i)?;
         Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
     };
+    let name = |i: usize| -> rusqlite::Result<String> { r.get(i) };
+    let unknown = |i: usize, what: &str, v: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("unknown {what} {v:?}").into(),
+        )
+    };
+    let kind = name(2)?;
+    let kind = Kind::parse(&kind).ok_or_else(|| unknown(2, "decision kind", kind))?;
+    let outcome = name(10)?;
+    let outcome = Outcome::parse(&outcome).ok_or_else(|| unknown(10, "decision outcome", outcome))?;
     Ok(Decision {
         id: r.get(0)?,
         time_ms: r.get(1)?,
-        kind: r.get(2)?,
+        kind,
         service: r.get(3)?,
-        host: r.get(4)?,
-        container: r.get(5)?,
-        container_id: r.get(6)?,
+        subject: Decision::subject_from(kind, r.get(4)?, r.get(5)?, r.get(6)?),
         reason: r.get(7)?,
         rule: json(8)?,
         inputs: json(9)?,
-        outcome: r.get(10)?,
+        outcome,
         detail: r.get(11)?,
         settled_ms: r.get(12)?,
     })
@@ -196,21 +187,12 @@ mod tests {
     use super::*;
 
     fn decision(kind: &str, service: &str, t: i64) -> Decision {
-        Decision {
-            id: 0,
-            time_ms: t,
-            kind: kind.into(),
-            service: service.into(),
-            host: "h".into(),
-            container: "c".into(),
-            container_id: "abc".into(),
-            reason: "unhealthy for 3 runs".into(),
-            rule: serde_json::json!({"max_restarts": 5}),
-            inputs: serde_json::json!({"probes": []}),
-            outcome: "pending".into(),
-            detail: String::new(),
-            settled_ms: None,
-        }
+        let subject = Subject::Container { host: "h".into(), container: "c".into(), container_id: "abc".into() };
+        let kind = Kind::parse(kind).unwrap();
+        let mut d = Decision::new(t, kind, service, subject, "unhealthy for 3 runs".into(), Outcome::Pending);
+        d.rule = serde_json::json!({"max_restarts": 5});
+        d.inputs = serde_json::json!({"probes": []});
+        d
     }
 
     #[test]
@@ -220,7 +202,7 @@ mod tests {
         let a = store.record_decision(&decision("restart", "web", 10)).unwrap();
         store.record_decision(&decision("restart_held", "web", 20)).unwrap();
         store.record_decision(&decision("restart", "db", 30)).unwrap();
-        store.settle_decision(a, "ok", "restarted abc", 15).unwrap();
+        store.settle_decision(a, Outcome::Ok, "restarted abc", 15).unwrap();
         drop(store);
         let store = Store::open(dir.path(), Default::default()).unwrap();
         let web = store.decisions(&DecisionFilter { service: Some("web".into()), ..Default::default() }).unwrap();

@@ -3,12 +3,8 @@
 
 use std::io::{Read, Write};
 
-/// One log line as stored: its time (nanoseconds since the epoch) and text.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogLine {
-    pub time_ns: i64,
-    pub line: String,
-}
+use crate::model::logs::LogLine;
+use crate::query::logql::LinePrefilter;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LogChunkError {
@@ -93,32 +89,6 @@ fn inflate(data: &[u8], limit: u64, raw: &mut Vec<u8>) -> Result<(), LogChunkErr
 /// Appends the chunk's lines to `out`.
 pub fn decode(data: &[u8], out: &mut Vec<LogLine>) -> Result<(), LogChunkError> {
     decode_where(data, i64::MIN..=i64::MAX, &LinePrefilter::default(), out)
-}
-
-/// What a query needs of a line, checked before the line is copied out of its chunk: byte strings
-/// that must all occur (a chunk without one of them is skipped after a single memmem pass), and a
-/// test on each line.
-#[derive(Default)]
-pub struct LinePrefilter<'a> {
-    pub needles: Vec<&'a [u8]>,
-    pub keep: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
-    /// The query's budget: chunk readers stop between chunks once it is spent (the caller then
-    /// checks it and answers the timeout, never the lines read so far).
-    pub budget: Option<&'a crate::query::Budget>,
-}
-
-impl LinePrefilter<'_> {
-    pub fn spent(&self) -> bool {
-        self.budget.is_some_and(|b| b.spent().is_some())
-    }
-
-    fn lacks_a_needle(&self, raw: &[u8]) -> bool {
-        self.needles.iter().any(|n| memchr::memmem::find(raw, n).is_none())
-    }
-
-    fn keeps(&self, line: &str) -> bool {
-        self.keep.is_none_or(|keep| keep(line))
-    }
 }
 
 /// Hands a line in `times` to `f`, once its text is known to be UTF-8.

@@ -2,11 +2,15 @@
 //! batch, so every ack is durable) until about 256 KiB, then become one deflated `log_chunks` row.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rusqlite::{params, Connection, Transaction};
 
-use super::logchunk::{self, LinePrefilter, LogLine};
+use super::{logchunk, StoreError};
+use crate::model::logs::{LogLine, LogStreamIn, LogStreamOut};
 use crate::model::{LabelSet, Matcher};
+use crate::query::logql::LinePrefilter;
+use crate::query::QueryError;
 
 /// A stream's head is sealed into a chunk at this many bytes of text.
 pub const CHUNK_RAW_BYTES: usize = 256 * 1024;
@@ -48,20 +52,6 @@ impl HeadCount {
     pub fn of(lines: &mut dyn Iterator<Item = &LogLine>) -> HeadCount {
         lines.fold(HeadCount::default(), |c, l| HeadCount { lines: c.lines + 1, bytes: c.bytes + l.line.len() as u64 })
     }
-}
-
-/// Lines of one stream in a batch.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct LogStreamIn {
-    pub labels: LabelSet,
-    pub lines: Vec<LogLine>,
-}
-
-/// One stream's lines as a query sees them, in time order.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LogStreamOut {
-    pub labels: LabelSet,
-    pub lines: Vec<LogLine>,
 }
 
 #[derive(Default)]
@@ -519,4 +509,112 @@ pub fn stats(
         st.bytes += bytes as u64 + head.bytes;
     }
     Ok(st)
+}
+
+impl super::Store {
+    /// Where the agent's log reading stands, per source, as committed.
+    pub fn log_resume(&self, agent_id: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let w = self.writer.lock().expect("writer lock poisoned");
+        let mut stmt = w
+            .conn
+            .prepare_cached("SELECT source, state FROM log_resume WHERE agent_id = ?1")
+            .map_err(self.sql_err())?;
+        let rows = stmt.query_map(params![agent_id], |r| Ok((r.get(0)?, r.get(1)?))).map_err(self.sql_err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.sql_err())
+    }
+
+    /// Log streams matching every matcher, with their lines in `[start_ns, end_ns)` in time order.
+    pub fn select_logs(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<Vec<LogStreamOut>, StoreError> {
+        // Heads and the newest chunk id in one snapshot: chunks sealed after it hold head lines we
+        // already have (and later ones), so they are left out.
+        self.select_logs_where(matchers, start_ns, end_ns, &LinePrefilter::default())
+    }
+
+    /// `select_logs`, keeping only lines that pass `filter` (checked before a line is copied out).
+    pub fn select_logs_where(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+        filter: &LinePrefilter<'_>,
+    ) -> Result<Vec<LogStreamOut>, StoreError> {
+        let heads = self
+            .logs
+            .read()
+            .expect("logs lock poisoned")
+            .select_heads(matchers, start_ns, end_ns, |lines| lines.cloned().collect());
+        self.with_reader("log chunk", |conn| read(conn, heads, start_ns, end_ns, filter))
+    }
+
+    /// Folds the matching streams' lines in `[start_ns, end_ns)` into accumulators, copying no line
+    /// out (see `fold`): how log metric queries and counts run in bounded memory.
+    pub fn fold_logs<A: Send>(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+        filter: &LinePrefilter<'_>,
+        init: &(dyn Fn() -> A + Sync),
+        visit: &(dyn Fn(&mut A, &LabelSet, i64, u64, &str) + Sync),
+    ) -> Result<Vec<A>, StoreError> {
+        let heads = self
+            .logs
+            .read()
+            .expect("logs lock poisoned")
+            .select_heads(matchers, start_ns, end_ns, |lines| lines.cloned().collect());
+        self.with_reader("log chunk", |conn| fold(conn, heads, start_ns, end_ns, filter, init, visit))
+    }
+
+    /// Log lines as they are committed, batch by batch (a listener too slow for
+    /// `LOG_FEED_BATCHES` batches is told how many it missed).
+    pub fn subscribe_logs(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<LogStreamIn>>> {
+        self.log_feed.subscribe()
+    }
+
+    /// Label sets of the log streams matching every matcher that have lines in `[start_ns, end_ns)`.
+    pub fn log_series(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Result<Vec<LabelSet>, StoreError> {
+        let heads =
+            self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns, HeadCount::of);
+        self.with_reader("log chunk", |conn| series(conn, heads, start_ns, end_ns))
+    }
+
+    /// What `[start_ns, end_ns)` holds for the matching streams: streams, chunks, lines, bytes of text.
+    pub fn log_stats(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Result<LogStats, StoreError> {
+        let heads =
+            self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns, HeadCount::of);
+        self.with_reader("log chunk", |conn| stats(conn, heads, start_ns, end_ns))
+    }
+
+    pub fn log_label_names(&self) -> Vec<String> {
+        self.logs.read().expect("logs lock poisoned").label_names()
+    }
+
+    pub fn log_label_values(&self, name: &str) -> Vec<String> {
+        self.logs.read().expect("logs lock poisoned").label_values(name)
+    }
+}
+
+/// LogQL reads the store through its seam, as PromQL does through `Queryable`.
+impl crate::query::logql::LogQueryable for super::Store {
+    fn fold_logs<A: Send>(
+        &self,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
+        filter: &LinePrefilter<'_>,
+        init: &(dyn Fn() -> A + Sync),
+        visit: &(dyn Fn(&mut A, &LabelSet, i64, u64, &str) + Sync),
+    ) -> Result<Vec<A>, QueryError> {
+        super::Store::fold_logs(self, matchers, start_ns, end_ns, filter, init, visit)
+            .map_err(|e| QueryError::Storage(e.to_string()))
+    }
+
+    fn select_logs(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Result<Vec<LogStreamOut>, QueryError> {
+        super::Store::select_logs(self, matchers, start_ns, end_ns).map_err(|e| QueryError::Storage(e.to_string()))
+    }
 }

@@ -7,12 +7,22 @@
 //! sealed and written to `chunks`. A checkpoint writes the open chunks to `head_snapshot` and empties
 //! the head log, so recovery replays only what came after it.
 
-pub mod chunk;
+pub(crate) mod chunk;
 pub mod decisions;
 mod headlog;
 mod index;
-pub mod logchunk;
+pub(crate) mod logchunk;
 pub mod logs;
+mod read;
+mod retention;
+mod write;
+
+/// The sample and log chunk codecs, for the fuzz targets (feature `fuzzing`); internal otherwise.
+#[cfg(feature = "fuzzing")]
+pub mod codecs {
+    pub use super::chunk::{decode as decode_samples, encode as encode_samples};
+    pub use super::logchunk::{decode as decode_lines, decode_where as decode_lines_where, encode as encode_lines};
+}
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,10 +31,12 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
-use crate::model::{LabelSet, LabelView, Matcher, Samples, SeriesData};
+use crate::model::logs::LogStreamIn;
+use crate::model::{LabelSet, Samples};
 use chunk::{ChunkAppender, CHUNK_TARGET_SAMPLES};
 pub use index::SeriesId;
 use index::SeriesIndex;
+use write::{insert_chunks, seal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,7 +65,7 @@ pub struct AppendOutcome {
 /// A batch's log lines and where the agent's reading stands after them (source, opaque state).
 #[derive(Clone, Debug, Default)]
 pub struct LogBatchIn {
-    pub streams: Vec<logs::LogStreamIn>,
+    pub streams: Vec<LogStreamIn>,
     pub resume: Vec<(String, Vec<u8>)>,
 }
 
@@ -144,7 +156,7 @@ pub struct Store {
     /// Log streams and their unsealed heads.
     logs: RwLock<logs::LogState>,
     /// Every committed batch's log streams, for live tails (sent only while someone listens).
-    log_feed: tokio::sync::broadcast::Sender<Arc<Vec<logs::LogStreamIn>>>,
+    log_feed: tokio::sync::broadcast::Sender<Arc<Vec<LogStreamIn>>>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -302,235 +314,6 @@ impl Store {
         self.checkpoint_locked(&mut w)
     }
 
-    /// The highest seq committed for an agent (0 when none).
-    pub fn committed_seq(&self, agent_id: &str) -> u64 {
-        let w = self.writer.lock().expect("writer lock poisoned");
-        w.committed.get(agent_id).copied().unwrap_or(0)
-    }
-
-    /// Commits one agent batch atomically with its seq. Returns only after the commit, so the caller
-    /// may ack on `Ok`. A seq at or below the agent's committed seq is skipped as a duplicate.
-    pub fn append(
-        &self,
-        agent_id: &str,
-        host: &str,
-        seq: u64,
-        now_ms: i64,
-        batch: Vec<(LabelSet, Samples)>,
-    ) -> Result<AppendOutcome, StoreError> {
-        let groups =
-            batch.into_iter().map(|(common, s)| SeriesGroup { common, series: vec![(Vec::new(), s)] }).collect();
-        self.append_groups(agent_id, host, seq, now_ms, groups)
-    }
-
-    /// `append` for series that share labels: each series' labels are its group's `common` with its
-    /// own laid over them. A known series is found without building its label set.
-    pub fn append_groups(
-        &self,
-        agent_id: &str,
-        host: &str,
-        seq: u64,
-        now_ms: i64,
-        groups: Vec<SeriesGroup>,
-    ) -> Result<AppendOutcome, StoreError> {
-        self.append_inner(Some(Sequence { agent_id, host, seq }), now_ms, groups, LogBatchIn::default())
-    }
-
-    /// An agent batch with samples and log lines, committed together with its seq.
-    pub fn append_batch(
-        &self,
-        agent_id: &str,
-        host: &str,
-        seq: u64,
-        now_ms: i64,
-        groups: Vec<SeriesGroup>,
-        logs: LogBatchIn,
-    ) -> Result<AppendOutcome, StoreError> {
-        self.append_inner(Some(Sequence { agent_id, host, seq }), now_ms, groups, logs)
-    }
-
-    /// Where the agent's log reading stands, per source, as committed.
-    pub fn log_resume(&self, agent_id: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let w = self.writer.lock().expect("writer lock poisoned");
-        let mut stmt = w
-            .conn
-            .prepare_cached("SELECT source, state FROM log_resume WHERE agent_id = ?1")
-            .map_err(self.sql_err())?;
-        let rows = stmt.query_map(params![agent_id], |r| Ok((r.get(0)?, r.get(1)?))).map_err(self.sql_err())?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.sql_err())
-    }
-
-    /// Commits series from a sender without sequence numbers (Prometheus remote-write): nothing is
-    /// deduplicated by batch, only samples at or before a series' newest timestamp are refused.
-    pub fn append_unsequenced(&self, now_ms: i64, groups: Vec<SeriesGroup>) -> Result<AppendOutcome, StoreError> {
-        self.append_inner(None, now_ms, groups, LogBatchIn::default())
-    }
-
-    fn append_inner(
-        &self,
-        sequence: Option<Sequence<'_>>,
-        now_ms: i64,
-        groups: Vec<SeriesGroup>,
-        log_batch: LogBatchIn,
-    ) -> Result<AppendOutcome, StoreError> {
-        let sql = self.sql_err();
-        let mut w = self.writer.lock().expect("writer lock poisoned");
-        let mut outcome = AppendOutcome::default();
-        if let Some(q) = &sequence {
-            if q.seq <= w.committed.get(q.agent_id).copied().unwrap_or(0) {
-                outcome.duplicate = true;
-                return Ok(outcome);
-            }
-        }
-
-        // Resolve ids; new series get ids now and enter the index after the commit.
-        let mut new_series: Vec<(SeriesId, LabelSet)> = Vec::new();
-        let mut resolved: Vec<(SeriesId, Samples)> = Vec::with_capacity(groups.iter().map(|g| g.series.len()).sum());
-        {
-            let index = self.index.read().expect("index lock poisoned");
-            let mut pending: hashbrown::HashMap<LabelSet, SeriesId, rustc_hash::FxBuildHasher> = Default::default();
-            for group in groups {
-                for (own, samples) in group.series {
-                    let view = LabelView::merge(&group.common, &own);
-                    let id = match index.get_view(&view).or_else(|| pending.get(&view).copied()) {
-                        Some(id) => id,
-                        None => {
-                            let id = w.next_series_id;
-                            w.next_series_id += 1;
-                            let labels = view.to_label_set();
-                            pending.insert(labels.clone(), id);
-                            new_series.push((id, labels));
-                            id
-                        }
-                    };
-                    resolved.push((id, samples));
-                }
-            }
-        }
-
-        // Keep only samples newer than what each series has; seal chunks that fill up.
-        let mut record = Vec::new();
-        let mut sealed = Vec::new();
-        let mut staged: Vec<(SeriesId, Option<ChunkAppender>, Samples)> = Vec::with_capacity(resolved.len());
-        {
-            let head = self.head.read().expect("head lock poisoned");
-            for (id, samples) in resolved {
-                let hs = head.get(id as usize).and_then(|s| s.as_ref());
-                let mut last = hs.map_or(i64::MIN, |h| h.last_ts);
-                let mut kept = Samples::default();
-                for (&t, &v) in samples.ts.iter().zip(&samples.values) {
-                    if t > last {
-                        kept.ts.push(t);
-                        kept.values.push(v);
-                        last = t;
-                    } else if t == last {
-                        outcome.same_timestamp += 1;
-                    } else {
-                        outcome.out_of_order += 1;
-                    }
-                }
-                if kept.ts.is_empty() {
-                    continue;
-                }
-                outcome.samples += kept.ts.len() as u64;
-                headlog::put_series(&mut record, id, &kept.ts, &kept.values);
-                let open_len = hs.map_or(0, |h| h.open.len());
-                if open_len + kept.ts.len() <= CHUNK_TARGET_SAMPLES {
-                    staged.push((id, None, kept));
-                    continue;
-                }
-                // This series fills its chunk: build the replacement appender off to the side.
-                let mut open = match hs {
-                    Some(h) => clone_appender(&h.open),
-                    None => ChunkAppender::new(),
-                };
-                for (&t, &v) in kept.ts.iter().zip(&kept.values) {
-                    if open.len() >= CHUNK_TARGET_SAMPLES {
-                        sealed.push(seal(id, &open));
-                        open = ChunkAppender::new();
-                    }
-                    open.push(t, v);
-                }
-                staged.push((id, Some(open), kept));
-            }
-        }
-
-        let tx = w.conn.transaction().map_err(&sql)?;
-        {
-            let mut ins = tx.prepare_cached("INSERT INTO series (id, labels) VALUES (?1, ?2)").map_err(&sql)?;
-            for (id, labels) in &new_series {
-                ins.execute(params![id, encode_labels(labels)]).map_err(&sql)?;
-            }
-        }
-        insert_chunks(&tx, &sealed).map_err(&sql)?;
-        if !record.is_empty() {
-            tx.prepare_cached("INSERT INTO head_log (data) VALUES (?1)")
-                .and_then(|mut s| s.execute(params![record]))
-                .map_err(&sql)?;
-        }
-        let feed = (self.log_feed.receiver_count() > 0 && !log_batch.streams.is_empty())
-            .then(|| Arc::new(log_batch.streams.clone()));
-        let staged_logs = if log_batch.streams.is_empty() {
-            None
-        } else {
-            Some(self.logs.read().expect("logs lock poisoned").write(&tx, log_batch.streams).map_err(&sql)?)
-        };
-        if let Some(q) = &sequence {
-            logs::write_resume(&tx, q.agent_id, &log_batch.resume).map_err(&sql)?;
-            tx.prepare_cached(
-                "INSERT INTO agents (agent_id, committed_seq, host, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (agent_id) DO UPDATE SET committed_seq = ?2, host = ?3, last_seen_ms = ?4",
-            )
-            .and_then(|mut s| s.execute(params![q.agent_id, q.seq as i64, q.host, now_ms]))
-            .map_err(&sql)?;
-        }
-        tx.commit().map_err(&sql)?;
-
-        // Committed: publish to readers. Index first, so a reader that sees a head entry can name it.
-        if let Some(staged) = staged_logs {
-            outcome.log_lines = staged.lines;
-            self.logs.write().expect("logs lock poisoned").apply(staged);
-        }
-        if let Some(streams) = feed {
-            // No listener left between the check and now is fine: the batch is simply not wanted.
-            let _ = self.log_feed.send(streams);
-        }
-        if let Some(q) = &sequence {
-            w.committed.insert(q.agent_id.to_string(), q.seq);
-        }
-        w.head_log_bytes += record.len() as u64;
-        outcome.new_series = new_series.len() as u64;
-        if !new_series.is_empty() {
-            let mut index = self.index.write().expect("index lock poisoned");
-            for (id, labels) in new_series {
-                index.insert(id, labels);
-            }
-        }
-        {
-            let mut head = self.head.write().expect("head lock poisoned");
-            for (id, replacement, kept) in staged {
-                let slot = id as usize;
-                if head.len() <= slot {
-                    head.resize_with(slot + 1, || None);
-                }
-                let hs = head[slot].get_or_insert_with(|| HeadSeries::new(i64::MIN));
-                hs.last_ts = *kept.ts.last().expect("staged series have samples");
-                match replacement {
-                    Some(open) => hs.open = open,
-                    None => {
-                        for (&t, &v) in kept.ts.iter().zip(&kept.values) {
-                            hs.open.push(t, v);
-                        }
-                    }
-                }
-            }
-        }
-        if w.head_log_bytes >= self.options.checkpoint_bytes {
-            self.checkpoint_locked(&mut w)?;
-        }
-        Ok(outcome)
-    }
-
     /// Writes every open chunk to `head_snapshot` and empties the head log, in one transaction.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         let mut w = self.writer.lock().expect("writer lock poisoned");
@@ -559,136 +342,6 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes whole chunks whose newest sample is older than the retention period, and log chunks
-    /// older than the log retention or beyond the log size limit (oldest first).
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<u64, StoreError> {
-        let cutoff = now_ms - self.options.retention.as_millis() as i64;
-        let log_cutoff_ns = (now_ms - self.options.log_retention.as_millis() as i64).saturating_mul(1_000_000);
-        let w = self.writer.lock().expect("writer lock poisoned");
-        let n = w.conn.execute("DELETE FROM chunks WHERE t_max < ?1", params![cutoff]).map_err(self.sql_err())?;
-        let mut logs = w
-            .conn
-            .execute("DELETE FROM log_chunks WHERE t_max < ?1", params![log_cutoff_ns])
-            .map_err(self.sql_err())?;
-        if self.options.log_max_bytes > 0 {
-            logs += self.enforce_log_size(&w.conn, self.options.log_max_bytes).map_err(self.sql_err())?;
-        }
-        let mut n = n;
-        if self.options.max_bytes > 0 {
-            n += self.enforce_chunk_size(&w.conn, self.options.max_bytes).map_err(self.sql_err())?;
-        }
-        Ok((n + logs) as u64)
-    }
-
-    /// Deletes the oldest sample chunks until the rest fit in `max_bytes` (compressed, as on disk),
-    /// as Prometheus's `--storage.tsdb.retention.size` does with blocks. The freed pages are reused
-    /// by new chunks, so the file stays within the budget instead of shrinking.
-    fn enforce_chunk_size(&self, conn: &Connection, max_bytes: u64) -> rusqlite::Result<usize> {
-        let mut stmt = conn.prepare_cached("SELECT series_id, t_min, length(data) FROM chunks ORDER BY t_max DESC")?;
-        let mut rows = stmt.query([])?;
-        let mut total = 0u64;
-        let mut doomed: Vec<(i64, i64)> = Vec::new();
-        while let Some(row) = rows.next()? {
-            total += row.get::<_, i64>(2)? as u64;
-            if total > max_bytes {
-                doomed.push((row.get(0)?, row.get(1)?));
-            }
-        }
-        drop(rows);
-        let mut del = conn.prepare_cached("DELETE FROM chunks WHERE series_id = ?1 AND t_min = ?2")?;
-        for (id, t_min) in &doomed {
-            del.execute(params![id, t_min])?;
-        }
-        Ok(doomed.len())
-    }
-
-    /// Bytes free for this store on its file system (for the full-disk message), if known.
-    pub fn free_bytes(&self) -> Option<u64> {
-        let dir = self.path.parent()?;
-        let st = rustix::fs::statvfs(dir).ok()?;
-        Some(st.f_bavail.saturating_mul(st.f_frsize))
-    }
-
-    /// Deletes the oldest log chunks until the rest fit in `max_bytes` (compressed, as on disk).
-    fn enforce_log_size(&self, conn: &Connection, max_bytes: u64) -> rusqlite::Result<usize> {
-        let mut stmt = conn.prepare_cached("SELECT id, length(data) FROM log_chunks ORDER BY t_max DESC, id DESC")?;
-        let mut rows = stmt.query([])?;
-        let mut total = 0u64;
-        let mut doomed: Vec<i64> = Vec::new();
-        while let Some(row) = rows.next()? {
-            total += row.get::<_, i64>(1)? as u64;
-            if total > max_bytes {
-                doomed.push(row.get(0)?);
-            }
-        }
-        drop(rows);
-        let mut del = conn.prepare_cached("DELETE FROM log_chunks WHERE id = ?1")?;
-        for id in &doomed {
-            del.execute(params![id])?;
-        }
-        Ok(doomed.len())
-    }
-
-    /// Seals log heads whose oldest line is older than `log_chunk_max_age`; returns how many.
-    pub fn seal_old_log_heads(&self, now_ns: i64) -> Result<u64, StoreError> {
-        let sql = self.sql_err();
-        let mut w = self.writer.lock().expect("writer lock poisoned");
-        let tx = w.conn.transaction().map_err(&sql)?;
-        let max_age = self.options.log_chunk_max_age.as_nanos() as i64;
-        let staged = self.logs.read().expect("logs lock poisoned").seal_old(&tx, now_ns, max_age).map_err(&sql)?;
-        tx.commit().map_err(&sql)?;
-        let n = staged.changes_len() as u64;
-        self.logs.write().expect("logs lock poisoned").apply(staged);
-        Ok(n)
-    }
-
-    /// Log streams matching every matcher, with their lines in `[start_ns, end_ns)` in time order.
-    pub fn select_logs(
-        &self,
-        matchers: &[Matcher],
-        start_ns: i64,
-        end_ns: i64,
-    ) -> Result<Vec<logs::LogStreamOut>, StoreError> {
-        // Heads and the newest chunk id in one snapshot: chunks sealed after it hold head lines we
-        // already have (and later ones), so they are left out.
-        self.select_logs_where(matchers, start_ns, end_ns, &logchunk::LinePrefilter::default())
-    }
-
-    /// `select_logs`, keeping only lines that pass `filter` (checked before a line is copied out).
-    pub fn select_logs_where(
-        &self,
-        matchers: &[Matcher],
-        start_ns: i64,
-        end_ns: i64,
-        filter: &logchunk::LinePrefilter<'_>,
-    ) -> Result<Vec<logs::LogStreamOut>, StoreError> {
-        let heads = self
-            .logs
-            .read()
-            .expect("logs lock poisoned")
-            .select_heads(matchers, start_ns, end_ns, |lines| lines.cloned().collect());
-        self.with_reader("log chunk", |conn| logs::read(conn, heads, start_ns, end_ns, filter))
-    }
-
-    /// Folds the matching streams' lines in `[start_ns, end_ns)` into accumulators, copying no line
-    /// out (see `logs::fold`): how log metric queries and counts run in bounded memory.
-    pub fn fold_logs<A: Send>(
-        &self,
-        matchers: &[Matcher],
-        start_ns: i64,
-        end_ns: i64,
-        filter: &logchunk::LinePrefilter<'_>,
-        init: &(dyn Fn() -> A + Sync),
-        visit: &(dyn Fn(&mut A, &LabelSet, i64, u64, &str) + Sync),
-    ) -> Result<Vec<A>, StoreError> {
-        let heads = self
-            .logs
-            .read()
-            .expect("logs lock poisoned")
-            .select_heads(matchers, start_ns, end_ns, |lines| lines.cloned().collect());
-        self.with_reader("log chunk", |conn| logs::fold(conn, heads, start_ns, end_ns, filter, init, visit))
-    }
-
     /// Runs `f` on a pooled read connection; its error names what was being read.
     fn with_reader<T>(
         &self,
@@ -699,165 +352,6 @@ impl Store {
         let result = f(&conn);
         self.readers.lock().expect("reader pool poisoned").push(conn);
         result.map_err(|detail| StoreError::Corrupt { path: self.path.clone(), what, detail })
-    }
-
-    /// Log lines as they are committed, batch by batch (a listener too slow for
-    /// `LOG_FEED_BATCHES` batches is told how many it missed).
-    pub fn subscribe_logs(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<logs::LogStreamIn>>> {
-        self.log_feed.subscribe()
-    }
-
-    /// Label sets of the log streams matching every matcher that have lines in `[start_ns, end_ns)`.
-    pub fn log_series(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Result<Vec<LabelSet>, StoreError> {
-        let heads =
-            self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns, logs::HeadCount::of);
-        self.with_reader("log chunk", |conn| logs::series(conn, heads, start_ns, end_ns))
-    }
-
-    /// What `[start_ns, end_ns)` holds for the matching streams: streams, chunks, lines, bytes of text.
-    pub fn log_stats(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Result<logs::LogStats, StoreError> {
-        let heads =
-            self.logs.read().expect("logs lock poisoned").select_heads(matchers, start_ns, end_ns, logs::HeadCount::of);
-        self.with_reader("log chunk", |conn| logs::stats(conn, heads, start_ns, end_ns))
-    }
-
-    /// Sealed log chunks: how many, their text and their stored (compressed) size.
-    pub fn log_storage(&self) -> Result<LogStorage, StoreError> {
-        let conn = self.reader()?;
-        let r = conn.query_row(
-            "SELECT count(*), coalesce(sum(raw_bytes), 0), coalesce(sum(length(data)), 0) FROM log_chunks",
-            [],
-            |r| {
-                Ok(LogStorage {
-                    chunks: r.get::<_, i64>(0)? as u64,
-                    raw_bytes: r.get::<_, i64>(1)? as u64,
-                    stored_bytes: r.get::<_, i64>(2)? as u64,
-                })
-            },
-        );
-        self.readers.lock().expect("reader pool poisoned").push(conn);
-        r.map_err(self.sql_err())
-    }
-
-    pub fn log_label_names(&self) -> Vec<String> {
-        self.logs.read().expect("logs lock poisoned").label_names()
-    }
-
-    pub fn log_label_values(&self, name: &str) -> Vec<String> {
-        self.logs.read().expect("logs lock poisoned").label_values(name)
-    }
-
-    /// Series matching every matcher, with their samples in `start_ms..=end_ms`; series without samples
-    /// there are left out.
-    pub fn select(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Result<Vec<SeriesData>, StoreError> {
-        self.select_within(matchers, start_ms, end_ms, &crate::query::Budget::none())
-    }
-
-    /// `select` that stops between series once `budget` is spent (past its deadline, cancelled, or
-    /// over its samples), returning what it read so far: the caller checks the budget after.
-    pub fn select_within(
-        &self,
-        matchers: &[Matcher],
-        start_ms: i64,
-        end_ms: i64,
-        budget: &crate::query::Budget,
-    ) -> Result<Vec<SeriesData>, StoreError> {
-        let picked: Vec<(SeriesId, LabelSet)> = {
-            let index = self.index.read().expect("index lock poisoned");
-            index.select(matchers).into_iter().filter_map(|id| Some((id, index.labels(id)?.clone()))).collect()
-        };
-        // Head first: a chunk sealed meanwhile is then found in SQLite, and samples it shares with
-        // the copy of the head are cut off below by the head's first timestamp.
-        let mut out: Vec<(SeriesId, LabelSet, Samples, Option<i64>)> = Vec::with_capacity(picked.len());
-        {
-            let head = self.head.read().expect("head lock poisoned");
-            for (id, labels) in picked {
-                let mut head_samples = Samples::default();
-                let mut head_first = None;
-                if let Some(hs) = head.get(id as usize).and_then(|h| h.as_ref()) {
-                    if hs.open.first_ts().is_some_and(|t| t <= end_ms) && hs.last_ts >= start_ms {
-                        hs.open.decode_into(&mut head_samples.ts, &mut head_samples.values);
-                    }
-                    head_first = hs.open.first_ts();
-                }
-                out.push((id, labels, head_samples, head_first));
-            }
-        }
-        let conn = self.reader()?;
-        let result = (|| -> Result<Vec<SeriesData>, rusqlite::Error> {
-            let mut stmt = conn.prepare_cached(
-                "SELECT data FROM chunks WHERE series_id = ?1 AND t_min <= ?2 AND t_max >= ?3 ORDER BY t_min",
-            )?;
-            let mut series = Vec::with_capacity(out.len());
-            for (id, labels, head_samples, head_first) in out {
-                if budget.spent().is_some() {
-                    break;
-                }
-                let chunk_end = head_first.map_or(end_ms, |h| end_ms.min(h - 1));
-                let mut all = Samples::default();
-                if chunk_end >= start_ms {
-                    let mut rows = stmt.query(params![id, chunk_end, start_ms])?;
-                    while let Some(row) = rows.next()? {
-                        let data = row.get_ref(0)?.as_blob()?;
-                        chunk::decode(data, &mut all.ts, &mut all.values).map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
-                        })?;
-                    }
-                    keep_range(&mut all, start_ms, chunk_end);
-                }
-                let mut head_samples = head_samples;
-                keep_range(&mut head_samples, start_ms, end_ms);
-                all.ts.extend_from_slice(&head_samples.ts);
-                all.values.extend_from_slice(&head_samples.values);
-                budget.load(all.ts.len());
-                if !all.ts.is_empty() {
-                    series.push(SeriesData { labels, samples: all });
-                }
-            }
-            Ok(series)
-        })();
-        let result = result.map_err(self.sql_err());
-        self.readers.lock().expect("reader pool poisoned").push(conn);
-        result
-    }
-
-    /// Label sets of the series matching every matcher (all series when `matchers` is empty).
-    pub fn series(&self, matchers: &[Matcher]) -> Vec<LabelSet> {
-        let index = self.index.read().expect("index lock poisoned");
-        index.select(matchers).into_iter().filter_map(|id| index.labels(id).cloned()).collect()
-    }
-
-    pub fn label_names(&self) -> Vec<String> {
-        self.index.read().expect("index lock poisoned").label_names()
-    }
-
-    pub fn label_values(&self, name: &str) -> Vec<String> {
-        self.index.read().expect("index lock poisoned").label_values(name)
-    }
-
-    pub fn series_count(&self) -> usize {
-        self.index.read().expect("index lock poisoned").len()
-    }
-
-    /// Where the bytes on disk go: pages in use, free pages kept for reuse (the head log's rows are
-    /// deleted at each checkpoint and their pages reused by the next ones), the WAL, and chunk payloads.
-    pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
-        let w = self.writer.lock().expect("writer lock poisoned");
-        let q = |sql: &str| w.conn.query_row(sql, [], |r| r.get::<_, Option<i64>>(0)).map(|v| v.unwrap_or(0) as u64);
-        let sql = self.sql_err();
-        let page = q("PRAGMA page_size").map_err(&sql)?;
-        let pages = q("PRAGMA page_count").map_err(&sql)?;
-        let free = q("PRAGMA freelist_count").map_err(&sql)?;
-        let chunk_bytes = q("SELECT sum(length(data)) FROM chunks").map_err(&sql)?;
-        let chunks = q("SELECT count(*) FROM chunks").map_err(&sql)?;
-        let wal = std::fs::metadata(self.path.with_extension("db-wal")).map_or(0, |m| m.len());
-        Ok(DiskUsage {
-            used_bytes: (pages - free) * page,
-            free_bytes: free * page,
-            wal_bytes: wal,
-            chunk_bytes,
-            chunks,
-        })
     }
 
     pub fn path(&self) -> &Path {
@@ -877,47 +371,6 @@ impl Store {
     }
 }
 
-fn keep_range(s: &mut Samples, start: i64, end: i64) {
-    let lo = s.ts.partition_point(|&t| t < start);
-    let hi = s.ts.partition_point(|&t| t <= end);
-    if lo > 0 || hi < s.ts.len() {
-        s.ts = s.ts[lo..hi.max(lo)].to_vec();
-        s.values = s.values[lo..hi.max(lo)].to_vec();
-    }
-}
-
-fn seal(id: SeriesId, open: &ChunkAppender) -> (SeriesId, i64, i64, Vec<u8>) {
-    let t_min = open.first_ts().expect("only full chunks are sealed");
-    let t_max = open.last_ts().expect("only full chunks are sealed");
-    (id, t_min, t_max, open.seal())
-}
-
-fn clone_appender(open: &ChunkAppender) -> ChunkAppender {
-    let mut ts = Vec::with_capacity(open.len());
-    let mut vs = Vec::with_capacity(open.len());
-    open.decode_into(&mut ts, &mut vs);
-    let mut copy = ChunkAppender::new();
-    for (t, v) in ts.into_iter().zip(vs) {
-        copy.push(t, v);
-    }
-    copy
-}
-
-fn insert_chunks(
-    tx: &rusqlite::Transaction<'_>,
-    sealed: &[(SeriesId, i64, i64, Vec<u8>)],
-) -> Result<(), rusqlite::Error> {
-    if sealed.is_empty() {
-        return Ok(());
-    }
-    let mut ins =
-        tx.prepare_cached("INSERT OR REPLACE INTO chunks (series_id, t_min, t_max, data) VALUES (?1, ?2, ?3, ?4)")?;
-    for (id, t_min, t_max, data) in sealed {
-        ins.execute(params![id, t_min, t_max, data])?;
-    }
-    Ok(())
-}
-
 /// Labels are stored as a JSON array of `[name, value]` pairs: unambiguous for any string.
 fn encode_labels(labels: &LabelSet) -> String {
     let pairs: Vec<[&str; 2]> = labels.iter().map(|(k, v)| [k, v]).collect();
@@ -927,30 +380,6 @@ fn encode_labels(labels: &LabelSet) -> String {
 fn decode_labels(text: &str) -> Result<LabelSet, String> {
     let pairs: Vec<(String, String)> = serde_json::from_str(text).map_err(|e| e.to_string())?;
     Ok(LabelSet::from_pairs(pairs))
-}
-
-impl crate::query::Queryable for Store {
-    fn select(
-        &self,
-        matchers: &[Matcher],
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<SeriesData>, crate::query::QueryError> {
-        Store::select(self, matchers, start_ms, end_ms).map_err(|e| crate::query::QueryError::Storage(e.to_string()))
-    }
-
-    fn select_within(
-        &self,
-        matchers: &[Matcher],
-        start_ms: i64,
-        end_ms: i64,
-        budget: &crate::query::Budget,
-    ) -> Result<Vec<SeriesData>, crate::query::QueryError> {
-        let found = Store::select_within(self, matchers, start_ms, end_ms, budget)
-            .map_err(|e| crate::query::QueryError::Storage(e.to_string()))?;
-        budget.check()?;
-        Ok(found)
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Store behaviour against real SQLite files in a temporary directory.
 
 use super::*;
-use crate::model::Matcher;
+use crate::model::{Matcher, SeriesData};
 use chunk::CHUNK_TARGET_SAMPLES;
 
 fn labels(name: &str, container: &str) -> LabelSet {

@@ -1,9 +1,10 @@
 //! Log streams in the store: what is committed reads back in order, survives reopening, is sealed
 //! into chunks by size, and a batch's seq keeps a resent batch from repeating lines.
 
-use super::logchunk::LogLine;
-use super::logs::{LogStreamIn, CHUNK_RAW_BYTES};
+use super::logs::CHUNK_RAW_BYTES;
 use super::*;
+use crate::model::logs::{LogLine, LogStreamIn};
+use crate::model::Matcher;
 
 fn stream(container: &str, lines: impl IntoIterator<Item = (i64, String)>) -> LogStreamIn {
     LogStreamIn {

@@ -1,15 +1,12 @@
-//! Runs a gate's checks over what the store holds for the canary and baseline versions between
-//! two times, and combines them into a verdict. Deterministic for given data and times, so that a
-//! replay of a decision gives the same answer. Reads the store's public API only.
+//! A gate's checks judged on what the shell read for the canary and baseline versions between
+//! two times, and combined into a verdict. Pure and deterministic, so that a replay of a decision
+//! gives the same answer from the same data.
 
 use serde::{Deserialize, Serialize};
 
 use super::spec::{Check, CheckKind, NoData, Plan};
 use super::stats::{self, Side, CONFIDENCE};
-use crate::model::{Matcher, SeriesData};
-use crate::query::Engine;
-use crate::store::logchunk::LinePrefilter;
-use crate::store::Store;
+use crate::model::SeriesData;
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -46,11 +43,35 @@ pub struct Outcome {
     pub checks: Vec<Evidence>,
 }
 
-/// Evaluates every check of `plan` over `[start_ms, end_ms]`; `final_look` turns waiting checks
-/// into the policy's answer for "not enough data".
-pub fn evaluate(store: &Store, engine: &Engine, plan: &Plan, start_ms: i64, end_ms: i64, final_look: bool) -> Outcome {
-    let data = Data { store, engine, plan, start_ms, end_ms };
-    let checks: Vec<Evidence> = plan.checks.iter().map(|c| data.run(c)).collect();
+/// The same thing read for the canary and (when there is one) the baseline.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pair<T> {
+    pub canary: T,
+    pub baseline: Option<T>,
+}
+
+/// What the shell read for one check: each kind reads what its rule judges.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reading {
+    /// `error_rate`: lines matching the pattern, and lines, per version.
+    Lines(Pair<(u64, u64)>),
+    /// `probe_failures`: the `lookout_probe_success` series.
+    ProbeRuns(Pair<Vec<SeriesData>>),
+    /// `restarts`: `container_start_time_seconds` and `container_oom_events_total`, from a little
+    /// before the start so that a first sample inside the window has a predecessor.
+    Restarts { starts: Pair<Vec<SeriesData>>, ooms: Pair<Vec<SeriesData>> },
+    /// `cpu`: `container_cpu_usage_seconds_total`; `memory`: `container_memory_working_set_bytes`.
+    Series(Pair<Vec<SeriesData>>),
+    /// `query`: the query's finite values on its step's grid.
+    Values(Pair<Vec<f64>>),
+}
+
+/// Judges every check of `plan` over `[start_ms, ..]` on its reading (an `Err` is a reading that
+/// failed: that check waits); `final_look` turns waiting checks into the policy's answer for "not
+/// enough data".
+pub fn evaluate(plan: &Plan, start_ms: i64, readings: Vec<Result<Reading, String>>, final_look: bool) -> Outcome {
+    let judge = Judge { plan, start_ms };
+    let checks: Vec<Evidence> = plan.checks.iter().zip(readings).map(|(c, r)| judge.check(c, r)).collect();
     combine(checks, plan.on_no_data, final_look)
 }
 
@@ -81,22 +102,13 @@ pub fn combine(checks: Vec<Evidence>, on_no_data: NoData, final_look: bool) -> O
     Outcome { verdict, reason, checks }
 }
 
-struct Data<'a> {
-    store: &'a Store,
-    engine: &'a Engine,
+struct Judge<'a> {
     plan: &'a Plan,
     start_ms: i64,
-    end_ms: i64,
 }
 
-/// What one check reads for the canary and (when there is one) the baseline.
-struct Pair<T> {
-    canary: T,
-    baseline: Option<T>,
-}
-
-impl Data<'_> {
-    fn run(&self, check: &Check) -> Evidence {
+impl Judge<'_> {
+    fn check(&self, check: &Check, reading: Result<Reading, String>) -> Evidence {
         let mut e = Evidence {
             name: check.name.clone(),
             verdict: Verdict::Wait,
@@ -108,101 +120,59 @@ impl Data<'_> {
             baseline_samples: 0,
             detail: String::new(),
         };
-        let r = match &check.kind {
-            CheckKind::ErrorRate { pattern, max_ratio, max_rate, floor } => {
-                self.error_rate(&mut e, check.min_samples, pattern, *max_ratio, *max_rate, *floor)
-            }
-            CheckKind::ProbeFailures { max_ratio, max_rate, floor } => {
-                self.probe_failures(&mut e, check.min_samples, *max_ratio, *max_rate, *floor)
-            }
-            CheckKind::Restarts { max } => self.restarts(&mut e, *max),
-            CheckKind::Cpu { tolerance, max } => self.versions(|m| self.cpu_values(m)).map(|v| {
-                self.compare(&mut e, check.min_samples, v, Some(*tolerance), *max, None, "CPU (cores)");
-            }),
-            CheckKind::Memory { tolerance, max_growth, max } => {
-                self.memory(&mut e, check.min_samples, *tolerance, *max_growth, *max)
-            }
-            CheckKind::Query { query, tolerance, max, min, step_ms } => {
-                self.versions(|m| self.query_values(query, m, *step_ms)).map(|v| {
-                    self.compare(&mut e, check.min_samples, v, *tolerance, *max, *min, "value");
-                })
+        let reading = match reading {
+            Ok(r) => r,
+            Err(msg) => {
+                e.detail = format!("could not read the data: {msg}");
+                return e;
             }
         };
-        if let Err(msg) = r {
-            e.verdict = Verdict::Wait;
-            e.detail = format!("could not read the data: {msg}");
+        let min = check.min_samples;
+        match (&check.kind, &reading) {
+            (CheckKind::ErrorRate { max_ratio, max_rate, floor, .. }, Reading::Lines(counts)) => {
+                self.rates(&mut e, min, counts, (*max_ratio, *max_rate, *floor), true, "lines", "error lines");
+            }
+            (CheckKind::ProbeFailures { max_ratio, max_rate, floor }, Reading::ProbeRuns(series)) => {
+                let count = |s: &[SeriesData]| {
+                    let n = s.iter().map(|s| s.samples.values.len() as u64).sum::<u64>();
+                    let failed = s.iter().flat_map(|s| &s.samples.values).filter(|v| **v == 0.0).count() as u64;
+                    (failed, n)
+                };
+                let counts = Pair { canary: count(&series.canary), baseline: series.baseline.as_deref().map(count) };
+                if counts.canary.1 == 0 && counts.baseline.is_none_or(|b| b.1 == 0) {
+                    e.verdict = Verdict::Skip;
+                    e.detail = "no probe runs for this service".into();
+                } else {
+                    self.rates(
+                        &mut e,
+                        min,
+                        &counts,
+                        (*max_ratio, *max_rate, *floor),
+                        false,
+                        "probe runs",
+                        "failed runs",
+                    );
+                }
+            }
+            (CheckKind::Restarts { max }, Reading::Restarts { starts, ooms }) => {
+                self.restarts(&mut e, *max, starts, ooms)
+            }
+            (CheckKind::Cpu { tolerance, max }, Reading::Series(series)) => {
+                let v = Pair {
+                    canary: Self::cpu_values(&series.canary),
+                    baseline: series.baseline.as_deref().map(Self::cpu_values),
+                };
+                self.compare(&mut e, min, v, Some(*tolerance), *max, None, "CPU (cores)");
+            }
+            (CheckKind::Memory { tolerance, max_growth, max }, Reading::Series(series)) => {
+                self.memory(&mut e, min, (*tolerance, *max_growth, *max), series);
+            }
+            (CheckKind::Query { tolerance, max, min: min_v, .. }, Reading::Values(v)) => {
+                self.compare(&mut e, min, v.clone(), *tolerance, *max, *min_v, "value");
+            }
+            _ => e.detail = format!("could not read the data: a reading that does not fit check {}", check.name),
         }
         e
-    }
-
-    fn matchers(&self, version: &str, name: Option<&str>) -> Vec<Matcher> {
-        let mut m = vec![Matcher::equal("service", &self.plan.service), Matcher::equal("version", version)];
-        if let Some(n) = name {
-            m.push(Matcher::equal("__name__", n));
-        }
-        m
-    }
-
-    /// Reads the same thing for the canary and (when there is one) the baseline.
-    fn versions<T>(&self, read: impl Fn(&str) -> Result<T, String>) -> Result<Pair<T>, String> {
-        Ok(Pair { canary: read(&self.plan.version)?, baseline: self.plan.baseline.as_deref().map(&read).transpose()? })
-    }
-
-    fn select(&self, version: &str, name: &str, from_ms: i64) -> Result<Vec<SeriesData>, String> {
-        self.store.select(&self.matchers(version, Some(name)), from_ms, self.end_ms).map_err(|e| e.to_string())
-    }
-
-    fn error_rate(
-        &self,
-        e: &mut Evidence,
-        min: u64,
-        pattern: &str,
-        ratio: f64,
-        limit: f64,
-        floor: f64,
-    ) -> Result<(), String> {
-        let re = regex::Regex::new(pattern).map_err(|e| e.to_string())?;
-        let counts = self.versions(|v| {
-            // Counted where the lines are read, none copied out: a busy service's gate would
-            // otherwise hold every line of its window in memory at each look.
-            use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-            let (hits, n) = (AtomicU64::new(0), AtomicU64::new(0));
-            let count = |line: &str| {
-                n.fetch_add(1, Relaxed);
-                if re.is_match(line) {
-                    hits.fetch_add(1, Relaxed);
-                }
-                false
-            };
-            let filter = LinePrefilter { needles: Vec::new(), keep: Some(&count), budget: None };
-            self.store
-                .select_logs_where(
-                    &self.matchers(v, None),
-                    self.start_ms * 1_000_000,
-                    (self.end_ms + 1) * 1_000_000,
-                    &filter,
-                )
-                .map_err(|e| e.to_string())?;
-            Ok((hits.into_inner(), n.into_inner()))
-        })?;
-        self.rates(e, min, counts, (ratio, limit, floor), true, "lines", "error lines");
-        Ok(())
-    }
-
-    fn probe_failures(&self, e: &mut Evidence, min: u64, ratio: f64, limit: f64, floor: f64) -> Result<(), String> {
-        let counts = self.versions(|v| {
-            let series = self.select(v, "lookout_probe_success", self.start_ms)?;
-            let n = series.iter().map(|s| s.samples.values.len() as u64).sum::<u64>();
-            let failed = series.iter().flat_map(|s| &s.samples.values).filter(|v| **v == 0.0).count() as u64;
-            Ok((failed, n))
-        })?;
-        if counts.canary.1 == 0 && counts.baseline.is_none_or(|b| b.1 == 0) {
-            e.verdict = Verdict::Skip;
-            e.detail = "no probe runs for this service".into();
-            return Ok(());
-        }
-        self.rates(e, min, counts, (ratio, limit, floor), false, "probe runs", "failed runs");
-        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -210,7 +180,7 @@ impl Data<'_> {
         &self,
         e: &mut Evidence,
         min: u64,
-        counts: Pair<(u64, u64)>,
+        counts: &Pair<(u64, u64)>,
         (ratio, limit, floor): (f64, f64, f64),
         strict: bool,
         unit: &str,
@@ -255,14 +225,11 @@ impl Data<'_> {
         };
     }
 
-    fn restarts(&self, e: &mut Evidence, max: f64) -> Result<(), String> {
-        // From a little before the start, so that a first sample inside the window has a predecessor.
-        let from = self.start_ms - 300_000;
-        let count = |v: &str| -> Result<(u64, u64, Vec<String>), String> {
-            let (mut restarts, mut ooms, mut who) = (0u64, 0u64, Vec::new());
-            let starts = self.select(v, "container_start_time_seconds", from)?;
+    fn restarts(&self, e: &mut Evidence, max: f64, starts: &Pair<Vec<SeriesData>>, ooms: &Pair<Vec<SeriesData>>) {
+        let count = |starts: &[SeriesData], ooms: &[SeriesData]| -> (u64, u64, Vec<String>) {
+            let (mut restarts, mut n_ooms, mut who) = (0u64, 0u64, Vec::new());
             let seen = starts.iter().filter(|s| s.samples.ts.iter().any(|t| *t >= self.start_ms)).count() as u64;
-            for s in &starts {
+            for s in starts {
                 // A stopped container's series ends with a stale marker (NaN) that is no start time.
                 let (ts, vs): (Vec<i64>, Vec<f64>) = s
                     .samples
@@ -278,7 +245,7 @@ impl Data<'_> {
                 }
                 restarts += n;
             }
-            for s in self.select(v, "container_oom_events_total", from)? {
+            for s in ooms {
                 let mut n = 0.0;
                 let (ts, vs) = (&s.samples.ts, &s.samples.values);
                 for i in 1..ts.len() {
@@ -289,16 +256,16 @@ impl Data<'_> {
                 if n > 0.0 {
                     who.push(format!("{} OOM-killed {n}×", s.labels.get("container").unwrap_or("?")));
                 }
-                ooms += n as u64;
+                n_ooms += n as u64;
             }
-            Ok((restarts + ooms, seen, who))
+            (restarts + n_ooms, seen, who)
         };
-        let c = self.versions(count)?;
-        let (n, seen, who) = c.canary;
+        let (n, seen, who) = count(&starts.canary, &ooms.canary);
+        let baseline = starts.baseline.as_deref().map(|b| count(b, ooms.baseline.as_deref().unwrap_or(&[])));
         e.canary = Some(n as f64);
         e.samples = seen;
         e.threshold = Some(max);
-        if let Some((bn, bseen, _)) = c.baseline {
+        if let Some((bn, bseen, _)) = baseline {
             e.baseline = Some(bn as f64);
             e.baseline_samples = bseen;
         }
@@ -309,14 +276,13 @@ impl Data<'_> {
         } else {
             (Verdict::Pass, format!("{n} restarts and OOM kills in {seen} containers"))
         };
-        Ok(())
     }
 
     /// Per-sample CPU use (cores) of each container of a version: the counter's rise over the time
     /// between two samples.
-    fn cpu_values(&self, version: &str) -> Result<Vec<f64>, String> {
+    fn cpu_values(series: &[SeriesData]) -> Vec<f64> {
         let mut out = Vec::new();
-        for s in self.select(version, "container_cpu_usage_seconds_total", self.start_ms)? {
+        for s in series {
             let (ts, vs) = (&s.samples.ts, &s.samples.values);
             for i in 1..ts.len() {
                 let dt = (ts[i] - ts[i - 1]) as f64 / 1e3;
@@ -325,20 +291,7 @@ impl Data<'_> {
                 }
             }
         }
-        Ok(out)
-    }
-
-    fn query_values(&self, query: &str, version: &str, step_ms: i64) -> Result<Vec<f64>, String> {
-        let q = super::spec::substitute(query, &self.plan.service, version);
-        // Evaluation times on the step's grid, so that a replay evaluates at the same instants.
-        let first = (self.start_ms + step_ms - 1) / step_ms * step_ms;
-        if first > self.end_ms {
-            return Ok(Vec::new());
-        }
-        let (engine, store, end_ms) = (self.engine, self.store, self.end_ms);
-        let series = crate::query::runner::on_query_stack(|| engine.range(store, &q, first, end_ms, step_ms))
-            .map_err(|e| e.to_string())?;
-        Ok(series.into_iter().flat_map(|s| s.samples.values).filter(|v| v.is_finite()).collect())
+        out
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -410,17 +363,15 @@ impl Data<'_> {
         &self,
         e: &mut Evidence,
         min: u64,
-        tolerance: f64,
-        max_growth: f64,
-        max: Option<f64>,
-    ) -> Result<(), String> {
-        let series = self.versions(|v| self.select(v, "container_memory_working_set_bytes", self.start_ms))?;
+        (tolerance, max_growth, max): (f64, f64, Option<f64>),
+        series: &Pair<Vec<SeriesData>>,
+    ) {
         let values = |s: &[SeriesData]| s.iter().flat_map(|s| s.samples.values.iter().copied()).collect::<Vec<f64>>();
         let v = Pair { canary: values(&series.canary), baseline: series.baseline.as_deref().map(values) };
         self.compare(e, min, v, Some(tolerance), max, None, "working set (bytes)");
         // Growth is judged with or without a baseline (without one, against the canary's own level).
         if e.verdict == Verdict::Fail || e.samples < min {
-            return Ok(());
+            return;
         }
         // Growth: a leak shows as a slope long before it lifts the typical value.
         let points = |s: &[SeriesData]| -> Vec<Vec<(f64, f64)>> {
@@ -440,9 +391,9 @@ impl Data<'_> {
             s.iter().filter_map(|s| Some(s.samples.ts.last()? - s.samples.ts.first()?)).max().unwrap_or(0)
         };
         if span(&series.canary) < GROWTH_MIN_SPAN_MS {
-            return Ok(());
+            return;
         }
-        let Some(c) = stats::pooled_slope(&points(&series.canary)) else { return Ok(()) };
+        let Some(c) = stats::pooled_slope(&points(&series.canary)) else { return };
         let b = series.baseline.as_deref().and_then(|b| stats::pooled_slope(&points(b)));
         let level = e.baseline.or(e.canary).unwrap_or(0.0);
         let allowed = (max_growth * level).max(GROWTH_FLOOR_BYTES) / 600.0;
@@ -465,7 +416,6 @@ impl Data<'_> {
         } else {
             e.detail = format!("{}; grows {} per 10 min, within {}", e.detail, short(diff * 600.0), pct(max_growth));
         }
-        Ok(())
     }
 }
 

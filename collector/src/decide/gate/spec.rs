@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decide::CheckQuery;
+
 /// The built-in checks, in the order they are reported.
 pub const BUILTIN: [&str; 5] = ["error_rate", "probe_failures", "restarts", "cpu", "memory"];
 
@@ -167,7 +169,7 @@ impl GatesConfig {
     }
 
     /// Every problem with its key (`gates.services[1].checks[0].query: ...`).
-    pub fn validate(&self) -> Vec<String> {
+    pub fn validate(&self, check_query: CheckQuery<'_>) -> Vec<String> {
         let mut problems = Vec::new();
         let each = |at: String, p: &GatePolicy, problems: &mut Vec<String>| {
             for (i, c) in p.checks.iter().enumerate() {
@@ -175,7 +177,7 @@ impl GatesConfig {
                 if p.checks[..i].iter().any(|o| o.name == c.name) {
                     problems.push(format!("{key}.name: {:?} is listed twice", c.name));
                 }
-                if let Err(e) = build(&key, c.clone()) {
+                if let Err(e) = build(&key, c.clone(), check_query) {
                     problems.push(e);
                 }
             }
@@ -194,7 +196,13 @@ impl GatesConfig {
     }
 
     /// The plan for a request, or a message naming the field that is wrong.
-    pub fn plan(&self, req: &GateRequest, baseline: Option<String>, baseline_reason: String) -> Result<Plan, String> {
+    pub fn plan(
+        &self,
+        req: &GateRequest,
+        baseline: Option<String>,
+        baseline_reason: String,
+        check_query: CheckQuery<'_>,
+    ) -> Result<Plan, String> {
         if req.service.is_empty() {
             return Err("service: must not be empty".into());
         }
@@ -203,7 +211,7 @@ impl GatesConfig {
         }
         let policy = self.policy_for(&req.service);
         let (interval_ms, window_ms, deadline_ms) = timing("", &self.default, policy, req)?;
-        let checks = resolve_checks("", &self.default, policy, req.checks.as_deref())?;
+        let checks = resolve_checks("", &self.default, policy, req.checks.as_deref(), check_query)?;
         Ok(Plan {
             service: req.service.clone(),
             version: req.version.clone(),
@@ -296,6 +304,7 @@ fn resolve_checks(
     default: &GatePolicy,
     policy: Option<&GatePolicy>,
     requested: Option<&[CheckSpec]>,
+    check_query: CheckQuery<'_>,
 ) -> Result<Vec<Check>, String> {
     let prefix = if at.is_empty() { "checks".to_string() } else { format!("{at}.checks") };
     let configured = |name: &str| -> CheckSpec {
@@ -327,7 +336,7 @@ fn resolve_checks(
         if !seen.insert(spec.name.clone()) {
             return Err(format!("{key}.name: {:?} is listed twice", spec.name));
         }
-        out.push(build(&key, spec)?);
+        out.push(build(&key, spec, check_query)?);
     }
     if out.is_empty() {
         return Err(format!("{prefix}: at least one check is needed"));
@@ -344,7 +353,7 @@ fn overlay(mut base: CheckSpec, over: &CheckSpec) -> CheckSpec {
 }
 
 /// A check's parameters decided, or the field that is wrong.
-fn build(key: &str, s: CheckSpec) -> Result<Check, String> {
+fn build(key: &str, s: CheckSpec, check_query: CheckQuery<'_>) -> Result<Check, String> {
     let share = |field: &str, v: Option<f64>, default: f64| -> Result<f64, String> {
         match v {
             Some(x) if !(x.is_finite() && x >= 0.0) => {
@@ -406,7 +415,7 @@ fn build(key: &str, s: CheckSpec) -> Result<Check, String> {
                 format!("{key}.query: a check named {:?} is not built in, so it needs a PromQL query", s.name)
             })?;
             let probe = substitute(&query, "svc", "v");
-            crate::query::check_promql(&probe).map_err(|e| format!("{key}.query: {e}"))?;
+            check_query(&probe).map_err(|e| format!("{key}.query: {e}"))?;
             if s.tolerance.is_none() && s.max.is_none() && s.min.is_none() {
                 return Err(format!("{key}: a PromQL check needs `tolerance` (against the baseline), `max` or `min`"));
             }
@@ -442,6 +451,11 @@ pub fn substitute(query: &str, service: &str, version: &str) -> String {
 mod tests {
     use super::*;
 
+    /// PromQL's grammar, as the shells' check asks it (without the engine's limits).
+    fn promql(q: &str) -> Result<(), String> {
+        promql_parser::parser::parse(q).map(|_| ()).map_err(|e| e.to_string())
+    }
+
     fn req(json: &str) -> Result<GateRequest, String> {
         GateRequest::parse(json.as_bytes())
     }
@@ -465,14 +479,15 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(cfg.validate(), Vec::<String>::new());
-        let plan = cfg.plan(&req(r#"{"service":"api","version":"2"}"#).unwrap(), None, String::new()).unwrap();
+        assert_eq!(cfg.validate(&promql), Vec::<String>::new());
+        let plan = cfg.plan(&req(r#"{"service":"api","version":"2"}"#).unwrap(), None, String::new(), &promql).unwrap();
         assert_eq!((plan.interval_ms, plan.window_ms, plan.deadline_ms), (30_000, 600_000, 1_200_000));
         let names: Vec<&str> = plan.checks.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["error_rate", "probe_failures", "restarts", "cpu", "memory", "latency"]);
         assert!(matches!(plan.checks[0].kind, CheckKind::ErrorRate { max_ratio, .. } if max_ratio == 2.0));
         // Another service gets the defaults.
-        let other = cfg.plan(&req(r#"{"service":"web","version":"2"}"#).unwrap(), None, String::new()).unwrap();
+        let other =
+            cfg.plan(&req(r#"{"service":"web","version":"2"}"#).unwrap(), None, String::new(), &promql).unwrap();
         assert_eq!(other.checks.len(), 5);
         assert_eq!(other.window_ms, 300_000);
     }
@@ -486,7 +501,7 @@ mod tests {
         assert!(e.starts_with("window: invalid value"), "{e}");
         let e = req(r#"{"service":"api","version":"1","checks":[{"name":"cpu","tolerence":1}]}"#).unwrap_err();
         assert!(e.starts_with("checks[0].tolerence: unknown field `tolerence`"), "{e}");
-        let plan = |j: &str| cfg.plan(&req(j).unwrap(), None, String::new()).unwrap_err();
+        let plan = |j: &str| cfg.plan(&req(j).unwrap(), None, String::new(), &promql).unwrap_err();
         assert_eq!(
             plan(r#"{"service":"api","version":"1","window":"10s","interval":"1m"}"#),
             "window: must be at least the interval (1m)"

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::logql::{self, LogQuery, ParseError};
+use super::cursor::{Cursor, ParseError};
+use super::pipeline::LogQuery;
 use crate::model::LabelSet;
 
 #[derive(Debug)]
@@ -43,55 +44,7 @@ pub fn is_metric(query: &str) -> bool {
     !query.trim_start().starts_with('{')
 }
 
-struct P<'a> {
-    s: &'a str,
-    i: usize,
-}
-
-impl<'a> P<'a> {
-    fn ws(&mut self) {
-        let rest = &self.s[self.i..];
-        self.i += rest.len() - rest.trim_start().len();
-    }
-    fn err<T>(&self, msg: impl Into<String>) -> Result<T, ParseError> {
-        Err(ParseError { col: self.s[..self.i].chars().count() + 1, msg: msg.into() })
-    }
-    fn eat(&mut self, t: &str) -> bool {
-        self.ws();
-        if self.s[self.i..].starts_with(t) {
-            self.i += t.len();
-            true
-        } else {
-            false
-        }
-    }
-    fn word(&mut self) -> &'a str {
-        self.ws();
-        let rest = &self.s[self.i..];
-        let n = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
-        self.i += n;
-        &rest[..n]
-    }
-    fn number(&mut self) -> Result<f64, ParseError> {
-        self.ws();
-        let rest = &self.s[self.i..];
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e')).unwrap_or(rest.len());
-        match rest[..n].parse::<f64>() {
-            Ok(v) if n > 0 => {
-                self.i += n;
-                Ok(v)
-            }
-            _ => self.err("expected a number"),
-        }
-    }
-    fn expect(&mut self, t: &str) -> Result<(), ParseError> {
-        if self.eat(t) {
-            Ok(())
-        } else {
-            self.err(format!("expected {t:?}"))
-        }
-    }
-
+impl<'a> Cursor<'a> {
     fn expr(&mut self) -> Result<Expr, ParseError> {
         let mut lhs = self.term()?;
         loop {
@@ -173,7 +126,7 @@ impl<'a> P<'a> {
             let Some(open) = find_range_bracket(rest) else {
                 return self.err("expected a [range] after the log query");
             };
-            let query = logql::parse(&rest[..open])
+            let query = super::parse(&rest[..open])
                 .map_err(|e| ParseError { col: self.s[..self.i].chars().count() + e.col, msg: e.msg })?;
             self.i += open + 1;
             let close = self.s[self.i..].find(']').map(|k| self.i + k);
@@ -251,7 +204,7 @@ fn find_range_bracket(s: &str) -> Option<usize> {
 }
 
 pub fn parse(query: &str) -> Result<Expr, ParseError> {
-    let mut p = P { s: query, i: 0 };
+    let mut p = Cursor::new(query);
     let e = p.expr()?;
     p.ws();
     if p.i != query.len() {
@@ -545,8 +498,7 @@ fn binary(op: char, l: Value, r: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::logchunk::LogLine;
-    use crate::store::logs::LogStreamOut;
+    use crate::model::logs::{LogLine, LogStreamOut};
 
     fn stream(c: &str, times_s: &[i64], text: &str) -> LogStreamOut {
         LogStreamOut {

@@ -13,7 +13,7 @@ use crate::model::{is_stale, LabelSet, MatchOp, Matcher, Samples, SeriesData, ME
 
 pub(crate) const DUPLICATE_LABELSET: &str = "vector cannot contain metrics with the same labelset";
 
-pub(crate) const TOO_MANY_SAMPLES: &str = "query processing would load too many samples into memory in query execution";
+pub(crate) use crate::query::TOO_MANY_SAMPLES;
 
 /// One series of an instant-vector expression: its value at each step, `None` where it has none.
 #[derive(Debug, Clone)]

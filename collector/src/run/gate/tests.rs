@@ -2,9 +2,9 @@
 //! on a late regression, outlives a collector restart, and answers per stage.
 
 use super::*;
+use crate::model::logs::LogLine;
+use crate::model::logs::LogStreamIn;
 use crate::model::{LabelSet, Samples};
-use crate::store::logchunk::LogLine;
-use crate::store::logs::LogStreamIn;
 use crate::store::{LogBatchIn, SeriesGroup};
 
 const T0: i64 = 1_900_000_000_000;
@@ -41,7 +41,11 @@ fn write(store: &Store, seq: &mut u64, version: &str, containers: usize, t: i64,
 }
 
 fn gates(store: &Arc<Store>) -> Gates {
-    Gates::new(GatesConfig::default(), store.clone(), Arc::new(Engine::default()), Default::default())
+    Gates::new(
+        GatesConfig::default(),
+        Arc::new(Engine::default()),
+        crate::run::Recorder::new(store.clone(), Default::default()),
+    )
 }
 
 fn request(version: &str, stage: Option<&str>) -> GateRequest {
