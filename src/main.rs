@@ -350,7 +350,7 @@ async fn up(
 async fn logs_cmd(collector: &str, query: &str, since: Duration, limit: usize, follow: bool) -> ExitCode {
     let url = format!("{}/loki/api/v1/query_range", collector.trim_end_matches('/'));
     let client = reqwest::Client::new();
-    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    let now = lookout_collector::clock::now_ns;
     let mut start = now() - since.as_nanos() as i64;
     let mut seen: std::collections::HashSet<(i64, String, String)> = Default::default();
     loop {

@@ -1,6 +1,7 @@
 //! lookout-agent: discovers this host's containers, reads their cgroup, network and the host's
 //! metrics every interval and their logs as they are written, and ships it all to a collector.
 
+pub mod clock;
 pub mod config;
 pub mod discover;
 pub mod expose;

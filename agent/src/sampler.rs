@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use crate::clock::now_ms;
 use crate::discover::{identity_labels, Container, ContainerSet};
 use crate::metrics::cgroup::{self, ContainerCgroup, Layout};
 use crate::metrics::host::HostReader;
@@ -176,8 +177,4 @@ impl Sampler {
             next = (now_ms() / interval_ms + 1) * interval_ms;
         }
     }
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lookout_collector::clock::now_ms;
 use lookout_collector::ingest::remote_write;
 use lookout_collector::model::{LabelSet, Samples};
 use serde_json::Value;
@@ -36,8 +37,7 @@ pub fn run(containers: usize, hours: usize, runs: usize, label_series: usize, pr
     let client = reqwest::Client::new();
 
     // Containers' series ending now, written in time order to every target.
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
-    let end_ms = now_ms / 10_000 * 10_000;
+    let end_ms = now_ms() / 10_000 * 10_000;
     let steps = hours * 360;
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
     let mut sims: Vec<SimContainer> = (0..containers).map(|i| SimContainer::new(i, &mut rng)).collect();

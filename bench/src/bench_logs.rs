@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use lookout_agent::logs::assemble::Assembler;
 use lookout_agent::logs::tail::Tailer;
+use lookout_collector::clock::now_ns;
 
 pub fn run(lines: usize) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -130,8 +131,7 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
     let containers = 8;
     let per_stream = 1000; // lines per container per batch: 8,000 lines (~1 MB) a batch, as an agent under load
     let mut rng = crate::XorShift(0x9e37_79b9_7f4a_7c15);
-    let t0_ns: i64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as i64
-        - 20 * 3600 * 1_000_000_000;
+    let t0_ns: i64 = now_ns() - 20 * 3600 * 1_000_000_000;
     let (mut raw, mut lines, mut seq, mut needles) = (0u64, 0u64, 0u64, 0u64);
     let (mut append_wall, mut gen_cpu) = (0.0f64, 0.0f64);
     let cpu0 = crate::process_cpu_seconds();
@@ -199,7 +199,7 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
 
     let base = format!("http://{}", collector.http_addr);
     let client = reqwest::Client::new();
-    let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as i64;
+    let end = now_ns();
     let queries = [
         (r#"{service="x"} |= "needle-7f3a""#, "needle"),
         (r#"{service="x"} |~ "needle-7f3[a-z]""#, "needle by regex"),
@@ -291,9 +291,7 @@ pub fn ship(lines: usize, rate: usize, seconds: u64) -> anyhow::Result<()> {
         let (c2, d2) = (committed.clone(), delays.clone());
         rt.spawn(async move {
             while let Ok(batch) = feed.recv().await {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i64);
+                let now = now_ns();
                 for s in batch.iter() {
                     match s.labels.get("container") {
                         Some("lookout-bench-logship") => {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use lookout_agent::discover::{Container, ContainerSet};
 use lookout_agent::model::ContainerId;
 use lookout_agent::probe::{self, check::Runner, Drift, ProbeEvent, ProberConfig};
+use lookout_collector::clock::now_ms;
 
 /// Endpoints the simulated containers are spread over (one port each).
 const PORTS: usize = 8;
@@ -44,7 +45,7 @@ pub fn probes(containers: usize, interval: Duration, duration: Duration, kind: &
     let set: ContainerSet = Default::default();
     {
         let mut s = set.write().expect("container set");
-        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64() - 3600.0;
+        let started = now_ms() as f64 / 1e3 - 3600.0;
         for i in 0..containers {
             let hex = format!("{:064x}", 0xbe9c_0000_u64 + i as u64);
             let id = ContainerId::parse(&hex).ok_or_else(|| anyhow::anyhow!("bad id"))?;
@@ -209,20 +210,19 @@ pub fn restart(trials: usize, interval: Duration, retries: u32) -> anyhow::Resul
             // Let the probe see it healthy first.
             std::thread::sleep(interval * 2);
             let started = docker_inspect(&id, "{{.State.StartedAt}}")?;
-            let t0 = std::time::SystemTime::now();
+            let (t0, t0_ms) = (Instant::now(), now_ms());
             docker(&["exec", &id, "rm", "/www/healthz"])?;
             let deadline = Instant::now() + Duration::from_secs(120);
             while docker_inspect(&id, "{{.State.StartedAt}}")? == started {
                 anyhow::ensure!(Instant::now() < deadline, "{name} was not restarted in 2 minutes");
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let restarted = t0.elapsed()?.as_secs_f64();
+            let restarted = t0.elapsed().as_secs_f64();
             let decisions = rt.block_on(async {
                 let url = format!("http://{}/api/v1/decisions?kind=restart&container_id={id}", collector.http_addr);
                 reqwest::get(url).await?.json::<serde_json::Value>().await
             })?;
             let d = &decisions["data"][0];
-            let t0_ms = t0.duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
             let decided = (d["time_ms"].as_i64().unwrap_or(0) - t0_ms) as f64 / 1e3;
             let done = (d["settled_ms"].as_i64().unwrap_or(0) - t0_ms) as f64 / 1e3;
             println!("  trial {i}: decided after {decided:.2} s, restart carried out after {done:.2} s, Docker started it again after {restarted:.2} s");

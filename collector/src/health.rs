@@ -222,6 +222,35 @@ impl HealthBoard {
     }
 }
 
+/// Probe reports as ingest hands them over, for the tests of what reads the board.
+#[cfg(test)]
+pub(crate) mod reports {
+    use super::{ProbeReport, Run};
+
+    /// A probe run of container `id` of `service` at `t` (ms).
+    pub fn run(id: &str, service: &str, state: &str, streak: u32, t: i64) -> ProbeReport {
+        let labels = [("container_id", id), ("container", id), ("service", service), ("host", "h1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ProbeReport {
+            labels,
+            probe: "http".into(),
+            run: Run {
+                time_ms: t,
+                success: streak == 0,
+                duration_seconds: 0.01,
+                output: "HTTP 503".into(),
+                state: state.into(),
+            },
+            previous_state: None,
+            failing_streak: streak,
+            interval_seconds: 1.0,
+            restart: "on-unhealthy".into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use bollard::Docker;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::model::ContainerId;
 pub use identity::{identity_labels, service_of, version_of};
 
@@ -253,8 +254,4 @@ fn from_inspect(id: &ContainerId, info: bollard::models::ContainerInspectRespons
         address,
         healthcheck,
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -15,6 +15,7 @@ use super::checkpoint::Checkpoints;
 use super::jsonfile::Stream;
 use super::multiline::Rule;
 use super::tail::{Event, Tailer};
+use crate::clock::now_ns;
 use crate::discover::{identity, Container, ContainerSet};
 use crate::telemetry::AgentMetrics;
 
@@ -45,10 +46,6 @@ pub struct LogReaderConfig {
 fn rule_for(cfg: &[(crate::config::MultilineConfig, Arc<Rule>)], c: &Container) -> Option<Arc<Rule>> {
     let service = identity::service_of(c);
     cfg.iter().find(|(m, _)| m.matches(&service, &c.image)).map(|(_, r)| r.clone())
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// A stream's worth of lines for shipping.

@@ -93,10 +93,7 @@ impl Runner {
                 None => Outcome::fail("no Docker connection".into()),
             },
             Check::LogErrorRate { threshold, window, min_lines, .. } => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i64);
-                let (lines, errors) = self.rates.rate(&target.container_id, now, *window);
+                let (lines, errors) = self.rates.rate(&target.container_id, crate::clock::now_ns(), *window);
                 error_rate_outcome(lines, errors, *threshold, *window, *min_lines)
             }
         }

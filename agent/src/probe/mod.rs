@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::config::ProbeRule;
 use crate::discover::{identity, Container, ContainerSet};
 use check::{Runner, Target};
@@ -275,10 +276,6 @@ async fn next_event(
             Ok(_) => {}
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

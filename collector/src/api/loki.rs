@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use crate::clock::now_ns;
 use crate::model::logs::LogStreamOut;
 use crate::model::{format_value, LabelSet};
-use crate::query::logql::{self, eval, metric as logql_metric};
+use crate::query::logql::{self, eval, metric, LogQueryable};
 use crate::query::QueryError;
 
 /// `limit` when none is given.
@@ -63,7 +63,7 @@ fn time_ns(p: &Params, key: &str, default: i64) -> Result<i64, ApiError> {
 pub async fn query(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
     let text = p.required("query")?.to_string();
     let t = time_ns(&p, "time", now_ns())?;
-    if logql_metric::is_metric(&text) {
+    if metric::is_metric(&text) {
         return metric(&s, &text, &[t], true).await;
     }
     logs(s, p, text, t - 3600 * 1_000_000_000, t + 1).await
@@ -73,7 +73,7 @@ pub async fn query_range(State(s): State<AppState>, p: Params) -> Result<Respons
     let text = p.required("query")?.to_string();
     let end = time_ns(&p, "end", now_ns())?;
     let start = time_ns(&p, "start", end - 3600 * 1_000_000_000)?;
-    if logql_metric::is_metric(&text) {
+    if metric::is_metric(&text) {
         if end < start {
             return Err(ApiError::BadData("end timestamp must not be before start time".into()));
         }
@@ -112,8 +112,8 @@ async fn metric(s: &AppState, text: &str, times: &[i64], instant: bool) -> Resul
         .await?;
     let secs = |t: i64| t as f64 / 1e9;
     let data = match value {
-        logql_metric::Value::Scalar(v) => json!({"resultType": "scalar", "result": [secs(last), format_value(v)]}),
-        logql_metric::Value::Series(series) => {
+        metric::Value::Scalar(v) => json!({"resultType": "scalar", "result": [secs(last), format_value(v)]}),
+        metric::Value::Series(series) => {
             let result: Vec<serde_json::Value> = series
                 .into_iter()
                 .map(|(labels, pts)| {
@@ -256,7 +256,7 @@ pub async fn tail(
     p: Params,
 ) -> Result<Response, ApiError> {
     let text = p.required("query")?.to_string();
-    if logql_metric::is_metric(&text) {
+    if metric::is_metric(&text) {
         return Err(ApiError::BadData("tail takes a log query, not a metric query".into()));
     }
     let q = parse_selectors(&s, &[text.as_str()]).await?.pop().expect("one query parsed from one text");
@@ -290,7 +290,7 @@ async fn tail_socket(
                 v.reverse();
             }
         }
-        Ok::<_, crate::store::StoreError>((result, seen))
+        Ok::<_, QueryError>((result, seen))
     })
     .await;
     let (history, mut seen) = match history {

@@ -512,6 +512,15 @@ pub fn stats(
 }
 
 impl super::Store {
+    /// The matching streams' head lines in the range, and (in the same snapshot) the newest chunk
+    /// id: chunks sealed after it hold head lines already taken, so readers leave them out.
+    fn heads(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Heads<Vec<LogLine>> {
+        self.logs
+            .read()
+            .expect("logs lock poisoned")
+            .select_heads(matchers, start_ns, end_ns, |lines| lines.cloned().collect())
+    }
+
     /// Where the agent's log reading stands, per source, as committed.
     pub fn log_resume(&self, agent_id: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let w = self.writer.lock().expect("writer lock poisoned");
@@ -521,53 +530,6 @@ impl super::Store {
             .map_err(self.sql_err())?;
         let rows = stmt.query_map(params![agent_id], |r| Ok((r.get(0)?, r.get(1)?))).map_err(self.sql_err())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.sql_err())
-    }
-
-    /// Log streams matching every matcher, with their lines in `[start_ns, end_ns)` in time order.
-    pub fn select_logs(
-        &self,
-        matchers: &[Matcher],
-        start_ns: i64,
-        end_ns: i64,
-    ) -> Result<Vec<LogStreamOut>, StoreError> {
-        // Heads and the newest chunk id in one snapshot: chunks sealed after it hold head lines we
-        // already have (and later ones), so they are left out.
-        self.select_logs_where(matchers, start_ns, end_ns, &LinePrefilter::default())
-    }
-
-    /// `select_logs`, keeping only lines that pass `filter` (checked before a line is copied out).
-    pub fn select_logs_where(
-        &self,
-        matchers: &[Matcher],
-        start_ns: i64,
-        end_ns: i64,
-        filter: &LinePrefilter<'_>,
-    ) -> Result<Vec<LogStreamOut>, StoreError> {
-        let heads = self
-            .logs
-            .read()
-            .expect("logs lock poisoned")
-            .select_heads(matchers, start_ns, end_ns, |lines| lines.cloned().collect());
-        self.with_reader("log chunk", |conn| read(conn, heads, start_ns, end_ns, filter))
-    }
-
-    /// Folds the matching streams' lines in `[start_ns, end_ns)` into accumulators, copying no line
-    /// out (see `fold`): how log metric queries and counts run in bounded memory.
-    pub fn fold_logs<A: Send>(
-        &self,
-        matchers: &[Matcher],
-        start_ns: i64,
-        end_ns: i64,
-        filter: &LinePrefilter<'_>,
-        init: &(dyn Fn() -> A + Sync),
-        visit: &(dyn Fn(&mut A, &LabelSet, i64, u64, &str) + Sync),
-    ) -> Result<Vec<A>, StoreError> {
-        let heads = self
-            .logs
-            .read()
-            .expect("logs lock poisoned")
-            .select_heads(matchers, start_ns, end_ns, |lines| lines.cloned().collect());
-        self.with_reader("log chunk", |conn| fold(conn, heads, start_ns, end_ns, filter, init, visit))
     }
 
     /// Log lines as they are committed, batch by batch (a listener too slow for
@@ -599,7 +561,8 @@ impl super::Store {
     }
 }
 
-/// LogQL reads the store through its seam, as PromQL does through `Queryable`.
+/// LogQL (and the gates' error counts) read the store's lines through LogQL's seam, as PromQL
+/// reads samples through `Queryable`.
 impl crate::query::logql::LogQueryable for super::Store {
     fn fold_logs<A: Send>(
         &self,
@@ -610,11 +573,14 @@ impl crate::query::logql::LogQueryable for super::Store {
         init: &(dyn Fn() -> A + Sync),
         visit: &(dyn Fn(&mut A, &LabelSet, i64, u64, &str) + Sync),
     ) -> Result<Vec<A>, QueryError> {
-        super::Store::fold_logs(self, matchers, start_ns, end_ns, filter, init, visit)
+        let heads = self.heads(matchers, start_ns, end_ns);
+        self.with_reader("log chunk", |conn| fold(conn, heads, start_ns, end_ns, filter, init, visit))
             .map_err(|e| QueryError::Storage(e.to_string()))
     }
 
     fn select_logs(&self, matchers: &[Matcher], start_ns: i64, end_ns: i64) -> Result<Vec<LogStreamOut>, QueryError> {
-        super::Store::select_logs(self, matchers, start_ns, end_ns).map_err(|e| QueryError::Storage(e.to_string()))
+        let heads = self.heads(matchers, start_ns, end_ns);
+        self.with_reader("log chunk", |conn| read(conn, heads, start_ns, end_ns, &LinePrefilter::default()))
+            .map_err(|e| QueryError::Storage(e.to_string()))
     }
 }

@@ -5,6 +5,7 @@ use super::logs::CHUNK_RAW_BYTES;
 use super::*;
 use crate::model::logs::{LogLine, LogStreamIn};
 use crate::model::Matcher;
+use crate::query::logql::LogQueryable;
 
 fn stream(container: &str, lines: impl IntoIterator<Item = (i64, String)>) -> LogStreamIn {
     LogStreamIn {

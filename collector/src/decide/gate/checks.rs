@@ -493,4 +493,115 @@ mod tests {
         assert_eq!(changes_after(&ts, &vs, 0, |a, b| a != b), 2);
         assert_eq!(changes_after(&ts, &vs, 25, |a, b| a != b), 1);
     }
+
+    fn plan(baseline: Option<&str>) -> Plan {
+        let req = super::super::spec::GateRequest::parse(br#"{"service":"shop","version":"2"}"#).unwrap();
+        let cfg = super::super::spec::GatesConfig::default();
+        cfg.plan(&req, baseline.map(str::to_string), String::new(), &|_| Ok(())).unwrap()
+    }
+
+    fn series(container: &str, points: &[(i64, f64)]) -> SeriesData {
+        SeriesData {
+            labels: crate::model::LabelSet::from_pairs([("container", container)]),
+            samples: crate::model::Samples {
+                ts: points.iter().map(|p| p.0).collect(),
+                values: points.iter().map(|p| p.1).collect(),
+            },
+        }
+    }
+
+    /// Every check of the default plan judged on `read`'s reading for it.
+    fn judge(plan: &Plan, read: impl Fn(&CheckKind) -> Result<Reading, String>) -> Outcome {
+        let readings = plan.checks.iter().map(|c| read(&c.kind)).collect();
+        evaluate(plan, 0, readings, false)
+    }
+
+    fn quiet(kind: &CheckKind) -> Result<Reading, String> {
+        let none = || Pair { canary: Vec::new(), baseline: Some(Vec::new()) };
+        Ok(match kind {
+            CheckKind::ErrorRate { .. } => Reading::Lines(Pair { canary: (10, 20_000), baseline: Some((10, 20_000)) }),
+            CheckKind::Restarts { .. } => Reading::Restarts {
+                starts: Pair { canary: vec![series("c2", &[(0, 5.0), (10_000, 5.0)])], baseline: Some(Vec::new()) },
+                ooms: none(),
+            },
+            CheckKind::ProbeFailures { .. } => Reading::ProbeRuns(none()),
+            CheckKind::Query { .. } => Reading::Values(Pair { canary: Vec::new(), baseline: Some(Vec::new()) }),
+            _ => Reading::Series(none()),
+        })
+    }
+
+    #[test]
+    fn readings_alone_decide_a_release_errors_fail_it_and_a_crash_loop_names_its_container() {
+        let p = plan(Some("1"));
+        let calm = judge(&p, quiet);
+        let by = |o: &Outcome, name: &str| o.checks.iter().find(|c| c.name == name).unwrap().clone();
+        assert_eq!(by(&calm, "error_rate").verdict, Verdict::Pass, "{:?}", by(&calm, "error_rate"));
+        assert_eq!(by(&calm, "probe_failures").verdict, Verdict::Skip);
+        assert_eq!(by(&calm, "restarts").verdict, Verdict::Pass);
+
+        let errors = judge(&p, |k| match k {
+            CheckKind::ErrorRate { .. } => {
+                Ok(Reading::Lines(Pair { canary: (400, 20_000), baseline: Some((10, 20_000)) }))
+            }
+            k => quiet(k),
+        });
+        assert_eq!(errors.verdict, Verdict::Fail);
+        assert!(errors.reason.starts_with("error_rate: 2.00% error lines (400 of 20000)"), "{}", errors.reason);
+
+        let crash = judge(&p, |k| match k {
+            CheckKind::Restarts { .. } => Ok(Reading::Restarts {
+                starts: Pair {
+                    canary: vec![series("c2", &[(0, 5.0), (10_000, 15.0), (20_000, 25.0)])],
+                    baseline: None,
+                },
+                ooms: Pair { canary: Vec::new(), baseline: None },
+            }),
+            k => quiet(k),
+        });
+        let r = by(&crash, "restarts");
+        assert_eq!((r.verdict, r.canary), (Verdict::Fail, Some(2.0)));
+        assert!(r.detail.contains("c2 restarted 2×"), "{}", r.detail);
+
+        let unread = judge(&p, |k| match k {
+            CheckKind::Cpu { .. } => Err("the store failed".into()),
+            k => quiet(k),
+        });
+        let cpu = by(&unread, "cpu");
+        assert_eq!((cpu.verdict, cpu.detail.as_str()), (Verdict::Wait, "could not read the data: the store failed"));
+    }
+
+    #[test]
+    fn cpu_is_compared_by_its_typical_use_and_a_leak_fails_on_its_slope() {
+        let p = plan(Some("1"));
+        // Counters rising by 0.1 core (baseline) and 0.3 core (canary) per 10 s sample, 30 samples each.
+        let counter =
+            |rate: f64, c: &str| series(c, &(0..30).map(|i| (i * 10_000, rate * 10.0 * i as f64)).collect::<Vec<_>>());
+        let cpu = |canary: f64| {
+            move |k: &CheckKind| match k {
+                CheckKind::Cpu { .. } => Ok(Reading::Series(Pair {
+                    canary: vec![counter(canary, "c2")],
+                    baseline: Some(vec![counter(0.1, "c1")]),
+                })),
+                k => quiet(k),
+            }
+        };
+        let by = |o: &Outcome| o.checks.iter().find(|c| c.name == "cpu").unwrap().clone();
+        assert_eq!(by(&judge(&p, cpu(0.3))).verdict, Verdict::Fail, "three times the baseline's CPU");
+        assert_eq!(by(&judge(&p, cpu(0.1))).verdict, Verdict::Pass, "the same use as the baseline");
+
+        // Working set: steady at 100 MB for the baseline, growing 2 MB a minute for the canary (its level stays within the tolerance).
+        let ws = |slope_per_min: f64, c: &str| {
+            series(c, &(0..30).map(|i| (i * 10_000, 100e6 + slope_per_min * i as f64 / 6.0)).collect::<Vec<_>>())
+        };
+        let leak = judge(&p, |k| match k {
+            CheckKind::Memory { .. } => Ok(Reading::Series(Pair {
+                canary: vec![ws(2e6, "c2"), ws(2e6, "c3")],
+                baseline: Some(vec![ws(0.0, "c1"), ws(0.0, "c4")]),
+            })),
+            k => quiet(k),
+        });
+        let m = leak.checks.iter().find(|c| c.name == "memory").unwrap();
+        assert_eq!(m.verdict, Verdict::Fail, "{}", m.detail);
+        assert!(m.detail.contains("working set grows"), "{}", m.detail);
+    }
 }

@@ -1,34 +1,12 @@
 //! The restart rules on plain values: a board made of probe reports, a memory, and times.
 
 use super::*;
-use crate::health::{HealthBoard, ProbeReport, Run};
+use crate::health::reports::run;
+use crate::health::HealthBoard;
 
 fn cfg(toml_restart: &str) -> RestartConfig {
     let c: crate::config::CollectorConfig = toml::from_str(toml_restart).unwrap();
     c.restart
-}
-
-/// A probe run of container `id` of `service` at `t` (ms).
-fn run(id: &str, service: &str, state: &str, streak: u32, t: i64) -> ProbeReport {
-    let labels = [("container_id", id), ("container", id), ("service", service), ("host", "h1")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    ProbeReport {
-        labels,
-        probe: "http".into(),
-        run: Run {
-            time_ms: t,
-            success: streak == 0,
-            duration_seconds: 0.01,
-            output: "HTTP 503".into(),
-            state: state.into(),
-        },
-        previous_state: None,
-        failing_streak: streak,
-        interval_seconds: 1.0,
-        restart: "on-unhealthy".into(),
-    }
 }
 
 fn look(cfg: &RestartConfig, board: &HealthBoard, memory: &mut Memories, now: i64) -> Vec<Planned> {

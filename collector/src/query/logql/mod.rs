@@ -73,14 +73,17 @@ pub struct LinePrefilter<'a> {
 }
 
 impl LinePrefilter<'_> {
+    #[inline]
     pub fn spent(&self) -> bool {
         self.budget.is_some_and(|b| b.spent().is_some())
     }
 
+    #[inline]
     pub(crate) fn lacks_a_needle(&self, raw: &[u8]) -> bool {
         self.needles.iter().any(|n| memchr::memmem::find(raw, n).is_none())
     }
 
+    #[inline]
     pub(crate) fn keeps(&self, line: &str) -> bool {
         self.keep.is_none_or(|keep| keep(line))
     }

@@ -42,6 +42,7 @@ pub(super) fn required_prefix(pattern: &str) -> Vec<u8> {
 }
 
 impl LineFilter {
+    #[inline]
     pub fn keeps(&self, line: &str) -> bool {
         match self {
             LineFilter::Contains(s) => line.contains(s.as_str()),
@@ -150,6 +151,7 @@ impl LogQuery {
     }
 
     /// Whether a line passes the pipeline's line filters (for pipelines that are `filters_only`).
+    #[inline]
     pub fn keeps(&self, line: &str) -> bool {
         self.leading_filters().all(|f| f.keeps(line))
     }

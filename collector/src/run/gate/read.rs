@@ -4,7 +4,7 @@
 use crate::decide::gate::checks::{Pair, Reading};
 use crate::decide::gate::spec::{Check, CheckKind, Plan};
 use crate::model::{Matcher, SeriesData};
-use crate::query::logql::LinePrefilter;
+use crate::query::logql::{LinePrefilter, LogQueryable};
 use crate::query::promql::Engine;
 use crate::store::Store;
 

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::*;
 use crate::clock::now_ms;
-use crate::health::{ProbeReport, Run};
+use crate::health::reports::run;
 use crate::model::decision::{Decision, Subject};
 use crate::store::Store;
 
@@ -24,29 +24,6 @@ fn fixture(toml_restart: &str) -> Fixture {
     let cfg: crate::config::CollectorConfig = toml::from_str(toml_restart).unwrap();
     let r = Restarter::new(cfg.restart, board.clone(), Recorder::new(store.clone(), Default::default()), now_ms());
     Fixture { _dir: dir, store, board, r }
-}
-
-/// A probe run of container `id` of `service` at `t` (ms).
-fn run(id: &str, service: &str, state: &str, streak: u32, t: i64) -> ProbeReport {
-    let labels = [("container_id", id), ("container", id), ("service", service), ("host", "h1")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    ProbeReport {
-        labels,
-        probe: "http".into(),
-        run: Run {
-            time_ms: t,
-            success: streak == 0,
-            duration_seconds: 0.01,
-            output: "HTTP 503".into(),
-            state: state.into(),
-        },
-        previous_state: None,
-        failing_streak: streak,
-        interval_seconds: 1.0,
-        restart: "on-unhealthy".into(),
-    }
 }
 
 fn kinds(store: &Store) -> Vec<(String, String)> {
