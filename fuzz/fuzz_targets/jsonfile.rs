@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         a.push(r, 0, &mut split);
     }
     if let Some(cp) = a.checkpoint() {
-        let mut b = Assembler::resume(&cp);
+        let mut b = Assembler::resume(&cp, None, 0);
         for r in &raws[half..] {
             b.push(r, 0, &mut split);
         }
