@@ -47,7 +47,7 @@ async fn call(req: reqwest::RequestBuilder) -> Answer {
 
 pub async fn gate(a: GateArgs) -> ExitCode {
     let base = a.collector.trim_end_matches('/').to_string();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
+    let client = crate::http_client(Some(Duration::from_secs(30)));
     let mut body = json!({"service": a.service, "version": a.version});
     for (k, v) in [
         ("baseline_version", &a.baseline),
@@ -199,7 +199,7 @@ pub fn table(g: &Value) -> String {
 
 pub async fn status(collector: &str, service: &str) -> ExitCode {
     let base = collector.trim_end_matches('/');
-    let client = reqwest::Client::new();
+    let client = crate::http_client(None);
     let s = match call(client.get(format!("{base}/api/v1/services/{service}"))).await {
         Answer::Ok(200, v) => v,
         Answer::Ok(_, e) => {
@@ -258,7 +258,7 @@ pub async fn status(collector: &str, service: &str) -> ExitCode {
 /// Exits 0 when the recomputed decision is the recorded one, 1 when it differs.
 pub async fn replay(collector: &str, decision: i64) -> ExitCode {
     let base = collector.trim_end_matches('/');
-    let client = reqwest::Client::new();
+    let client = crate::http_client(None);
     let r = match call(client.get(format!("{base}/api/v1/decisions/{decision}/replay"))).await {
         Answer::Ok(200, v) => v,
         Answer::Ok(_, e) => {

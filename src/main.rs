@@ -17,8 +17,44 @@ struct Cli {
     /// Log lines as `text` (colour only on a terminal) or `json`; overrides `[log] format`.
     #[arg(long, global = true)]
     log_format: Option<lookout_daemon::logging::LogFormat>,
+    /// A file holding the token the collector's HTTP API wants (`query`, `logs`, `gate`, `status`,
+    /// `replay`); else the token in `LOOKOUT_TOKEN`, if set. Never a token on the command line.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// The token the HTTP commands send, read once at start.
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// An HTTP client for the collector's API, with the token (when there is one) on every request.
+pub(crate) fn http_client(timeout: Option<Duration>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(Some(t)) = TOKEN.get() {
+        if let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")) {
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+    }
+    let mut b = reqwest::Client::builder().default_headers(headers);
+    if let Some(t) = timeout {
+        b = b.timeout(t);
+    }
+    b.build().unwrap_or_default()
+}
+
+/// `--token-file`'s first line, else `LOOKOUT_TOKEN`.
+fn read_token(file: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("cannot read --token-file {}: {e}", f.display()))?;
+        let t = text.lines().next().unwrap_or("").trim().to_string();
+        if t.is_empty() {
+            return Err(format!("--token-file {} is empty", f.display()));
+        }
+        return Ok(Some(t));
+    }
+    Ok(std::env::var("LOOKOUT_TOKEN").ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
 }
 
 #[derive(Subcommand)]
@@ -132,6 +168,11 @@ enum Cmd {
         #[arg(long)]
         kind: Option<ConfigKind>,
     },
+    /// Tokens for the collector's tokens file.
+    Token {
+        #[command(subcommand)]
+        what: TokenCmd,
+    },
     /// Measure lookout on this machine (figures for docs/performance.md): runs `lookout-bench`,
     /// built beside this program by `cargo build --release --workspace`.
     #[command(disable_help_flag = true)]
@@ -139,6 +180,69 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Print a new random token, and the line that lets it in (for the collector's tokens file).
+    New {
+        /// Who holds it: `grafana`, `ci`, a host's name (basic auth sends it as the user name).
+        #[arg(long)]
+        name: String,
+        /// `read`, `write`, `admin` (HTTP) or `agent` (gRPC ingest); several with commas.
+        #[arg(long)]
+        scope: String,
+        /// For `agent`: the hosts it may speak for, with `*` for any run of characters.
+        #[arg(long)]
+        hosts: Option<String>,
+    },
+    /// The tokens-file line for a token you have, read from standard input.
+    Hash {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        hosts: Option<String>,
+    },
+}
+
+/// The tokens-file line for `token`, checked as the collector will read it.
+fn token_line(token: &str, name: &str, scope: &str, hosts: Option<&str>) -> Result<String, String> {
+    let line = format!(
+        "{name} {scope} {}{}",
+        lookout_collector::auth::hash_hex(token),
+        hosts.map(|h| format!(" {h}")).unwrap_or_default()
+    );
+    lookout_collector::auth::Tokens::parse(&line).map_err(|(_, m)| m)?;
+    Ok(line)
+}
+
+fn token_cmd(what: TokenCmd) -> ExitCode {
+    let (token, name, scope, hosts, new) = match what {
+        TokenCmd::New { name, scope, hosts } => (lookout_collector::auth::new_token(), name, scope, hosts, true),
+        TokenCmd::Hash { name, scope, hosts } => {
+            let mut t = String::new();
+            if std::io::stdin().read_line(&mut t).is_err() || t.trim().is_empty() {
+                eprintln!("error: give the token on standard input");
+                return ExitCode::from(64);
+            }
+            (t.trim().to_string(), name, scope, hosts, false)
+        }
+    };
+    match token_line(&token, &name, &scope, hosts.as_deref()) {
+        Ok(line) => {
+            if new {
+                println!("token (shown once; keep it in a file only its user can read):\n{token}\n");
+            }
+            println!("line for the collector's tokens file:\n{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(64)
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -179,6 +283,15 @@ fn bench(args: Vec<std::ffi::OsString>) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = cli.log_format;
+    match read_token(cli.token_file.as_deref()) {
+        Ok(t) => {
+            let _ = TOKEN.set(t);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(64);
+        }
+    }
     if !matches!(cli.cmd, Cmd::Agent { .. } | Cmd::Collector { .. }) {
         // The daemons install their logger once their config (and its `[log]`) is read.
         lookout_daemon::logging::init("info", log_format.unwrap_or_default());
@@ -186,6 +299,7 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::CheckConfig { file, kind } => check_config(&file, kind),
         Cmd::Bench { args } => bench(args),
+        Cmd::Token { what } => token_cmd(what),
         Cmd::Agent { config } => daemon(&config, log_format, |cfg: lookout_agent::AgentConfig, stop| async move {
             let running = lookout_agent::start(cfg, stop).await?;
             running.done.await?;
@@ -349,7 +463,7 @@ async fn up(
 /// and stream; with `follow`, polls every second.
 async fn logs_cmd(collector: &str, query: &str, since: Duration, limit: usize, follow: bool) -> ExitCode {
     let url = format!("{}/loki/api/v1/query_range", collector.trim_end_matches('/'));
-    let client = reqwest::Client::new();
+    let client = http_client(None);
     let now = lookout_collector::clock::now_ns;
     let mut start = now() - since.as_nanos() as i64;
     let mut seen: std::collections::HashSet<(i64, String, String)> = Default::default();
@@ -414,7 +528,7 @@ async fn query_cmd(collector: &str, query: &str, time: Option<&str>) -> ExitCode
         form.push(("time", t.to_string()));
     }
     let url = format!("{}/api/v1/query", collector.trim_end_matches('/'));
-    let resp = match reqwest::Client::new().post(&url).form(&form).send().await {
+    let resp = match http_client(None).post(&url).form(&form).send().await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot reach the collector at {collector}: {e}");

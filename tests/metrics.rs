@@ -296,26 +296,73 @@ fn the_agent_serves_its_readings_and_its_own_metrics() {
 }
 
 #[test]
-fn a_collector_with_tokens_refuses_agents_without_one() {
+fn a_collector_with_tokens_refuses_agents_without_one_and_agents_speaking_for_another_host() {
+    use std::os::unix::fs::PermissionsExt;
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (http, grpc) = (free_addr(), free_addr());
-    let token = "s3cret-token-for-tests-0123456789";
-    let collector =
-        Lookout::collector_with(&dir.path().join("c"), http, grpc, &format!("[ingest]\ntokens = [\"{token}\"]\n"));
-    let base = collector.url();
-    let nobody = dir.path().join("nobody");
-    std::fs::create_dir_all(&nobody).unwrap();
+    let (token, reader) = ("s3cret-token-for-tests-0123456789", "a-reader-token-for-tests-0123456");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        format!(
+            "# name scopes sha256 hosts\nfriend agent {} friend\ngrafana read {}\n",
+            lookout_collector::auth::hash_hex(token),
+            lookout_collector::auth::hash_hex(reader)
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let collector = Lookout::collector_with(
+        &dir.path().join("c"),
+        http,
+        grpc,
+        &format!("tokens_file = \"{}\"\n", tokens.display()),
+    );
+    // Reads need the read token too; basic auth as Grafana sends it, from the URL's user and password.
+    let base = format!("http://grafana:{reader}@{http}");
+    assert_eq!(reqwest::blocking::get(format!("{}/api/v1/labels", collector.url())).unwrap().status(), 401);
+    let agent_dir = |name: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let (nobody, friend, impostor) = (agent_dir("nobody"), agent_dir("friend"), agent_dir("impostor"));
     let mut without = spawn_agent(&nobody, grpc, "host = \"intruder\"\n");
-    let friend = dir.path().join("friend");
-    std::fs::create_dir_all(&friend).unwrap();
     let mut with = spawn_agent(&friend, grpc, &format!("host = \"friend\"\ntoken = \"{token}\"\n"));
+    let mut other = spawn_agent(&impostor, grpc, &format!("host = \"impostor\"\ntoken = \"{token}\"\n"));
     eventually(Duration::from_secs(15), "the friendly agent's samples", || one(&base, "node_load1{host=\"friend\"}"));
+    eventually(Duration::from_secs(15), "the impostor refused and counted", || {
+        let m = reqwest::blocking::get(format!("{base}/metrics")).ok()?.text().ok()?;
+        m.lines().any(|l| l.starts_with("lookout_collector_ingest_refused_total{reason=\"host\"}")).then_some(())
+    });
     assert!(instant(&base, "node_load1{host=\"intruder\"}").is_empty());
-    let _ = without.kill();
-    let _ = with.kill();
-    let _ = without.wait();
-    let _ = with.wait();
+    assert!(instant(&base, "node_load1{host=\"impostor\"}").is_empty(), "nothing of the impostor is stored");
+    // The CLI sends a token from a file (or LOOKOUT_TOKEN), never from its command line.
+    let token_file = dir.path().join("reader.token");
+    std::fs::write(&token_file, format!("{reader}\n")).unwrap();
+    let query = |extra: &[&str], env: Option<&str>| {
+        let mut c = std::process::Command::new(lookout_bin());
+        c.args(["query", "--collector", &collector.url()]).args(extra).arg("node_load1{host=\"friend\"}");
+        c.env_remove("LOOKOUT_TOKEN");
+        if let Some(t) = env {
+            c.env("LOOKOUT_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let out = query(&["--token-file", token_file.to_str().unwrap()], None);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("host=\"friend\""), "{out:?}");
+    assert!(query(&[], Some(reader)).status.success(), "LOOKOUT_TOKEN serves as well");
+    let out = query(&[], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("credentials needed"), "{out:?}");
+    for c in [&mut without, &mut with, &mut other] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     let log = std::fs::read_to_string(nobody.join("agent.log")).unwrap();
     assert!(log.contains("missing bearer token"), "the refused agent says why:\n{log}");
+    let log = std::fs::read_to_string(impostor.join("agent.log")).unwrap();
+    assert!(log.contains("token friend speaks for hosts friend, not for host"), "the impostor says why:\n{log}");
+    assert!(!collector.log().contains(token) && !collector.log().contains(reader), "no token is ever logged");
 }

@@ -52,6 +52,14 @@ pub enum Bench {
         #[arg(long, default_value = "5s", value_parser = |s: &str| humantime::parse_duration(s))]
         stream_for: Duration,
     },
+    /// What checking a token costs the collector per request: SHA-256 of the presented token and a
+    /// constant-time comparison with every entry of a tokens file of N entries.
+    Auth {
+        #[arg(long, default_value_t = 100)]
+        entries: usize,
+        #[arg(long, default_value_t = 200_000)]
+        checks: usize,
+    },
     /// `1+1` latency for one client while others send deep, long and huge queries without pause.
     Hostile {
         #[arg(long, default_value_t = 30)]
@@ -194,6 +202,7 @@ pub fn run(what: Bench) -> std::process::ExitCode {
     let result = match what {
         Bench::Stop { agents, rounds, stream_for } => crate::bench_daemons::stop(agents, rounds, stream_for),
         Bench::Hostile { seconds, clients } => crate::bench_daemons::hostile(seconds, clients),
+        Bench::Auth { entries, checks } => auth(entries, checks),
         Bench::Ingest { containers, samples, per_batch, dir } => ingest(containers, samples, per_batch, dir),
         Bench::Agent { containers, duration, interval } => agent(containers, duration, interval),
         Bench::Query { containers, hours, runs } => query(containers, hours, runs),
@@ -218,6 +227,31 @@ pub fn run(what: Bench) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn auth(entries: usize, checks: usize) -> anyhow::Result<()> {
+    use lookout_collector::auth::{hash_hex, new_token, Tokens};
+    let tokens: Vec<String> = (0..entries.max(1)).map(|_| new_token()).collect();
+    let file: String = tokens.iter().enumerate().map(|(i, t)| format!("client-{i} read {}\n", hash_hex(t))).collect();
+    let parsed = Tokens::parse(&file).map_err(|(l, m)| anyhow::anyhow!("line {l}: {m}"))?;
+    let last = tokens.last().expect("at least one").clone();
+    let stranger = new_token();
+    println!("auth: a tokens file of {} entries, {checks} checks each", parsed.len());
+    for (what, token) in [("a known token (the last entry)", &last), ("an unknown token", &stranger)] {
+        let cpu = process_cpu_seconds();
+        let t = Instant::now();
+        let mut hits = 0usize;
+        for _ in 0..checks {
+            hits += usize::from(std::hint::black_box(&parsed).check(std::hint::black_box(token)).is_some());
+        }
+        let (wall, cpu) = (t.elapsed().as_secs_f64(), process_cpu_seconds() - cpu);
+        println!(
+            "  {what}: {:.2} µs per check ({:.2} µs of CPU), {hits} found",
+            wall * 1e6 / checks as f64,
+            cpu * 1e6 / checks as f64
+        );
+    }
+    Ok(())
 }
 
 /// A small deterministic generator, so every run measures the same data.

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::CollectorConfig;
-use crate::{api, health, ingest, query, run, store, telemetry};
+use crate::{api, auth, health, ingest, query, run, store, telemetry};
 
 /// A running collector: where it listens, and a handle that ends when it has stopped.
 pub struct Running {
@@ -32,6 +32,16 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
         log_chunk_max_age: cfg.logs.chunk_max_age,
         ..Default::default()
     };
+    let problems = cfg.validate();
+    anyhow::ensure!(problems.is_empty(), "the collector's configuration is invalid:\n  {}", problems.join("\n  "));
+    let tokens = Arc::new(match &cfg.tokens_file {
+        Some(path) => auth::Tokens::load(path)?,
+        None => auth::Tokens::default(),
+    });
+    let beyond_loopback = !cfg.http_listen.ip().is_loopback() || !cfg.grpc_listen.ip().is_loopback();
+    if tokens.is_empty() && beyond_loopback {
+        tracing::warn!(http = %cfg.http_listen, grpc = %cfg.grpc_listen, "insecure = true: listening beyond loopback without credentials; anyone who reaches these ports can read every log line and write data");
+    }
     let data_dir = cfg.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || store::Store::open(&data_dir, options))
         .await?
@@ -72,19 +82,14 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
         shutdown: shutdown.clone(),
         registry: Arc::new(Mutex::new(registry)),
         metrics: metrics.clone(),
+        tokens: tokens.clone(),
     };
     let router = api::router(state);
     let restarter = Arc::new(run::restart::Restarter::new(cfg.restart.clone(), health.clone(), recorder, now_ms()));
     tokio::spawn(restarter.clone().run(shutdown.clone()));
-    let ingest = ingest::IngestService::new(
-        store.clone(),
-        cfg.ingest.tokens.clone(),
-        metrics,
-        health,
-        restarter.clone(),
-        shutdown.clone(),
-    )
-    .into_server();
+    let ingest =
+        ingest::IngestService::new(store.clone(), tokens, metrics, health, restarter.clone(), shutdown.clone())
+            .into_server();
 
     let s1 = shutdown.clone();
     let http_task =

@@ -49,10 +49,11 @@ impl Outbox {
         }
     }
 
-    /// The command an answer is for, taken out; `None` when it is not waiting (past its deadline).
-    pub fn answered(&self, id: &str) -> Option<Command> {
+    /// The command an answer from `host` is for, taken out; `None` when no command of that id waits
+    /// for that host (past its deadline, or sent to another).
+    pub fn answered(&self, host: &str, id: &str) -> Option<Command> {
         let mut cmds = self.commands.lock().expect("commands poisoned");
-        let i = cmds.iter().position(|c| c.id == id)?;
+        let i = cmds.iter().position(|c| c.id == id && c.host == host)?;
         Some(cmds.remove(i))
     }
 

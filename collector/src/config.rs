@@ -27,6 +27,14 @@ pub struct CollectorConfig {
     /// `[logs] max_mib` it keeps the store within a disk budget.
     #[serde(default)]
     pub retention_size_mib: u64,
+    /// Who may connect: agents (scope `agent`, with the hosts each may speak for) and HTTP clients
+    /// (`read`, `write`, `admin`), as SHA-256 hashes of their tokens, one a line (docs/security.md).
+    /// Required when either listener is beyond loopback.
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
+    /// Listen beyond loopback without any credentials. For a trusted network only; logged at start.
+    #[serde(default)]
+    pub insecure: bool,
     #[serde(default)]
     pub ingest: IngestConfig,
     #[serde(default)]
@@ -67,10 +75,10 @@ impl Default for LogsConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
-    /// Bearer tokens agents may present. Empty means no authentication, which is allowed only when
-    /// the gRPC listener is on a loopback address.
+    /// No longer read: tokens are kept as hashes in `tokens_file`; a config that still has them is
+    /// refused with what to do.
     #[serde(default)]
-    pub tokens: Vec<String>,
+    pub tokens: Option<Vec<String>>,
 }
 
 mod defaults {
@@ -148,14 +156,23 @@ impl CollectorConfig {
                 problems.push(format!("autoscale[{i}].service: {:?} has a policy already", p.service));
             }
         }
-        if self.ingest.tokens.is_empty() && !self.grpc_listen.ip().is_loopback() {
-            problems.push(format!(
-                "ingest.tokens: required when grpc_listen ({}) is not a loopback address, so that only your agents can write",
-                self.grpc_listen
-            ));
+        if self.ingest.tokens.is_some() {
+            problems.push(
+                "ingest.tokens: tokens are no longer kept in the config; put their SHA-256 hashes in the file tokens_file names (`lookout token hash --name NAME --scope agent --hosts '*'` prints the line for a token you have; docs/security.md)"
+                    .to_string(),
+            );
         }
-        if let Some(i) = self.ingest.tokens.iter().position(|t| t.len() < 16) {
-            problems.push(format!("ingest.tokens[{i}]: must be at least 16 characters"));
+        for (key, addr) in [("grpc_listen", self.grpc_listen), ("http_listen", self.http_listen)] {
+            if self.tokens_file.is_none() && !self.insecure && !addr.ip().is_loopback() {
+                problems.push(format!(
+                    "tokens_file: required when {key} ({addr}) is not a loopback address, so that only your agents and clients get in (insecure = true listens without credentials)"
+                ));
+            }
+        }
+        if let Some(path) = &self.tokens_file {
+            if let Err(e) = crate::auth::Tokens::load(path) {
+                problems.push(format!("tokens_file: {e}"));
+            }
         }
         let policies = std::iter::once(("restart.default".to_string(), &self.restart.default))
             .chain(self.restart.policies.iter().enumerate().map(|(i, p)| (format!("restart.policies[{i}]"), p)));
@@ -223,10 +240,17 @@ mod tests {
     }
 
     #[test]
-    fn public_grpc_listener_without_tokens_is_refused() {
-        let err =
-            CollectorConfig::parse(Path::new("c.toml"), "grpc_listen = \"0.0.0.0:9471\"\n").unwrap_err().to_string();
-        assert!(err.contains("ingest.tokens"), "{err}");
+    fn a_listener_beyond_loopback_without_credentials_is_refused_and_tokens_in_the_config_are_moved() {
+        let parse = |t: &str| CollectorConfig::parse(Path::new("c.toml"), t);
+        let err = parse("grpc_listen = \"0.0.0.0:9471\"\n").unwrap_err().to_string();
+        assert!(err.contains("tokens_file: required when grpc_listen (0.0.0.0:9471)"), "{err}");
+        let err = parse("http_listen = \"[::]:9470\"\n").unwrap_err().to_string();
+        assert!(err.contains("tokens_file: required when http_listen ([::]:9470)"), "{err}");
+        assert!(parse("http_listen = \"0.0.0.0:9470\"\ninsecure = true\n").is_ok());
+        let err = parse("[ingest]\ntokens = [\"0123456789abcdef\"]\n").unwrap_err().to_string();
+        assert!(err.contains("ingest.tokens: tokens are no longer kept in the config"), "{err}");
+        let err = parse("tokens_file = \"/nonexistent/tokens\"\n").unwrap_err().to_string();
+        assert!(err.contains("tokens_file: cannot read /nonexistent/tokens"), "{err}");
     }
 
     #[test]

@@ -191,8 +191,13 @@ impl HealthBoard {
     }
 
     /// A container stopped or was removed: it leaves the board.
-    pub fn forget(&self, container_id: &str) {
-        self.containers.lock().expect("health board poisoned").remove(container_id);
+    /// Forgets a container that stopped or went away, if it is on `host` (an agent speaks only for
+    /// its own host's containers).
+    pub fn forget(&self, host: &str, container_id: &str) {
+        let mut all = self.containers.lock().expect("health board poisoned");
+        if all.get(container_id).is_some_and(|c| c.host == host || c.host.is_empty()) {
+            all.remove(container_id);
+        }
     }
 
     /// Containers matching every given filter, by service then container name.
@@ -303,7 +308,9 @@ mod tests {
         assert_eq!(c.probes[0].last_output, "run at 5");
         assert_eq!(b.list(None, Some("web"), None).len(), 1);
         assert!(b.list(None, Some("db"), None).is_empty());
-        b.forget("c1");
+        b.forget("other-host", "c1");
+        assert!(get(&b, "c1").is_some(), "an agent forgets only its own host's containers");
+        b.forget("h", "c1");
         assert!(get(&b, "c1").is_none());
     }
 

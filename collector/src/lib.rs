@@ -3,6 +3,7 @@
 
 pub mod api;
 mod app;
+pub mod auth;
 pub mod clock;
 pub mod commands;
 pub mod config;

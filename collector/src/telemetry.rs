@@ -27,6 +27,10 @@ pub struct CollectorMetrics {
     commit_errors_logged: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub remote_write_requests: Counter,
     pub remote_write_rejected: Counter,
+    /// Agent streams and batches refused, by reason (`token`, `scope`, `host`).
+    pub ingest_refused: prometheus_client::metrics::family::Family<Vec<(String, String)>, Counter>,
+    /// HTTP requests refused, by reason (`no_credentials`, `token`, `scope`).
+    pub http_refused: prometheus_client::metrics::family::Family<Vec<(String, String)>, Counter>,
     /// Decisions by kind and outcome (`lookout_decisions_total`).
     pub decisions: prometheus_client::metrics::family::Family<Vec<(String, String)>, Counter>,
 }
@@ -74,7 +78,27 @@ impl CollectorMetrics {
             "Remote-write requests answered with an error (bad body, out-of-order samples)",
             m.remote_write_rejected.clone(),
         );
+        r.register(
+            "ingest_refused",
+            "Agent streams and batches refused: an unknown token (token), one without the agent scope (scope), a host the token does not speak for (host)",
+            m.ingest_refused.clone(),
+        );
+        r.register(
+            "http_refused",
+            "HTTP requests refused: no credentials, an unknown token, or a token without the scope the endpoint needs",
+            m.http_refused.clone(),
+        );
         m
+    }
+
+    /// Counts an agent stream or batch refused.
+    pub fn ingest_refused(&self, reason: &str) {
+        self.ingest_refused.get_or_create(&vec![("reason".into(), reason.into())]).inc();
+    }
+
+    /// Counts an HTTP request refused.
+    pub fn http_refused(&self, reason: &str) {
+        self.http_refused.get_or_create(&vec![("reason".into(), reason.into())]).inc();
     }
 
     /// Counts a batch the store could not commit and logs it at most once a minute, with how many

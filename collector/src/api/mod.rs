@@ -1,6 +1,7 @@
 //! The collector's HTTP API: Prometheus-compatible query and remote-write routes, /metrics, health.
 //! Calls `query` for answers, `ingest` to decode and the store's public API; never sees SQL or protobuf.
 
+mod auth;
 mod gates;
 mod loki;
 mod params;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     pub registry: Arc<Mutex<Registry>>,
     pub metrics: CollectorMetrics,
+    /// Who may call what (`api::auth`); empty, and every endpoint is open.
+    pub tokens: Arc<crate::auth::Tokens>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -69,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(self_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require))
         .with_state(state)
 }
 

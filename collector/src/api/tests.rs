@@ -36,6 +36,7 @@ fn state(dir: &std::path::Path) -> AppState {
         shutdown: Default::default(),
         registry: Arc::new(Mutex::new(registry)),
         metrics,
+        tokens: Default::default(),
     }
 }
 
@@ -167,4 +168,64 @@ async fn buildinfo_looks_like_prometheus_without_mimir_features() {
     assert_eq!(status, StatusCode::OK);
     assert!(body["data"]["version"].as_str().unwrap().starts_with('3'));
     assert!(body["data"].get("features").is_none());
+}
+
+#[tokio::test]
+async fn every_endpoint_group_wants_its_scope_by_bearer_or_basic_auth() {
+    use crate::auth::{hash_hex, Tokens};
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = state(dir.path());
+    let file: String = [("grafana", "read"), ("prom", "write"), ("ci", "admin"), ("web-01", "agent")]
+        .iter()
+        .map(|(n, s)| {
+            format!("{n} {s} {} {}\n", hash_hex(&format!("tok-{n}")), if *s == "agent" { "web-01" } else { "" })
+        })
+        .collect();
+    st.tokens = Arc::new(Tokens::parse(&file).unwrap());
+    let with = |mut r: Request<Body>, auth: &str| {
+        r.headers_mut().insert("authorization", auth.parse().unwrap());
+        r
+    };
+    let bearer = |n: &str| format!("Bearer tok-{n}");
+    let basic = |user: &str, n: &str| {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:tok-{n}")))
+    };
+
+    let resp = router(st.clone()).oneshot(form("/api/v1/query", "query=1")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let challenges: Vec<&str> =
+        resp.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap()).collect();
+    assert!(challenges.iter().any(|c| c.starts_with("Bearer")) && challenges.iter().any(|c| c.starts_with("Basic")));
+    assert_eq!(call(&st, get("/healthz")).await.0, StatusCode::OK, "probes need no credentials");
+
+    let read = [form("/api/v1/query", "query=1"), get("/loki/api/v1/labels"), get("/api/v1/health"), get("/metrics")];
+    for r in read {
+        let uri = r.uri().to_string();
+        assert_eq!(call(&st, with(r, &bearer("grafana"))).await.0, StatusCode::OK, "{uri} with a read token");
+    }
+    assert_eq!(call(&st, with(form("/api/v1/query", "query=1"), &basic("grafana", "grafana"))).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&st, with(form("/api/v1/query", "query=1"), &basic("someone", "grafana"))).await.0,
+        StatusCode::UNAUTHORIZED,
+        "basic auth names the token's entry"
+    );
+    assert_eq!(call(&st, with(form("/api/v1/query", "query=1"), &bearer("nobody"))).await.0, StatusCode::UNAUTHORIZED);
+
+    let (status, body) = call(&st, with(form("/api/v1/query", "query=1"), &bearer("prom"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"], "token prom has scope write; /api/v1/query needs read");
+    let write = || Request::post("/api/v1/write").body(Body::from("not snappy")).unwrap();
+    assert_eq!(call(&st, with(write(), &bearer("grafana"))).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(call(&st, with(write(), &bearer("prom"))).await.0, StatusCode::BAD_REQUEST, "past auth, a bad body");
+    assert_eq!(
+        call(&st, with(write(), &bearer("web-01"))).await.0,
+        StatusCode::FORBIDDEN,
+        "an agent token is not for HTTP"
+    );
+
+    let gate = || Request::post("/api/v1/gates").body(Body::from("{}")).unwrap();
+    assert_eq!(call(&st, with(gate(), &bearer("grafana"))).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(call(&st, with(gate(), &bearer("ci"))).await.0, StatusCode::BAD_REQUEST, "past auth, a bad request");
+    assert_eq!(call(&st, with(form("/api/v1/query", "query=1"), &bearer("ci"))).await.0, StatusCode::OK, "admin reads");
 }

@@ -23,6 +23,31 @@ pub struct Decoded {
     pub events: Vec<EventIn>,
 }
 
+impl Decoded {
+    /// The first `host` label of a series, log stream, probe run or event that is not `host`: what
+    /// an agent speaking for one host must never send.
+    pub fn foreign_host(&self, host: &str) -> Option<String> {
+        let other = |v: Option<&str>| v.filter(|v| *v != host).map(str::to_string);
+        for g in &self.groups {
+            if let Some(h) = other(g.common.get("host")) {
+                return Some(h);
+            }
+            for (own, _) in &g.series {
+                if let Some(h) = other(own.iter().find(|(k, _)| k == "host").map(|(_, v)| v.as_str())) {
+                    return Some(h);
+                }
+            }
+        }
+        let logs = self.logs.iter().filter_map(|s| other(s.labels.get("host")));
+        let probes = self.probes.iter().filter_map(|p| other(p.labels.get("host").map(String::as_str)));
+        let events = self.events.iter().filter_map(|e| match e {
+            EventIn::ConfigProblem { labels, .. } => other(labels.get("host").map(String::as_str)),
+            EventIn::Gone { .. } => None,
+        });
+        logs.chain(probes).chain(events).next()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum EventIn {
     Gone { container_id: String },

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Credential, Scope, Tokens};
 use crate::store::{LogBatchIn, Store};
 use crate::telemetry::CollectorMetrics;
 pub use lookout_proto::v1::ingest_server::IngestServer;
@@ -30,7 +31,7 @@ use crate::run::restart::Restarter;
 
 pub struct IngestService {
     store: Arc<Store>,
-    tokens: Arc<Vec<String>>,
+    tokens: Arc<Tokens>,
     metrics: CollectorMetrics,
     health: Arc<HealthBoard>,
     restarter: Arc<Restarter>,
@@ -41,16 +42,16 @@ pub struct IngestService {
 pub use lookout_proto::GOING_AWAY;
 
 impl IngestService {
-    /// `tokens` empty means no authentication (only `lookout up` and loopback listeners allow that).
+    /// `tokens` empty means no authentication (only loopback listeners, or `insecure`, allow that).
     pub fn new(
         store: Arc<Store>,
-        tokens: Vec<String>,
+        tokens: Arc<Tokens>,
         metrics: CollectorMetrics,
         health: Arc<HealthBoard>,
         restarter: Arc<Restarter>,
         shutdown: CancellationToken,
     ) -> Self {
-        IngestService { store, tokens: Arc::new(tokens), metrics, health, restarter, shutdown }
+        IngestService { store, tokens, metrics, health, restarter, shutdown }
     }
 
     /// The tonic service with gzip both ways and the message size bound.
@@ -61,16 +62,28 @@ impl IngestService {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    /// The agent's credential (`None` when the collector takes agents without one). A token is
+    /// never logged or echoed, only its entry's name.
+    fn authorize<T>(&self, req: &Request<T>) -> Result<Option<Credential>, Status> {
         if self.tokens.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let given =
             req.metadata().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(t) if self.tokens.iter().any(|k| k == t) => Ok(()),
-            Some(_) => Err(Status::unauthenticated("unknown bearer token")),
-            None => Err(Status::unauthenticated("missing bearer token (authorization: Bearer <token>)")),
+        let Some(token) = given else {
+            self.metrics.ingest_refused("token");
+            return Err(Status::unauthenticated("missing bearer token (authorization: Bearer <token>)"));
+        };
+        match self.tokens.check(token) {
+            Some(c) if c.allows(Scope::Agent) => Ok(Some(c.clone())),
+            Some(c) => {
+                self.metrics.ingest_refused("scope");
+                Err(Status::permission_denied(format!("token {} has no agent scope", c.name)))
+            }
+            None => {
+                self.metrics.ingest_refused("token");
+                Err(Status::unauthenticated("unknown bearer token"))
+            }
         }
     }
 }
@@ -85,7 +98,7 @@ impl Ingest for IngestService {
         if self.shutdown.is_cancelled() {
             return Err(Status::unavailable(GOING_AWAY));
         }
-        self.authorize(&req)?;
+        let identity = self.authorize(&req)?;
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
@@ -94,6 +107,18 @@ impl Ingest for IngestService {
         };
         if hello.agent_id.is_empty() {
             return Err(Status::invalid_argument("Hello.agent_id is empty"));
+        }
+        if let Some(c) = &identity {
+            if !c.speaks_for(&hello.host) {
+                self.metrics.ingest_refused("host");
+                tracing::warn!(token = %c.name, host = %hello.host, %peer, "an agent said it is a host its token does not speak for; refused");
+                return Err(Status::permission_denied(format!(
+                    "token {} speaks for hosts {}, not for host {:?}",
+                    c.name,
+                    c.hosts.join(","),
+                    hello.host
+                )));
+            }
         }
         let (tx, rx) = mpsc::channel::<Result<CollectorMessage, Status>>(256);
         let store = self.store.clone();
@@ -118,11 +143,14 @@ impl Ingest for IngestService {
         metrics.connected_agents.inc();
         tokio::spawn(async move {
             let peer = (hello.agent_id.as_str(), hello.host.as_str());
-            let result = serve_agent(&store, &metrics, (&health, &restarter, &shutdown), peer, &mut inbound, &tx).await;
+            let bound = identity.is_some();
+            let result =
+                serve_agent(&store, &metrics, (&health, &restarter, &shutdown), peer, bound, &mut inbound, &tx).await;
             metrics.connected_agents.dec();
             if let Err(status) = &result {
+                // The agent learns why its stream ended (and logs it), not just that it did.
+                let _ = tx.send(Err(status.clone())).await;
                 if status.message() == GOING_AWAY {
-                    let _ = tx.send(Err(status.clone())).await;
                     tracing::info!(agent = %hello.agent_id, "agent told the collector is stopping");
                     return;
                 }
@@ -143,6 +171,7 @@ async fn serve_agent(
     metrics: &CollectorMetrics,
     (health, restarter, shutdown): (&HealthBoard, &Restarter, &CancellationToken),
     (agent_id, host): (&str, &str),
+    bound: bool,
     inbound: &mut Streaming<AgentMessage>,
     tx: &mpsc::Sender<Result<CollectorMessage, Status>>,
 ) -> Result<(), Status> {
@@ -176,17 +205,26 @@ async fn serve_agent(
             Some(agent_message::Msg::Batch(batch)) => {
                 let seq = batch.seq;
                 let mut decoded = convert::batch(batch);
+                // An agent whose token speaks for its host writes for that host alone: a batch
+                // naming another is refused whole, and nothing of it is stored.
+                if let Some(other) = decoded.foreign_host(host).filter(|_| bound) {
+                    metrics.ingest_refused("host");
+                    tracing::warn!(agent = agent_id, host, other = %other, seq, "a batch names a host its agent does not speak for; refused");
+                    return Err(Status::permission_denied(format!(
+                        "batch {seq} has data for host {other:?}; this stream speaks for host {host:?}"
+                    )));
+                }
                 let probes = std::mem::take(&mut decoded.probes);
                 let events = std::mem::take(&mut decoded.events);
                 if decoded.invalid_series > 0 {
                     metrics.invalid_series.inc_by(decoded.invalid_series);
                     tracing::warn!(agent = agent_id, seq, count = decoded.invalid_series, first = %decoded.first_problem, "invalid series skipped");
                 }
-                let (committer, agent, host) = (store.clone(), agent_id.to_string(), host.to_string());
+                let (committer, agent, writer_host) = (store.clone(), agent_id.to_string(), host.to_string());
                 let now = now_ms();
                 let outcome = tokio::task::spawn_blocking(move || {
                     let logs = LogBatchIn { streams: decoded.logs, resume: decoded.log_resume };
-                    committer.append_batch(&agent, &host, seq, now, decoded.groups, logs)
+                    committer.append_batch(&agent, &writer_host, seq, now, decoded.groups, logs)
                 })
                 .await
                 .map_err(|e| Status::internal(format!("store task failed: {e}")))?
@@ -198,7 +236,7 @@ async fn serve_agent(
                 if !outcome.duplicate {
                     for e in events {
                         match e {
-                            convert::EventIn::Gone { container_id } => health.forget(&container_id),
+                            convert::EventIn::Gone { container_id } => health.forget(host, &container_id),
                             convert::EventIn::ConfigProblem { labels, message } => {
                                 tracing::warn!(agent = agent_id, container = ?labels.get("container"), %message, "probe setting ignored");
                                 health.config_problem(&labels, message);
@@ -220,7 +258,7 @@ async fn serve_agent(
             }
             Some(agent_message::Msg::CommandResult(r)) => {
                 tracing::info!(agent = agent_id, command = %r.id, ok = r.ok, message = %r.message, "command result");
-                restarter.result(&r.id, r.ok, &r.message);
+                restarter.result(host, &r.id, r.ok, &r.message);
             }
             Some(agent_message::Msg::Hello(_)) => return Err(Status::invalid_argument("Hello sent twice")),
             None => return Err(Status::invalid_argument("empty AgentMessage")),

@@ -97,10 +97,14 @@ impl Restarter {
         self.commands.take_for(host)
     }
 
-    /// An agent's answer to a command.
-    pub fn result(&self, id: &str, ok: bool, message: &str) {
-        let Some(cmd) = self.commands.answered(id) else {
-            tracing::warn!(command = id, "an answer to a command that is not waiting (past its deadline?)");
+    /// An answer to a command from the agent of `host`; only the host a command went to answers it.
+    pub fn result(&self, host: &str, id: &str, ok: bool, message: &str) {
+        let Some(cmd) = self.commands.answered(host, id) else {
+            tracing::warn!(
+                command = id,
+                host,
+                "an answer to a command that is not waiting for this host (past its deadline?)"
+            );
             return;
         };
         let now = self.clock.load(std::sync::atomic::Ordering::Relaxed);

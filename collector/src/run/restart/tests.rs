@@ -46,7 +46,7 @@ fn an_opted_in_container_is_restarted_once_and_the_answer_settles_the_decision()
     assert_eq!(cmds.len(), 1, "one restart, not one per tick");
     assert!(cmds[0].reason.contains("http failed 3 times in a row: HTTP 503"), "{}", cmds[0].reason);
     assert!(f.r.take_for("h1").is_empty(), "sent once");
-    f.r.result(&cmds[0].id, true, "restarted a");
+    f.r.result("h1", &cmds[0].id, true, "restarted a");
     let d = f.store.decisions(&DecisionFilter::default()).unwrap();
     assert_eq!((d[0].kind.as_str(), d[0].outcome.as_str(), d[0].detail.as_str()), ("restart", "ok", "restarted a"));
     assert_eq!(d[0].rule["source"], "label lookout.restart=on-unhealthy");
@@ -65,7 +65,7 @@ fn backoff_doubles_and_the_budget_ends_in_giving_up_once() {
         f.r.tick(t);
         for c in f.r.take_for("h1") {
             restarts.push(t);
-            f.r.result(&c.id, true, "ok");
+            f.r.result("h1", &c.id, true, "ok");
         }
         t += 1000;
     }
@@ -125,7 +125,7 @@ fn budgets_hold_across_a_restart_of_the_collector() {
     f.board.apply(vec![run("a", "web", "unhealthy", 3, now - 1000)]);
     f.r.tick(now - 1000);
     let cmds = f.r.take_for("h1");
-    f.r.result(&cmds[0].id, true, "restarted a");
+    f.r.result("h1", &cmds[0].id, true, "restarted a");
     // Another restart decided and sent, then the collector stops before the answer.
     f.store
         .record_decision(&Decision {

@@ -1,0 +1,89 @@
+//! An agent is known by the host its token speaks for: over a real gRPC socket, a stream whose
+//! batch carries another host's series is refused whole and nothing of it is stored.
+
+use std::os::unix::fs::PermissionsExt;
+
+use lookout_collector::model::Matcher;
+use lookout_proto::v1::{
+    agent_message, ingest_client::IngestClient, AgentMessage, Batch, Hello, Label, SeriesGroup, SeriesSamples,
+};
+use tokio_util::sync::CancellationToken;
+
+fn label(name: &str, value: &str) -> Label {
+    Label { name: name.into(), value: value.into() }
+}
+
+fn batch(seq: u64, host: &str) -> AgentMessage {
+    let series = SeriesSamples {
+        labels: vec![label("__name__", "node_load1")],
+        timestamps_ms: vec![lookout_collector::clock::now_ms()],
+        values: vec![0.5],
+    };
+    let group = SeriesGroup { labels: vec![label("host", host)], series: vec![series] };
+    AgentMessage { msg: Some(agent_message::Msg::Batch(Batch { seq, groups: vec![group], ..Default::default() })) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_for_another_host_is_refused_whole_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "a-token-for-host-a-only-0123456789";
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("host-a agent {} a\n", lookout_collector::auth::hash_hex(token))).unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg: lookout_collector::CollectorConfig = toml::from_str(&format!(
+        "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\ntokens_file = \"{}\"\n",
+        dir.path().join("db").display(),
+        tokens.display()
+    ))
+    .unwrap();
+    let stop = CancellationToken::new();
+    let running = lookout_collector::start(cfg, stop.clone()).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    let mut client = IngestClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", bearer.clone());
+        Ok(req)
+    });
+
+    let hello = |host: &str| AgentMessage {
+        msg: Some(agent_message::Msg::Hello(Hello {
+            agent_id: "agent-1".into(),
+            host: host.into(),
+            ..Default::default()
+        })),
+    };
+    // Its own host: acked and stored.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello("a")).await.unwrap();
+    tx.send(batch(1, "a")).await.unwrap();
+    let mut answers = client.stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let _welcome = answers.message().await.unwrap().expect("welcome");
+    let ack = answers.message().await.unwrap().expect("an ack for its own host's batch");
+    assert!(format!("{ack:?}").contains("Ack"), "{ack:?}");
+
+    // Another host's series on the same stream: refused, the stream ends, nothing stored.
+    tx.send(batch(2, "b")).await.unwrap();
+    let refused = answers.message().await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(refused.message().contains("batch 2 has data for host \"b\""), "{}", refused.message());
+    drop(tx);
+
+    // Saying it is host b in Hello: refused before anything is read.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello("b")).await.unwrap();
+    let refused = match client.stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+        Err(s) => s,
+        Ok(r) => r.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert_eq!(refused.message(), "token host-a speaks for hosts a, not for host \"b\"");
+
+    assert_eq!(running.store.series(&[Matcher::equal("host", "a")]).len(), 1);
+    assert!(running.store.series(&[Matcher::equal("host", "b")]).is_empty(), "nothing of host b is stored");
+    stop.cancel();
+    running.done.await.unwrap().unwrap();
+}
