@@ -20,6 +20,12 @@ pub struct AgentConfig {
     pub collectors: Vec<String>,
     #[serde(default)]
     pub token: Option<String>,
+    /// A file holding the token (its first line), kept out of this config; wins over `token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// `[tls]`: speak TLS to the collectors (their URLs start with https://).
+    #[serde(default)]
+    pub tls: Option<crate::ship::ClientTls>,
     #[serde(default = "defaults::interval", with = "humantime_serde")]
     pub interval: Duration,
     #[serde(default = "defaults::state_dir")]
@@ -262,6 +268,14 @@ impl AgentConfig {
         for (i, c) in self.collectors.iter().enumerate() {
             if !(c.starts_with("http://") || c.starts_with("https://")) {
                 problems.push(format!("collectors[{i}]: {c:?} must start with http:// or https://"));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if let Some((i, c)) = self.collectors.iter().enumerate().find(|(_, c)| !c.starts_with("https://")) {
+                problems.push(format!("collectors[{i}]: {c:?} must start with https:// when [tls] is set"));
+            }
+            if tls.cert.is_some() != tls.key.is_some() {
+                problems.push("tls: cert and key go together (the agent's client certificate)".into());
             }
         }
         if self.host.as_deref().is_some_and(str::is_empty) {

@@ -44,7 +44,19 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
         agent_id: agent_id.clone(),
         host: host.clone(),
         collectors: cfg.collectors.clone(),
-        token: cfg.token.clone(),
+        token: match &cfg.token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("reading token_file {}", f.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
+            ),
+            None => cfg.token.clone(),
+        },
+        tls: cfg.tls.clone(),
         include_labels: cfg.labels.include.clone(),
         max_queue_bytes: (cfg.queue.max_mib as usize) << 20,
         docker: docker.clone(),

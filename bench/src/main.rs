@@ -91,6 +91,9 @@ pub enum Bench {
         /// Ticks to send (one batch per tick, one sample per series).
         #[arg(long, default_value_t = 360)]
         ticks: usize,
+        /// Rounds of plaintext then mutual TLS.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Query latency on the store: a dashboard's range query over N containers' stored series.
     Query {
@@ -206,7 +209,7 @@ pub fn run(what: Bench) -> std::process::ExitCode {
         Bench::Ingest { containers, samples, per_batch, dir } => ingest(containers, samples, per_batch, dir),
         Bench::Agent { containers, duration, interval } => agent(containers, duration, interval),
         Bench::Query { containers, hours, runs } => query(containers, hours, runs),
-        Bench::Grpc { containers, ticks } => grpc(containers, ticks),
+        Bench::Grpc { containers, ticks, rounds } => grpc(containers, ticks, rounds),
         Bench::Logread { lines } => crate::bench_logs::run(lines),
         Bench::Logstore { gib, runs } => crate::bench_logs::store(gib, runs),
         Bench::Logship { lines, rate, seconds } => crate::bench_logs::ship(lines, rate, seconds),
@@ -518,7 +521,66 @@ fn query(containers: usize, hours: usize, runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn grpc(containers: usize, ticks: usize) -> anyhow::Result<()> {
+/// End-to-end ingest over gRPC, plain and then over mutual TLS (certificates made for the run), so
+/// that the two figures come from one run on the same data.
+fn grpc(containers: usize, ticks: usize, rounds: usize) -> anyhow::Result<()> {
+    println!(
+        "grpc ingest: {ticks} batches of {containers} containers x {} series, gzip, one sample per series",
+        SERIES.len()
+    );
+    // Alternated, so that the machine's drift falls on both alike; medians compared.
+    let (mut plain, mut tls) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        plain.push(grpc_once(containers, ticks, None)?);
+        tls.push(grpc_once(containers, ticks, Some(Certs::new()?))?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, t) = (median(&mut plain), median(&mut tls));
+    println!(
+        "  medians of {} rounds: plaintext {p:.0}, mutual TLS {t:.0} samples per CPU-second: TLS costs {:+.1}% CPU per acked sample (client and collector in this process)",
+        plain.len(),
+        (p / t - 1.0) * 100.0
+    );
+    Ok(())
+}
+
+/// A CA, the collector's certificate for localhost and an agent's, as PEM files in a temporary dir.
+struct Certs {
+    dir: tempfile::TempDir,
+    ca_pem: String,
+    agent: (String, String),
+}
+
+impl Certs {
+    fn new() -> anyhow::Result<Certs> {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, "bench CA");
+        let ca = CertifiedIssuer::self_signed(p, KeyPair::generate()?)?;
+        let leaf = |name: &str| -> anyhow::Result<(String, String)> {
+            let key = KeyPair::generate()?;
+            Ok((CertificateParams::new(vec![name.to_string()])?.signed_by(&key, &ca)?.pem(), key.serialize_pem()))
+        };
+        let dir = tempfile::tempdir()?;
+        let server = leaf("localhost")?;
+        std::fs::write(dir.path().join("c.pem"), &server.0)?;
+        std::fs::write(dir.path().join("k.pem"), &server.1)?;
+        std::fs::write(dir.path().join("ca.pem"), ca.as_ref().pem())?;
+        Ok(Certs { ca_pem: ca.as_ref().pem(), agent: leaf("bench")?, dir })
+    }
+
+    fn collector(&self) -> lookout_collector::tls::TlsConfig {
+        let f = |n: &str| self.dir.path().join(n);
+        lookout_collector::tls::TlsConfig { cert: f("c.pem"), key: f("k.pem"), client_ca: Some(f("ca.pem")) }
+    }
+}
+
+/// Samples acked per CPU-second.
+fn grpc_once(containers: usize, ticks: usize, tls: Option<Certs>) -> anyhow::Result<f64> {
     use lookout_proto::v1::{
         agent_message::Msg, collector_message, ingest_client::IngestClient, AgentMessage, Batch, Hello, Label,
         SeriesGroup, SeriesSamples,
@@ -526,7 +588,14 @@ fn grpc(containers: usize, ticks: usize) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let tmp = tempfile::tempdir()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let collector = local_collector(&rt, tmp.path().to_path_buf(), &shutdown)?;
+    let mut cfg = lookout_collector::CollectorConfig {
+        data_dir: tmp.path().to_path_buf(),
+        http_listen: "127.0.0.1:0".parse()?,
+        grpc_listen: "127.0.0.1:0".parse()?,
+        ..Default::default()
+    };
+    cfg.ingest.tls = tls.as_ref().map(Certs::collector);
+    let collector = rt.block_on(lookout_collector::start(cfg, shutdown.clone()))?;
     // Batches built up front, as an agent's batcher would have them sealed.
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
     let mut sims: Vec<SimContainer> = (0..containers).map(|i| SimContainer::new(i, &mut rng)).collect();
@@ -539,8 +608,11 @@ fn grpc(containers: usize, ticks: usize) -> anyhow::Result<()> {
                 .map(|sim| {
                     let values = sim.step(ts, &mut rng);
                     let common = sim.labels[0].iter().filter(|(n, _)| *n != "__name__");
+                    // One stream speaks for one host, as an agent's does (a stream bound to its
+                    // host by its certificate may carry no other).
+                    let host = |n: &str, v: &str| if n == "host" { "bench".to_string() } else { v.to_string() };
                     SeriesGroup {
-                        labels: common.map(|(n, v)| Label { name: n.into(), value: v.into() }).collect(),
+                        labels: common.map(|(n, v)| Label { name: n.into(), value: host(n, v) }).collect(),
                         series: SERIES
                             .iter()
                             .zip(values)
@@ -557,10 +629,18 @@ fn grpc(containers: usize, ticks: usize) -> anyhow::Result<()> {
         })
         .collect();
     let samples = ticks * containers * SERIES.len();
-    let url = format!("http://{}", collector.grpc_addr);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint =
+        tonic::transport::Endpoint::from_shared(format!("{scheme}://localhost:{}", collector.grpc_addr.port()))?;
+    if let Some(c) = &tls {
+        endpoint = endpoint.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&c.ca_pem))
+                .identity(tonic::transport::Identity::from_pem(&c.agent.0, &c.agent.1)),
+        )?;
+    }
     let (elapsed, cpu) = rt.block_on(async move {
-        let mut client = IngestClient::connect(url)
-            .await?
+        let mut client = IngestClient::new(endpoint.connect().await?)
             .send_compressed(tonic::codec::CompressionEncoding::Gzip)
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -591,15 +671,12 @@ fn grpc(containers: usize, ticks: usize) -> anyhow::Result<()> {
     })?;
     shutdown.cancel();
     println!(
-        "grpc ingest: {ticks} batches of {containers} containers x {} series, gzip, one sample per series",
-        SERIES.len()
-    );
-    println!(
-        "  {samples} samples acked in {elapsed:.2} s: {:.0} samples/s wall, {:.0} samples/s per CPU-second (client and collector in this process)",
+        "  {}: {samples} samples acked in {elapsed:.2} s: {:.0} samples/s wall, {:.0} samples/s per CPU-second (client and collector in this process)",
+        if tls.is_some() { "mutual TLS" } else { "plaintext " },
         samples as f64 / elapsed,
         samples as f64 / cpu
     );
-    Ok(())
+    Ok(samples as f64 / cpu)
 }
 
 /// A collector in this process on loopback ports chosen by the system, its data in `data_dir`.

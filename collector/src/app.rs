@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::CollectorConfig;
-use crate::{api, auth, health, ingest, query, run, store, telemetry};
+use crate::{api, auth, health, ingest, query, run, store, telemetry, tls};
 
 /// A running collector: where it listens, and a handle that ends when it has stopped.
 pub struct Running {
@@ -91,17 +91,59 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
         ingest::IngestService::new(store.clone(), tokens, metrics, health, restarter.clone(), shutdown.clone())
             .into_server();
 
+    // TLS configs follow their files (looked at every 5 s, and on SIGHUP); open connections keep theirs.
+    let http_tls = cfg.http.tls.clone().map(|t| tls::Reloading::load(t, &[b"h2", b"http/1.1"], "http")).transpose()?;
+    let grpc_tls = cfg.ingest.tls.clone().map(|t| tls::Reloading::load(t, &[b"h2"], "grpc")).transpose()?;
+    for t in http_tls.iter().chain(&grpc_tls) {
+        tokio::spawn(t.clone().watch(Duration::from_secs(5), shutdown.clone()));
+    }
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let (reload, stop) = (http_tls.iter().chain(&grpc_tls).cloned().collect::<Vec<_>>(), shutdown.clone());
+        if !reload.is_empty() {
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        h = hup.recv() => if h.is_none() { return },
+                    }
+                    reload.iter().for_each(|t| t.reload());
+                }
+            });
+        }
+    }
     let s1 = shutdown.clone();
-    let http_task =
-        tokio::spawn(async move { axum::serve(http, router).with_graceful_shutdown(s1.cancelled_owned()).await });
+    let http_task = match http_tls {
+        Some(t) => {
+            let listener = tls::Listener::new(http, t, shutdown.clone())?;
+            tokio::spawn(
+                async move { axum::serve(listener, router).with_graceful_shutdown(s1.cancelled_owned()).await },
+            )
+        }
+        None => {
+            tokio::spawn(async move { axum::serve(http, router).with_graceful_shutdown(s1.cancelled_owned()).await })
+        }
+    };
     let s2 = shutdown.clone();
-    let grpc_task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_service(ingest)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), s2.cancelled_owned())
-            .await
-    });
+    let server = tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
+    let grpc_task = match grpc_tls {
+        Some(t) => {
+            let incoming = tls::incoming(grpc, t, shutdown.clone());
+            tokio::spawn(async move {
+                let mut server = server;
+                server.add_service(ingest).serve_with_incoming_shutdown(incoming, s2.cancelled_owned()).await
+            })
+        }
+        None => tokio::spawn(async move {
+            let mut server = server;
+            server
+                .add_service(ingest)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                    s2.cancelled_owned(),
+                )
+                .await
+        }),
+    };
     let retention_store = store.clone();
     let s3 = shutdown.clone();
     let housekeeping = tokio::spawn(async move {

@@ -37,6 +37,9 @@ pub struct CollectorConfig {
     pub insecure: bool,
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// `[http]`: the HTTP API's listener settings beyond its address (`[http.tls]`).
+    #[serde(default)]
+    pub http: HttpConfig,
     #[serde(default)]
     pub logs: LogsConfig,
     /// `[query]`: what one PromQL or LogQL query may cost.
@@ -79,6 +82,17 @@ pub struct IngestConfig {
     /// refused with what to do.
     #[serde(default)]
     pub tokens: Option<Vec<String>>,
+    /// `[ingest.tls]`: TLS for the agents' gRPC, and with `client_ca` their certificates.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `[http.tls]`: TLS for the HTTP API, and with `client_ca` client certificates.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 mod defaults {
@@ -162,11 +176,31 @@ impl CollectorConfig {
                     .to_string(),
             );
         }
-        for (key, addr) in [("grpc_listen", self.grpc_listen), ("http_listen", self.http_listen)] {
-            if self.tokens_file.is_none() && !self.insecure && !addr.ip().is_loopback() {
+        let ports = [
+            ("grpc_listen", self.grpc_listen, "ingest.tls", &self.ingest.tls),
+            ("http_listen", self.http_listen, "http.tls", &self.http.tls),
+        ];
+        for (key, addr, tls_key, tls) in ports {
+            if self.insecure || addr.ip().is_loopback() {
+                continue;
+            }
+            let client_certs = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+            if self.tokens_file.is_none() && !client_certs {
                 problems.push(format!(
-                    "tokens_file: required when {key} ({addr}) is not a loopback address, so that only your agents and clients get in (insecure = true listens without credentials)"
+                    "tokens_file: required when {key} ({addr}) is not a loopback address, so that only your agents and clients get in (or {tls_key}.client_ca; insecure = true listens without credentials)"
                 ));
+            }
+            if tls.is_none() {
+                problems.push(format!(
+                    "{tls_key}: required when {key} ({addr}) is not a loopback address, so that tokens and data do not cross the network in the clear (insecure = true allows it)"
+                ));
+            }
+        }
+        for (key, tls) in [("ingest.tls", &self.ingest.tls), ("http.tls", &self.http.tls)] {
+            if let Some(t) = tls {
+                if let Err(e) = crate::tls::server_config(t, &[]) {
+                    problems.push(format!("{key}: {e}"));
+                }
             }
         }
         if let Some(path) = &self.tokens_file {
@@ -247,6 +281,12 @@ mod tests {
         let err = parse("http_listen = \"[::]:9470\"\n").unwrap_err().to_string();
         assert!(err.contains("tokens_file: required when http_listen ([::]:9470)"), "{err}");
         assert!(parse("http_listen = \"0.0.0.0:9470\"\ninsecure = true\n").is_ok());
+        let err = parse("http_listen = \"0.0.0.0:9470\"\ntokens_file = \"/nonexistent\"\n").unwrap_err().to_string();
+        assert!(err.contains("http.tls: required when http_listen (0.0.0.0:9470)"), "{err}");
+        let err = parse("[ingest.tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ingest.tls: cannot read /nonexistent/c.pem"), "{err}");
         let err = parse("[ingest]\ntokens = [\"0123456789abcdef\"]\n").unwrap_err().to_string();
         assert!(err.contains("ingest.tokens: tokens are no longer kept in the config"), "{err}");
         let err = parse("tokens_file = \"/nonexistent/tokens\"\n").unwrap_err().to_string();

@@ -16,6 +16,7 @@ pub mod query;
 pub mod run;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::{start, Running, STOP_GRACE};
 pub use config::CollectorConfig;

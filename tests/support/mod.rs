@@ -251,11 +251,16 @@ impl Drop for CollectorAndAgent {
 /// `lookout agent` with the given config lines added to a 1 s interval and a private state dir;
 /// its stderr goes to `dir/agent.log`.
 pub fn spawn_agent(dir: &Path, collector_grpc: SocketAddr, extra: &str) -> Child {
+    spawn_agent_to(dir, &format!("http://{collector_grpc}"), extra)
+}
+
+/// `spawn_agent` for a collector at `url` (`https://...` for one that speaks TLS).
+pub fn spawn_agent_to(dir: &Path, url: &str, extra: &str) -> Child {
     let cfg = dir.join("agent.toml");
     std::fs::write(
         &cfg,
         format!(
-            "collectors = [\"http://{collector_grpc}\"]\ninterval = \"1s\"\nstate_dir = \"{}\"\nmetrics_listen = \"{}\"\n{extra}",
+            "collectors = [\"{url}\"]\ninterval = \"1s\"\nstate_dir = \"{}\"\nmetrics_listen = \"{}\"\n{extra}",
             dir.join("agent").display(),
             free_addr()
         ),

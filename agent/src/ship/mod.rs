@@ -50,10 +50,44 @@ pub struct ShipConfig {
     pub host: String,
     pub collectors: Vec<String>,
     pub token: Option<String>,
+    pub tls: Option<ClientTls>,
     pub include_labels: Vec<String>,
     pub max_queue_bytes: usize,
     /// Carries out the collector's commands (restarts); without it they are refused with a reason.
     pub docker: Option<bollard::Docker>,
+}
+
+/// `[tls]` in agent.toml: the CA that signed the collector's certificate, the agent's own
+/// certificate and key (for a collector that asks for one), and the name to expect in the
+/// collector's certificate. The files are read at every connection, so rotated files are used at
+/// the next one.
+#[derive(Clone, Debug, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    pub ca: std::path::PathBuf,
+    #[serde(default)]
+    pub cert: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub key: Option<std::path::PathBuf>,
+    /// The name the collector's certificate must hold; the collector URL's host when absent.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl ClientTls {
+    fn tonic(&self) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+        use anyhow::Context;
+        let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let mut c = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(&self.ca)?));
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            c = c.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(name) = &self.server_name {
+            c = c.domain_name(name.clone());
+        }
+        Ok(c)
+    }
 }
 
 /// Starts the batcher and the connection; returns the sender the readers use and the queue (for tests
@@ -168,7 +202,7 @@ async fn connection(cfg: ShipConfig, queue: Arc<Queue>, metrics: AgentMetrics, s
                 failures += 1;
                 metrics.connect_failures.inc();
                 if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(collector = %url, error = %e, failures, queued = queue.len(), "cannot reach the collector; batches wait in the queue");
+                    tracing::warn!(collector = %url, error = format!("{e:#}"), failures, queued = queue.len(), "cannot reach the collector; batches wait in the queue");
                 }
                 attempt += 1;
             }
@@ -192,8 +226,11 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> Result<(End, bool), (anyhow::Error, bool)> {
     let fail = |e: anyhow::Error| (e, false);
-    let channel = Endpoint::from_shared(url.to_string())
-        .map_err(|e| fail(e.into()))?
+    let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| fail(e.into()))?;
+    if let Some(tls) = &cfg.tls {
+        endpoint = endpoint.tls_config(tls.tonic().map_err(fail)?).map_err(|e| fail(e.into()))?;
+    }
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))

@@ -64,12 +64,13 @@ impl IngestService {
 
     /// The agent's credential (`None` when the collector takes agents without one). A token is
     /// never logged or echoed, only its entry's name.
-    fn authorize<T>(&self, req: &Request<T>) -> Result<Option<Credential>, Status> {
-        if self.tokens.is_empty() {
-            return Ok(None);
-        }
+    fn authorize<T>(&self, req: &Request<T>, has_cert: bool) -> Result<Option<Credential>, Status> {
         let given =
             req.metadata().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        // A client certificate that client_ca verified is an identity of its own.
+        if self.tokens.is_empty() || (given.is_none() && has_cert) {
+            return Ok(None);
+        }
         let Some(token) = given else {
             self.metrics.ingest_refused("token");
             return Err(Status::unauthenticated("missing bearer token (authorization: Bearer <token>)"));
@@ -98,7 +99,10 @@ impl Ingest for IngestService {
         if self.shutdown.is_cancelled() {
             return Err(Status::unavailable(GOING_AWAY));
         }
-        let identity = self.authorize(&req)?;
+        // The names of a client certificate the handshake verified (with `[ingest.tls] client_ca`).
+        let cert_hosts: Option<Vec<String>> =
+            req.peer_certs().and_then(|c| c.first().map(|der| crate::tls::cert_names(der.as_ref())));
+        let identity = self.authorize(&req, cert_hosts.is_some())?;
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "unknown".into());
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
@@ -116,6 +120,17 @@ impl Ingest for IngestService {
                     "token {} speaks for hosts {}, not for host {:?}",
                     c.name,
                     c.hosts.join(","),
+                    hello.host
+                )));
+            }
+        }
+        if let Some(names) = &cert_hosts {
+            if !names.contains(&hello.host) {
+                self.metrics.ingest_refused("host");
+                tracing::warn!(names = ?names, host = %hello.host, %peer, "an agent's certificate is for other hosts than the one it says it is; refused");
+                return Err(Status::permission_denied(format!(
+                    "the client certificate is for {}, not for host {:?}",
+                    names.join(","),
                     hello.host
                 )));
             }
@@ -143,7 +158,7 @@ impl Ingest for IngestService {
         metrics.connected_agents.inc();
         tokio::spawn(async move {
             let peer = (hello.agent_id.as_str(), hello.host.as_str());
-            let bound = identity.is_some();
+            let bound = identity.is_some() || cert_hosts.is_some();
             let result =
                 serve_agent(&store, &metrics, (&health, &restarter, &shutdown), peer, bound, &mut inbound, &tx).await;
             metrics.connected_agents.dec();
