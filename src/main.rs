@@ -185,26 +185,22 @@ enum Cmd {
 #[derive(Subcommand)]
 enum TokenCmd {
     /// Print a new random token, and the line that lets it in (for the collector's tokens file).
-    New {
-        /// Who holds it: `grafana`, `ci`, a host's name (basic auth sends it as the user name).
-        #[arg(long)]
-        name: String,
-        /// `read`, `write`, `admin` (HTTP) or `agent` (gRPC ingest); several with commas.
-        #[arg(long)]
-        scope: String,
-        /// For `agent`: the hosts it may speak for, with `*` for any run of characters.
-        #[arg(long)]
-        hosts: Option<String>,
-    },
+    New(TokenEntry),
     /// The tokens-file line for a token you have, read from standard input.
-    Hash {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        scope: String,
-        #[arg(long)]
-        hosts: Option<String>,
-    },
+    Hash(TokenEntry),
+}
+
+#[derive(clap::Args)]
+struct TokenEntry {
+    /// Who holds it: `grafana`, `ci`, a host's name (basic auth sends it as the user name).
+    #[arg(long)]
+    name: String,
+    /// `read`, `write`, `admin` (HTTP) or `agent` (gRPC ingest); several with commas.
+    #[arg(long)]
+    scope: String,
+    /// For `agent`: the hosts it may speak for, with `*` for any run of characters.
+    #[arg(long)]
+    hosts: Option<String>,
 }
 
 /// The tokens-file line for `token`, checked as the collector will read it.
@@ -220,8 +216,10 @@ fn token_line(token: &str, name: &str, scope: &str, hosts: Option<&str>) -> Resu
 
 fn token_cmd(what: TokenCmd) -> ExitCode {
     let (token, name, scope, hosts, new) = match what {
-        TokenCmd::New { name, scope, hosts } => (lookout_collector::auth::new_token(), name, scope, hosts, true),
-        TokenCmd::Hash { name, scope, hosts } => {
+        TokenCmd::New(TokenEntry { name, scope, hosts }) => {
+            (lookout_collector::auth::new_token(), name, scope, hosts, true)
+        }
+        TokenCmd::Hash(TokenEntry { name, scope, hosts }) => {
             let mut t = String::new();
             if std::io::stdin().read_line(&mut t).is_err() || t.trim().is_empty() {
                 eprintln!("error: give the token on standard input");
