@@ -89,6 +89,7 @@ fn an_agent_over_mutual_tls_ships_metrics_and_logs_and_a_stranger_is_refused() {
             sk.display()
         ),
     );
+    let started = std::time::Instant::now();
     let base = collector.url();
     eventually(Duration::from_secs(20), "the agent's samples over TLS", || {
         (!instant(&base, "node_load1{host=\"tls-host\"}").is_empty()).then_some(())
@@ -102,6 +103,10 @@ fn an_agent_over_mutual_tls_ships_metrics_and_logs_and_a_stranger_is_refused() {
         r["result"].as_array().is_some_and(|a| !a.is_empty()).then_some(())
     });
     assert!(instant(&base, "node_load1{host=\"other-host\"}").is_empty());
+    // Long enough for several retries (backoff from 200 ms, doubling).
+    if let Some(rest) = Duration::from_secs(10).checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
     for a in [&mut with, &mut without] {
         let _ = a.kill();
         let _ = a.wait();
@@ -111,6 +116,8 @@ fn an_agent_over_mutual_tls_ships_metrics_and_logs_and_a_stranger_is_refused() {
         log.contains("invalid peer certificate") && log.contains("UnknownIssuer"),
         "the refused agent says why:\n{log}"
     );
+    assert!(log.contains("not signed by the CA in [tls] ca (unknown CA)"), "in words it can act on:\n{log}");
+    assert_eq!(log.matches("cannot reach the collector").count(), 1, "once, not once per retry:\n{log}");
     let log = collector.log();
     assert!(log.contains("a TLS handshake was refused"), "and so does the collector:\n{log}");
 }

@@ -35,11 +35,11 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
     let problems = cfg.validate();
     anyhow::ensure!(problems.is_empty(), "the collector's configuration is invalid:\n  {}", problems.join("\n  "));
     let tokens = Arc::new(match &cfg.tokens_file {
-        Some(path) => auth::Tokens::load(path)?,
-        None => auth::Tokens::default(),
+        Some(path) => auth::TokenFile::load(path)?,
+        None => auth::TokenFile::open(),
     });
     let beyond_loopback = !cfg.http_listen.ip().is_loopback() || !cfg.grpc_listen.ip().is_loopback();
-    if tokens.is_empty() && beyond_loopback {
+    if !tokens.required() && beyond_loopback {
         tracing::warn!(http = %cfg.http_listen, grpc = %cfg.grpc_listen, "insecure = true: listening beyond loopback without credentials; anyone who reaches these ports can read every log line and write data");
     }
     let data_dir = cfg.data_dir.clone();
@@ -88,35 +88,28 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
     let restarter = Arc::new(run::restart::Restarter::new(cfg.restart.clone(), health.clone(), recorder, now_ms()));
     tokio::spawn(restarter.clone().run(shutdown.clone()));
     let ingest =
-        ingest::IngestService::new(store.clone(), tokens, metrics, health, restarter.clone(), shutdown.clone())
+        ingest::IngestService::new(store.clone(), tokens.clone(), metrics, health, restarter.clone(), shutdown.clone())
             .into_server();
 
-    // TLS configs follow their files (looked at every 5 s, and on SIGHUP); open connections keep theirs.
+    // TLS configs and the tokens file follow their files (looked at every 5 s, and on SIGHUP); open
+    // connections keep their certificates.
     let http_tls = cfg.http.tls.clone().map(|t| tls::Reloading::load(t, &[b"h2", b"http/1.1"], "http")).transpose()?;
     let grpc_tls = cfg.ingest.tls.clone().map(|t| tls::Reloading::load(t, &[b"h2"], "grpc")).transpose()?;
-    for t in http_tls.iter().chain(&grpc_tls) {
-        tokio::spawn(t.clone().watch(Duration::from_secs(5), shutdown.clone()));
+    let mut watched: Vec<Arc<dyn Reread>> = http_tls.iter().chain(&grpc_tls).map(|t| t.clone() as Arc<dyn Reread>).collect();
+    if cfg.tokens_file.is_some() {
+        watched.push(tokens.clone());
     }
-    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        let (reload, stop) = (http_tls.iter().chain(&grpc_tls).cloned().collect::<Vec<_>>(), shutdown.clone());
-        if !reload.is_empty() {
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        h = hup.recv() => if h.is_none() { return },
-                    }
-                    reload.iter().for_each(|t| t.reload());
-                }
-            });
-        }
+    if !watched.is_empty() {
+        tokio::spawn(follow_files(watched, Duration::from_secs(5), shutdown.clone()));
     }
     let s1 = shutdown.clone();
     let http_task = match http_tls {
         Some(t) => {
             let listener = tls::Listener::new(http, t, shutdown.clone())?;
+            // Each connection carries the names of its client certificate, for `api::auth`.
+            let service = router.into_make_service_with_connect_info::<api::auth::ClientCert>();
             tokio::spawn(
-                async move { axum::serve(listener, router).with_graceful_shutdown(s1.cancelled_owned()).await },
+                async move { axum::serve(listener, service).with_graceful_shutdown(s1.cancelled_owned()).await },
             )
         }
         None => {
@@ -208,6 +201,50 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
         Ok(())
     });
     Ok(Running { http_addr, grpc_addr, store, done })
+}
+
+/// A file-backed setting that can be read again while the collector runs.
+trait Reread: Send + Sync {
+    /// Reads the files now (SIGHUP).
+    fn reload(&self);
+    /// Reads them if they changed since the last look.
+    fn reload_if_changed(&self);
+}
+
+impl Reread for tls::Reloading {
+    fn reload(&self) {
+        tls::Reloading::reload(self)
+    }
+    fn reload_if_changed(&self) {
+        tls::Reloading::reload_if_changed(self)
+    }
+}
+
+impl Reread for auth::TokenFile {
+    fn reload(&self) {
+        auth::TokenFile::reload(self)
+    }
+    fn reload_if_changed(&self) {
+        auth::TokenFile::reload_if_changed(self)
+    }
+}
+
+/// Looks at the files every `every` (a certificate manager's rotation, an edited tokens file) and
+/// reads them all on SIGHUP, until `shutdown`.
+async fn follow_files(files: Vec<Arc<dyn Reread>>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| tracing::warn!(error = %e, "no SIGHUP handler; files are still looked at every {every:?}"))
+        .ok();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => files.iter().for_each(|f| f.reload_if_changed()),
+            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                files.iter().for_each(|f| f.reload())
+            }
+        }
+    }
 }
 
 /// How long a stop waits for answers in flight before it cuts connections: systemd's stop timeout

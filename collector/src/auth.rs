@@ -1,8 +1,11 @@
-//! Who may do what: the tokens file (SHA-256 hashes of tokens, never the tokens), each token's
-//! scopes and the hosts an agent's token may speak for, and the constant-time check of a presented
-//! token. Knows nothing of HTTP or gRPC; `ingest` and `api` ask it.
+//! Who may do what: the tokens file (SHA-256 hashes of tokens, never the tokens), each entry's
+//! scopes and the hosts an agent's token may speak for, the constant-time check of a presented
+//! token, and the file re-read when it changes. Knows nothing of HTTP or gRPC; `ingest` and `api` ask it.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -40,7 +43,8 @@ impl Scope {
 pub struct Credential {
     pub name: String,
     pub scopes: Vec<Scope>,
-    hash: [u8; 32],
+    /// `None` for an entry known only by a client certificate naming it (`-` in the file).
+    hash: Option<[u8; 32]>,
     /// For `agent` tokens: the hosts it may speak for (`web-01`, `edge-*`); `*` alone is any host.
     pub hosts: Vec<String>,
     host_match: Option<regex::Regex>,
@@ -79,8 +83,9 @@ pub struct Tokens {
 
 impl Tokens {
     /// Reads a tokens file: one entry a line, `name scopes sha256 [hosts]`, `#` comments.
-    /// `scopes` is a comma-separated list of `agent`, `read`, `write`, `admin`; `hosts` (for
-    /// `agent`) a comma-separated list of host names where `*` matches any run of characters.
+    /// `scopes` is a comma-separated list of `agent`, `read`, `write`, `admin`; `sha256` is `-` for
+    /// an entry that only a client certificate with the entry's name (SAN or CN) can use; `hosts`
+    /// (for `agent`) a comma-separated list of host names where `*` matches any run of characters.
     pub fn load(path: &Path) -> Result<Tokens, AuthError> {
         let io = |source| AuthError::Io { path: path.to_path_buf(), source };
         let meta = std::fs::metadata(path).map_err(io)?;
@@ -115,10 +120,13 @@ impl Tokens {
                 .split(',')
                 .map(|s| Scope::parse(s).ok_or_else(|| bad(format!("scope {s:?}: one of agent, read, write, admin"))))
                 .collect::<Result<Vec<_>, _>>()?;
-            let hash = parse_hash(hash).ok_or_else(|| {
-                bad("the third field is the token's SHA-256 in hex (64 characters); `lookout token new` prints it"
-                    .into())
-            })?;
+            let hash = match *hash {
+                "-" => None,
+                h => Some(parse_hash(h).ok_or_else(|| {
+                    bad("the third field is the token's SHA-256 in hex (64 characters), or - for an entry only a client certificate uses; `lookout token new` prints it"
+                        .into())
+                })?),
+            };
             let hosts: Vec<String> =
                 rest.first().map(|h| h.split(',').map(str::to_string).collect()).unwrap_or_default();
             let agent = scopes.contains(&Scope::Agent);
@@ -131,7 +139,7 @@ impl Tokens {
             if entries.iter().any(|e| e.name == *name) {
                 return Err(bad(format!("{name}: the name is used twice")));
             }
-            if entries.iter().any(|e| bool::from(e.hash.ct_eq(&hash))) {
+            if hash.is_some_and(|h| entries.iter().any(|e| e.hash.is_some_and(|x| bool::from(x.ct_eq(&h))))) {
                 return Err(bad(format!("{name}: the same token as another entry")));
             }
             let host_match = agent.then(|| host_regex(&hosts));
@@ -154,12 +162,110 @@ impl Tokens {
         let given: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for e in &self.entries {
-            if bool::from(e.hash.ct_eq(&given)) {
+            if e.hash.is_some_and(|h| bool::from(h.ct_eq(&given))) {
                 found = Some(e);
             }
         }
         found
     }
+
+    /// The entry a verified client certificate speaks for: the first of its names that is an
+    /// entry's name.
+    pub fn by_names(&self, names: &[String]) -> Option<&Credential> {
+        names.iter().find_map(|n| self.entries.iter().find(|e| e.name == *n))
+    }
+
+    /// The entry called `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Credential> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+}
+
+/// The tokens in force: none asked for (no `tokens_file`: loopback listeners or `insecure`), or the
+/// tokens file as it was last read. The file is re-read when it changes and on SIGHUP; a file that
+/// became unreadable or bad keeps the tokens in use and says why, so a typo never opens or locks the
+/// collector. An emptied file accepts nobody: only a config without `tokens_file` is open.
+pub struct TokenFile {
+    path: Option<PathBuf>,
+    current: RwLock<Arc<Tokens>>,
+    stamp: Mutex<Option<SystemTime>>,
+    generation: AtomicU64,
+}
+
+impl TokenFile {
+    /// No tokens file: no credentials are asked for.
+    pub fn open() -> TokenFile {
+        TokenFile::with(None, Tokens::default())
+    }
+
+    /// Tokens that are not read from a file (tests, benches); asked for like a file's.
+    pub fn fixed(tokens: Tokens) -> TokenFile {
+        let t = TokenFile::with(None, tokens);
+        t.generation.store(1, Ordering::Relaxed);
+        t
+    }
+
+    pub fn load(path: &Path) -> Result<TokenFile, AuthError> {
+        let t = TokenFile::with(Some(path.to_path_buf()), Tokens::load(path)?);
+        *t.stamp.lock().expect("tokens stamp lock poisoned") = modified(path);
+        Ok(t)
+    }
+
+    fn with(path: Option<PathBuf>, tokens: Tokens) -> TokenFile {
+        let asked = u64::from(path.is_some());
+        TokenFile {
+            path,
+            current: RwLock::new(Arc::new(tokens)),
+            stamp: Mutex::new(None),
+            generation: AtomicU64::new(asked),
+        }
+    }
+
+    /// Whether callers must show credentials.
+    pub fn required(&self) -> bool {
+        self.generation.load(Ordering::Relaxed) > 0
+    }
+
+    /// The tokens as they are now.
+    pub fn now(&self) -> Arc<Tokens> {
+        self.current.read().expect("tokens lock poisoned").clone()
+    }
+
+    /// Counts the reads that changed the tokens, so a long-lived stream can tell that it should look
+    /// at its credential again.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Reads the file again; a bad file keeps the tokens in use.
+    pub fn reload(&self) {
+        let Some(path) = &self.path else { return };
+        match Tokens::load(path) {
+            Ok(t) => {
+                let n = t.len();
+                *self.current.write().expect("tokens lock poisoned") = Arc::new(t);
+                self.generation.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(file = %path.display(), entries = n, "tokens file re-read; new requests and streams use it");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "tokens file not re-read; the tokens read before stay in use")
+            }
+        }
+    }
+
+    /// Re-reads the file when its modification time changed since the last look.
+    pub fn reload_if_changed(&self) {
+        let Some(path) = &self.path else { return };
+        let now = modified(path);
+        let changed = std::mem::replace(&mut *self.stamp.lock().expect("tokens stamp lock poisoned"), now) != now;
+        if changed {
+            self.reload();
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 fn parse_hash(s: &str) -> Option<[u8; 32]> {
@@ -257,5 +363,44 @@ mod tests {
         assert!(e.contains("chmod 600"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(Tokens::load(&p).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_entry_without_a_hash_is_found_only_by_certificate_name() {
+        let t = Tokens::parse(&format!("grafana read -\nci admin -\nweb read {}\n", hash_hex("tok"))).unwrap();
+        assert!(t.check("-").is_none() && t.check("").is_none(), "no token matches a certificate-only entry");
+        assert_eq!(t.by_names(&["nobody".into(), "ci".into()]).unwrap().name, "ci");
+        assert!(t.by_names(&["stranger".into()]).is_none());
+        assert_eq!(t.check("tok").unwrap().name, "web");
+    }
+
+    #[test]
+    fn the_file_is_reread_when_it_changes_and_a_bad_one_keeps_what_was_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens");
+        let write = |text: String, mtime: u64| {
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(mtime)).unwrap();
+        };
+        write(file(&[("a", "read", "tok-a", "")]), 1000);
+        let tf = TokenFile::load(&p).unwrap();
+        assert!(tf.required() && tf.now().check("tok-a").is_some());
+        let g = tf.generation();
+        tf.reload_if_changed();
+        assert_eq!(tf.generation(), g, "an unchanged file is not read again");
+        write(file(&[("b", "read", "tok-b", "")]), 2000);
+        tf.reload_if_changed();
+        assert!(tf.now().check("tok-a").is_none(), "a removed token is refused from now on");
+        assert!(tf.now().check("tok-b").is_some() && tf.generation() > g);
+        write("b reed zz\n".into(), 3000);
+        tf.reload_if_changed();
+        assert!(tf.now().check("tok-b").is_some(), "a bad file keeps the tokens in use");
+        write(String::new(), 4000);
+        tf.reload_if_changed();
+        assert!(tf.required() && tf.now().check("tok-b").is_none(), "an emptied file lets nobody in");
+        assert!(!TokenFile::open().required());
     }
 }

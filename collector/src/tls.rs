@@ -135,17 +135,6 @@ impl Reloading {
             self.reload();
         }
     }
-
-    /// Looks at the files every `every` until `shutdown` (rotation by a certificate manager).
-    pub async fn watch(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => self.reload_if_changed(),
-            }
-        }
-    }
 }
 
 fn stamps(f: &TlsConfig) -> Vec<Option<SystemTime>> {

@@ -1,5 +1,6 @@
 //! An agent is known by the host its token speaks for: over a real gRPC socket, a stream whose
-//! batch carries another host's series is refused whole and nothing of it is stored.
+//! batch carries another host's series is refused whole and nothing of it is stored; a token taken
+//! out of the tokens file ends the streams it opened.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -84,6 +85,75 @@ async fn a_batch_for_another_host_is_refused_whole_and_counted() {
 
     assert_eq!(running.store.series(&[Matcher::equal("host", "a")]).len(), 1);
     assert!(running.store.series(&[Matcher::equal("host", "b")]).is_empty(), "nothing of host b is stored");
+    stop.cancel();
+    running.done.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_taken_out_of_the_tokens_file_ends_its_open_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = ("the-old-token-of-host-a-0123456789", "the-new-token-of-host-a-0123456789");
+    let tokens = dir.path().join("tokens");
+    let entry = |t: &str| format!("host-a agent {} a\n", lookout_collector::auth::hash_hex(t));
+    std::fs::write(&tokens, entry(old)).unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg: lookout_collector::CollectorConfig = toml::from_str(&format!(
+        "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\ntokens_file = \"{}\"\n",
+        dir.path().join("db").display(),
+        tokens.display()
+    ))
+    .unwrap();
+    let stop = CancellationToken::new();
+    let running = lookout_collector::start(cfg, stop.clone()).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let with = |token: &str| {
+        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+        IngestClient::with_interceptor(channel.clone(), move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        })
+    };
+    let hello = AgentMessage {
+        msg: Some(agent_message::Msg::Hello(Hello { agent_id: "agent-a".into(), host: "a".into(), ..Default::default() })),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello.clone()).await.unwrap();
+    let mut answers = with(old).stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let _welcome = answers.message().await.unwrap().expect("welcome");
+
+    // The operator rotates host a's token; the stream that came in with the old one ends.
+    std::fs::write(&tokens, entry(new)).unwrap();
+    let mut seq = 0;
+    let ended = loop {
+        seq += 1;
+        assert!(seq < 60, "the stream with a revoked token was still acked after 30 s");
+        tx.send(batch(seq, "a")).await.unwrap();
+        match answers.message().await {
+            Ok(Some(_ack)) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            Ok(None) => panic!("the stream ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::PermissionDenied);
+    assert!(ended.message().contains("token host-a was revoked"), "{}", ended.message());
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello.clone()).await.unwrap();
+    let refused = match with(old).stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+        Err(s) => s,
+        Ok(r) => r.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "the old token opens no new stream");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello).await.unwrap();
+    tx.send(batch(seq + 1, "a")).await.unwrap();
+    let mut answers = with(new).stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let _welcome = answers.message().await.unwrap().expect("welcome with the new token");
+    assert!(format!("{:?}", answers.message().await.unwrap()).contains("Ack"), "the new token writes");
     stop.cancel();
     running.done.await.unwrap().unwrap();
 }

@@ -269,3 +269,84 @@ async fn agents_over_mutual_tls_are_known_by_their_certificate_and_rotation_keep
     stop.cancel();
     running.done.await.unwrap().unwrap();
 }
+
+/// One HTTP/1.1 request over TLS on its own connection; the status code and the body.
+async fn https(
+    addr: std::net::SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+    request: &str,
+    bearer: Option<&str>,
+) -> (u16, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(client).connect(name, tcp).await.unwrap();
+    let (method, path) = request.split_once(' ').unwrap();
+    let auth = bearer.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let body = if method == "POST" { "{}" } else { "" };
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer).await;
+    let status = answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_knows_a_client_by_its_certificate_and_follows_the_tokens_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = ca("site CA");
+    let site_pem = site.as_ref().pem();
+    let server = leaf(&site, &["localhost"], false);
+    let ci_token = "ci-token-0123456789-abcdefghijklmnop";
+    let tokens = write(
+        dir.path(),
+        "tokens",
+        &format!("grafana read -\nci admin {}\n", lookout_collector::auth::hash_hex(ci_token)),
+    );
+    let cfg: lookout_collector::CollectorConfig = toml::from_str(&format!(
+        "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\ntokens_file = \"{}\"\n[http.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+        dir.path().join("db").display(),
+        tokens.display(),
+        write(dir.path(), "c.pem", &server.0).display(),
+        write(dir.path(), "k.pem", &server.1).display(),
+        write(dir.path(), "ca.pem", &site_pem).display(),
+    ))
+    .unwrap();
+    let stop = CancellationToken::new();
+    let running = lookout_collector::start(cfg, stop.clone()).await.unwrap();
+    let addr = running.http_addr;
+    let grafana = client(&site_pem, Some(&leaf(&site, &["grafana"], false)));
+    let stranger = client(&site_pem, Some(&leaf(&site, &["stranger"], false)));
+
+    let (status, _) = https(addr, grafana.clone(), "GET /api/v1/labels", None).await;
+    assert_eq!(status, 200, "a certificate named like a read entry reads");
+    let (status, body) = https(addr, grafana.clone(), "POST /api/v1/gates", None).await;
+    assert_eq!(status, 403, "and may not start a gate: {body}");
+    assert!(body.contains("grafana has scope read; /api/v1/gates needs admin"), "{body}");
+    let (status, body) = https(addr, stranger.clone(), "GET /api/v1/labels", None).await;
+    assert_eq!(status, 403, "a certificate of the site's CA with no entry: {body}");
+    assert!(body.contains("the client certificate for stranger names no entry of the tokens file"), "{body}");
+    let (status, body) = https(addr, stranger.clone(), "POST /api/v1/gates", Some(ci_token)).await;
+    assert_eq!(status, 400, "a token shown with the certificate is what counts (past auth, a bad gate): {body}");
+
+    // The file changes: grafana's entry goes, the stranger gets one. No restart, no signal.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&tokens, "stranger read -\n").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (g, _) = https(addr, grafana.clone(), "GET /api/v1/labels", None).await;
+        let (s, _) = https(addr, stranger.clone(), "GET /api/v1/labels", None).await;
+        if (g, s) == (403, 200) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the tokens file was not followed: grafana {g}, stranger {s}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, _) = https(addr, stranger, "POST /api/v1/gates", Some(ci_token)).await;
+    assert_eq!(status, 401, "a token removed from the file is refused");
+    stop.cancel();
+    running.done.await.unwrap().unwrap();
+}

@@ -181,6 +181,9 @@ async fn connection(cfg: ShipConfig, queue: Arc<Queue>, metrics: AgentMetrics, s
     let mut backoff = Duration::from_millis(200);
     let mut attempt = 0usize;
     let mut failures = 0u64;
+    // What was last said about each collector: a cause is said once, not once per retry, and said
+    // again when it changes or after the collector was reached.
+    let mut told: std::collections::HashMap<String, &'static str> = Default::default();
     loop {
         let url = &cfg.collectors[attempt % cfg.collectors.len()];
         let result = session(&cfg, url, &queue, &metrics, &shutdown).await;
@@ -196,13 +199,18 @@ async fn connection(cfg: ShipConfig, queue: Arc<Queue>, metrics: AgentMetrics, s
                 // It worked for a while: retry soon, same collector.
                 backoff = Duration::from_millis(200);
                 failures = 0;
+                told.remove(url);
             }
             Ok((End::Closed, _)) => attempt += 1,
             Err((e, _)) => {
                 failures += 1;
                 metrics.connect_failures.inc();
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(collector = %url, error = format!("{e:#}"), failures, queued = queue.len(), "cannot reach the collector; batches wait in the queue");
+                let error = format!("{e:#}");
+                let cause = why_not(&error);
+                if told.insert(url.clone(), cause) != Some(cause) {
+                    tracing::warn!(collector = %url, cause, %error, queued = queue.len(), "cannot reach the collector; batches wait in the queue (said once until the cause changes)");
+                } else {
+                    tracing::debug!(collector = %url, cause, %error, failures, "still cannot reach the collector");
                 }
                 attempt += 1;
             }
@@ -214,6 +222,37 @@ async fn connection(cfg: ShipConfig, queue: Arc<Queue>, metrics: AgentMetrics, s
             _ = tokio::time::sleep(sleep) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Why a connection failed, in words an operator can act on; rustls's and tonic's own words follow
+/// in the log line.
+fn why_not(error: &str) -> &'static str {
+    let has = |needles: &[&str]| needles.iter().any(|n| error.contains(n));
+    // An alert is the collector refusing this agent; the other TLS errors are this agent refusing
+    // the collector's certificate.
+    if has(&["CertificateRequired", "certificate required"]) {
+        "the collector asks for a client certificate ([tls] cert and key)"
+    } else if error.contains("fatal alert") && has(&["UnknownCA", "UnknownCa", "BadCertificate", "CertificateExpired"]) {
+        "the collector refused this agent's certificate (not signed by its client_ca, or expired)"
+    } else if has(&["UnknownIssuer", "unknown issuer"]) {
+        "the collector's certificate is not signed by the CA in [tls] ca (unknown CA)"
+    } else if has(&["NotValidForName", "not valid for name"]) {
+        "the collector's certificate is not for the name asked for (name mismatch: see [tls] server_name)"
+    } else if has(&["Expired", "expired", "NotValidYet"]) {
+        "the collector's certificate has expired or is not valid yet"
+    } else if has(&["InvalidContentType", "corrupt message", "HTTP/1", "invalid HTTP version"]) {
+        "the collector does not speak TLS on that port, or speaks TLS where plain was asked for"
+    } else if has(&["Unauthenticated", "unauthenticated", "bearer token"]) {
+        "the collector does not know this agent's token"
+    } else if has(&["PermissionDenied", "permission denied", "speaks for"]) {
+        "the collector refused this agent's host name for its credential"
+    } else if has(&["Connection refused", "connection refused"]) {
+        "nothing listens at that address (connection refused)"
+    } else if has(&["timed out", "deadline has elapsed", "Timeout"]) {
+        "the collector did not answer in time (network down or filtered?)"
+    } else {
+        "the connection failed"
     }
 }
 
@@ -341,6 +380,17 @@ async fn carry_out(docker: Option<&bollard::Docker>, c: lookout_proto::v1::Comma
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_failed_connection_is_named_by_what_an_operator_can_fix() {
+        let e = "transport error: invalid peer certificate: UnknownIssuer";
+        assert!(super::why_not(e).contains("unknown CA"));
+        assert!(super::why_not("invalid peer certificate: NotValidForName").contains("name mismatch"));
+        assert!(super::why_not("received fatal alert: CertificateRequired").contains("client certificate"));
+        assert!(super::why_not("received fatal alert: CertificateExpired").contains("refused this agent's"));
+        assert!(super::why_not("invalid peer certificate: Expired").contains("collector's certificate has expired"));
+        assert!(super::why_not("tcp connect error: Connection refused (os error 111)").contains("nothing listens"));
+    }
+
     use super::*;
 
     #[tokio::test]

@@ -1,15 +1,31 @@
-//! Who may call which endpoint: every request but `/healthz` and `/readyz` shows a token of the
-//! scope its endpoint needs, as `Authorization: Bearer <token>` or HTTP basic auth with the token's
-//! name and the token (what Grafana's data sources send). 401 without credentials, 403 for the
-//! wrong scope. Open when the collector has no tokens (loopback only, or `insecure`).
+//! Who may call which endpoint: every request but `/healthz` and `/readyz` shows a credential of the
+//! scope its endpoint needs: `Authorization: Bearer <token>`, HTTP basic auth with the token's name
+//! and the token (what Grafana's data sources send), or a client certificate (with `[http.tls]
+//! client_ca`) whose name is an entry of the tokens file. 401 without credentials, 403 for the
+//! wrong scope. Open when the collector has no tokens file (loopback only, or `insecure`).
 
+use std::sync::Arc;
+
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::auth::Scope;
+use crate::auth::{Credential, Scope};
+
+/// The names of the client certificate a connection's TLS handshake verified (its DNS subject
+/// alternative names, else its CN), worked out once per connection.
+#[derive(Clone, Debug, Default)]
+pub struct ClientCert(pub Option<Arc<Vec<String>>>);
+
+impl Connected<axum::serve::IncomingStream<'_, crate::tls::Listener>> for ClientCert {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::Listener>) -> Self {
+        let certs = stream.io().get_ref().1.peer_certificates();
+        ClientCert(certs.and_then(|c| c.first()).map(|der| Arc::new(crate::tls::cert_names(der.as_ref()))))
+    }
+}
 
 /// The scope an endpoint needs; `None` for the probes a load balancer or systemd calls.
 pub fn scope_for(method: &Method, path: &str) -> Option<Scope> {
@@ -52,26 +68,49 @@ fn refuse(status: StatusCode, error_type: &str, message: String) -> Response {
 
 /// The middleware `router` puts in front of every route.
 pub async fn require(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if s.tokens.is_empty() {
+    if !s.tokens.required() {
         return next.run(req).await;
     }
     let Some(scope) = scope_for(req.method(), req.uri().path()) else { return next.run(req).await };
-    let Some((user, token)) = presented(&req) else {
-        s.metrics.http_refused("no_credentials");
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "credentials needed: Authorization: Bearer <token>, or basic auth with the token's name and the token"
-                .into(),
-        );
-    };
-    let Some(c) = s.tokens.check(&token).filter(|c| user.as_deref().is_none_or(|u| u == c.name)) else {
-        s.metrics.http_refused("token");
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "unknown token (or a basic auth name that is not the token's)".into(),
-        );
+    let tokens = s.tokens.now();
+    let cert = req.extensions().get::<ConnectInfo<ClientCert>>().and_then(|c| c.0 .0.clone());
+    let c: &Credential = match (presented(&req), cert) {
+        (Some((user, token)), _) => {
+            let Some(c) = tokens.check(&token).filter(|c| user.as_deref().is_none_or(|u| u == c.name)) else {
+                s.metrics.http_refused("token");
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "unknown token (or a basic auth name that is not the token's)".into(),
+                );
+            };
+            c
+        }
+        (None, Some(names)) => {
+            let Some(c) = tokens.by_names(&names) else {
+                s.metrics.http_refused("certificate");
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "the client certificate for {} names no entry of the tokens file (add `{} {} -` to give it that scope)",
+                        names.join(","),
+                        names.first().map(String::as_str).unwrap_or("NAME"),
+                        scope.as_str()
+                    ),
+                );
+            };
+            c
+        }
+        (None, None) => {
+            s.metrics.http_refused("no_credentials");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "credentials needed: Authorization: Bearer <token>, or basic auth with the token's name and the token"
+                    .into(),
+            );
+        }
     };
     if !c.allows(scope) {
         s.metrics.http_refused("scope");
@@ -79,7 +118,7 @@ pub async fn require(State(s): State<AppState>, req: Request, next: Next) -> Res
         return refuse(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("token {} has scope {}; {} needs {}", c.name, has.join(","), req.uri().path(), scope.as_str()),
+            format!("{} has scope {}; {} needs {}", c.name, has.join(","), req.uri().path(), scope.as_str()),
         );
     }
     next.run(req).await

@@ -1,7 +1,7 @@
 //! The collector's HTTP API: Prometheus-compatible query and remote-write routes, /metrics, health.
 //! Calls `query` for answers, `ingest` to decode and the store's public API; never sees SQL or protobuf.
 
-mod auth;
+pub mod auth;
 mod gates;
 mod loki;
 mod params;
@@ -36,8 +36,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     pub registry: Arc<Mutex<Registry>>,
     pub metrics: CollectorMetrics,
-    /// Who may call what (`api::auth`); empty, and every endpoint is open.
-    pub tokens: Arc<crate::auth::Tokens>,
+    /// Who may call what (`api::auth`); without a tokens file every endpoint is open.
+    pub tokens: Arc<crate::auth::TokenFile>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -36,7 +36,7 @@ fn state(dir: &std::path::Path) -> AppState {
         shutdown: Default::default(),
         registry: Arc::new(Mutex::new(registry)),
         metrics,
-        tokens: Default::default(),
+        tokens: Arc::new(crate::auth::TokenFile::open()),
     }
 }
 
@@ -172,7 +172,7 @@ async fn buildinfo_looks_like_prometheus_without_mimir_features() {
 
 #[tokio::test]
 async fn every_endpoint_group_wants_its_scope_by_bearer_or_basic_auth() {
-    use crate::auth::{hash_hex, Tokens};
+    use crate::auth::{hash_hex, TokenFile, Tokens};
     use base64::Engine;
     let dir = tempfile::tempdir().unwrap();
     let mut st = state(dir.path());
@@ -182,7 +182,7 @@ async fn every_endpoint_group_wants_its_scope_by_bearer_or_basic_auth() {
             format!("{n} {s} {} {}\n", hash_hex(&format!("tok-{n}")), if *s == "agent" { "web-01" } else { "" })
         })
         .collect();
-    st.tokens = Arc::new(Tokens::parse(&file).unwrap());
+    st.tokens = Arc::new(TokenFile::fixed(Tokens::parse(&file).unwrap()));
     let with = |mut r: Request<Body>, auth: &str| {
         r.headers_mut().insert("authorization", auth.parse().unwrap());
         r
@@ -214,7 +214,7 @@ async fn every_endpoint_group_wants_its_scope_by_bearer_or_basic_auth() {
 
     let (status, body) = call(&st, with(form("/api/v1/query", "query=1"), &bearer("prom"))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(body["error"], "token prom has scope write; /api/v1/query needs read");
+    assert_eq!(body["error"], "prom has scope write; /api/v1/query needs read");
     let write = || Request::post("/api/v1/write").body(Body::from("not snappy")).unwrap();
     assert_eq!(call(&st, with(write(), &bearer("grafana"))).await.0, StatusCode::FORBIDDEN);
     assert_eq!(call(&st, with(write(), &bearer("prom"))).await.0, StatusCode::BAD_REQUEST, "past auth, a bad body");

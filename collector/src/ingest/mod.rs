@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{Credential, Scope, Tokens};
+use crate::auth::{Scope, TokenFile};
 use crate::store::{LogBatchIn, Store};
 use crate::telemetry::CollectorMetrics;
 pub use lookout_proto::v1::ingest_server::IngestServer;
@@ -31,21 +31,40 @@ use crate::run::restart::Restarter;
 
 pub struct IngestService {
     store: Arc<Store>,
-    tokens: Arc<Tokens>,
+    tokens: Arc<TokenFile>,
     metrics: CollectorMetrics,
     health: Arc<HealthBoard>,
     restarter: Arc<Restarter>,
     shutdown: CancellationToken,
 }
 
+/// What let a stream in, kept for its life: a token is checked again whenever the tokens file is
+/// re-read, so a revoked token's open stream ends at its next batch.
+enum Grant {
+    /// No credentials asked for (no tokens file; loopback or `insecure`).
+    Open,
+    /// A token of the entry `name`, bound to the hosts the entry names.
+    Token { token: String, name: String },
+    /// A client certificate client_ca verified, for the hosts it names.
+    Certificate,
+}
+
+impl Grant {
+    /// Whether the stream writes for its own host alone.
+    fn bound(&self) -> bool {
+        !matches!(self, Grant::Open)
+    }
+}
+
 /// What an agent stream is told when the collector stops, with `UNAVAILABLE`.
 pub use lookout_proto::GOING_AWAY;
 
 impl IngestService {
-    /// `tokens` empty means no authentication (only loopback listeners, or `insecure`, allow that).
+    /// `tokens` without a file means no authentication (only loopback listeners, or `insecure`,
+    /// allow that).
     pub fn new(
         store: Arc<Store>,
-        tokens: Arc<Tokens>,
+        tokens: Arc<TokenFile>,
         metrics: CollectorMetrics,
         health: Arc<HealthBoard>,
         restarter: Arc<Restarter>,
@@ -62,21 +81,24 @@ impl IngestService {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    /// The agent's credential (`None` when the collector takes agents without one). A token is
-    /// never logged or echoed, only its entry's name.
-    fn authorize<T>(&self, req: &Request<T>, has_cert: bool) -> Result<Option<Credential>, Status> {
+    /// What lets this stream in, or why nothing does. A token is never logged or echoed, only its
+    /// entry's name.
+    fn authorize<T>(&self, req: &Request<T>, has_cert: bool) -> Result<Grant, Status> {
         let given =
             req.metadata().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if !self.tokens.required() {
+            return Ok(Grant::Open);
+        }
         // A client certificate that client_ca verified is an identity of its own.
-        if self.tokens.is_empty() || (given.is_none() && has_cert) {
-            return Ok(None);
+        if has_cert && given.is_none() {
+            return Ok(Grant::Certificate);
         }
         let Some(token) = given else {
             self.metrics.ingest_refused("token");
             return Err(Status::unauthenticated("missing bearer token (authorization: Bearer <token>)"));
         };
-        match self.tokens.check(token) {
-            Some(c) if c.allows(Scope::Agent) => Ok(Some(c.clone())),
+        match self.tokens.now().check(token) {
+            Some(c) if c.allows(Scope::Agent) => Ok(Grant::Token { token: token.to_string(), name: c.name.clone() }),
             Some(c) => {
                 self.metrics.ingest_refused("scope");
                 Err(Status::permission_denied(format!("token {} has no agent scope", c.name)))
@@ -86,6 +108,17 @@ impl IngestService {
                 Err(Status::unauthenticated("unknown bearer token"))
             }
         }
+    }
+}
+
+/// Whether a stream's token still lets it write for `host` after the tokens file was re-read.
+fn still_granted(tokens: &TokenFile, grant: &Grant, host: &str) -> Result<(), Status> {
+    let Grant::Token { token, name } = grant else { return Ok(()) };
+    match tokens.now().check(token) {
+        Some(c) if c.allows(Scope::Agent) && c.speaks_for(host) => Ok(()),
+        _ => Err(Status::permission_denied(format!(
+            "token {name} was revoked or no longer speaks for host {host:?} (the tokens file changed)"
+        ))),
     }
 }
 
@@ -112,14 +145,15 @@ impl Ingest for IngestService {
         if hello.agent_id.is_empty() {
             return Err(Status::invalid_argument("Hello.agent_id is empty"));
         }
-        if let Some(c) = &identity {
-            if !c.speaks_for(&hello.host) {
+        if let Grant::Token { name, .. } = &identity {
+            let tokens = self.tokens.now();
+            let c = tokens.by_name(name).filter(|c| c.speaks_for(&hello.host));
+            if c.is_none() {
                 self.metrics.ingest_refused("host");
-                tracing::warn!(token = %c.name, host = %hello.host, %peer, "an agent said it is a host its token does not speak for; refused");
+                let hosts = tokens.by_name(name).map(|c| c.hosts.join(",")).unwrap_or_default();
+                tracing::warn!(token = %name, host = %hello.host, %peer, "an agent said it is a host its token does not speak for; refused");
                 return Err(Status::permission_denied(format!(
-                    "token {} speaks for hosts {}, not for host {:?}",
-                    c.name,
-                    c.hosts.join(","),
+                    "token {name} speaks for hosts {hosts}, not for host {:?}",
                     hello.host
                 )));
             }
@@ -141,6 +175,7 @@ impl Ingest for IngestService {
         let health = self.health.clone();
         let restarter = self.restarter.clone();
         let shutdown = self.shutdown.clone();
+        let tokens = self.tokens.clone();
         let committed = store.committed_seq(&hello.agent_id);
         tracing::info!(agent = %hello.agent_id, host = %hello.host, %peer, committed, "agent connected");
         let log_resume = store
@@ -158,9 +193,10 @@ impl Ingest for IngestService {
         metrics.connected_agents.inc();
         tokio::spawn(async move {
             let peer = (hello.agent_id.as_str(), hello.host.as_str());
-            let bound = identity.is_some() || cert_hosts.is_some();
+            // A verified certificate binds the stream to its hosts even where no token is asked for.
+            let grant = (&*tokens, &identity, identity.bound() || cert_hosts.is_some());
             let result =
-                serve_agent(&store, &metrics, (&health, &restarter, &shutdown), peer, bound, &mut inbound, &tx).await;
+                serve_agent(&store, &metrics, (&health, &restarter, &shutdown), peer, grant, &mut inbound, &tx).await;
             metrics.connected_agents.dec();
             if let Err(status) = &result {
                 // The agent learns why its stream ended (and logs it), not just that it did.
@@ -186,10 +222,11 @@ async fn serve_agent(
     metrics: &CollectorMetrics,
     (health, restarter, shutdown): (&HealthBoard, &Restarter, &CancellationToken),
     (agent_id, host): (&str, &str),
-    bound: bool,
+    (tokens, grant, bound): (&TokenFile, &Grant, bool),
     inbound: &mut Streaming<AgentMessage>,
     tx: &mpsc::Sender<Result<CollectorMessage, Status>>,
 ) -> Result<(), Status> {
+    let mut read = tokens.generation();
     loop {
         // Commands for this host go down the stream as soon as they are decided (registered for the
         // wake-up before looking, so a command queued in between is not missed).
@@ -219,6 +256,13 @@ async fn serve_agent(
         match msg.msg {
             Some(agent_message::Msg::Batch(batch)) => {
                 let seq = batch.seq;
+                if tokens.generation() != read {
+                    read = tokens.generation();
+                    still_granted(tokens, grant, host).inspect_err(|e| {
+                        metrics.ingest_refused("revoked");
+                        tracing::warn!(agent = agent_id, host, reason = %e.message(), "an open stream's token no longer lets it in; ended");
+                    })?;
+                }
                 let mut decoded = convert::batch(batch);
                 // An agent whose token speaks for its host writes for that host alone: a batch
                 // naming another is refused whole, and nothing of it is stored.
