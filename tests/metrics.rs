@@ -213,6 +213,48 @@ fn an_agent_waits_out_a_collector_outage_and_delivers_what_it_queued() {
 }
 
 #[test]
+fn an_agent_killed_while_its_collector_is_away_delivers_its_spool_after_a_restart() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (http, grpc) = (free_addr(), free_addr());
+    let mut collector = Lookout::collector_on(&dir.path().join("c"), http, grpc);
+    let mut agent = spawn_agent(dir.path(), grpc, "");
+    let base = collector.url();
+    eventually(Duration::from_secs(15), "first samples", || one(&base, "node_load1"));
+    collector.stop();
+    let outage_start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(6));
+    // SIGKILL: nothing in memory survives, only what the spool wrote.
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let spooled: u64 = std::fs::read_dir(dir.path().join("agent/spool"))
+        .expect("the agent keeps a spool under its state dir")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(spooled > 0, "the outage's batches are on disk");
+    let mut agent = spawn_agent(dir.path(), grpc, "");
+    std::thread::sleep(Duration::from_secs(2));
+    let collector = Lookout::collector_on(&dir.path().join("c"), http, grpc);
+    let base = collector.url();
+    // The ticks read before the kill arrive: at least 4 of the ~6 one-second ticks inside the outage.
+    let got = eventually(Duration::from_secs(30), "the spooled ticks", || {
+        let s = raw_samples(&base, "node_load1");
+        let inside = s.iter().filter(|(t, _)| *t > outage_start && *t < outage_start + 6.0).count();
+        (inside >= 4).then_some(s)
+    });
+    let mut stamps: Vec<u64> = got.iter().map(|(t, _)| (t * 1000.0) as u64).collect();
+    let n = stamps.len();
+    stamps.dedup();
+    assert_eq!(stamps.len(), n, "no sample is stored twice");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    assert!(log.contains("spooled batches from before are sent first"), "the restarted agent says so:\n{log}");
+}
+
+#[test]
 fn garbage_on_the_grpc_port_does_not_hurt_the_collector() {
     use std::io::Write;
     let _serial = serial();

@@ -43,6 +43,8 @@ pub struct AgentConfig {
     #[serde(default)]
     pub queue: QueueConfig,
     #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
     pub logs: LogsConfig,
     /// Probes for containers without `lookout.probe.*` labels, by service or image; first match wins.
     #[serde(default)]
@@ -110,6 +112,24 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig { max_mib: defaults::queue_mib() }
+    }
+}
+
+/// `[spool]`: every sealed batch is also kept on disk until the collector acknowledges it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// The most MiB on disk; past it the oldest segment is dropped (and reported). 0: no spool.
+    #[serde(default = "defaults::spool_mib")]
+    pub max_mib: u64,
+    /// Where the segment files live; `state_dir/spool` when absent.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig { max_mib: defaults::spool_mib(), dir: None }
     }
 }
 
@@ -204,6 +224,9 @@ mod defaults {
     }
     pub fn queue_mib() -> u64 {
         64
+    }
+    pub fn spool_mib() -> u64 {
+        1024
     }
     pub fn yes() -> bool {
         true

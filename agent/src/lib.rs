@@ -59,9 +59,11 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
         tls: cfg.tls.clone(),
         include_labels: cfg.labels.include.clone(),
         max_queue_bytes: (cfg.queue.max_mib as usize) << 20,
+        spool: (cfg.spool.max_mib > 0)
+            .then(|| (cfg.spool.dir.clone().unwrap_or_else(|| cfg.state_dir.join("spool")), cfg.spool.max_mib << 20)),
         docker: docker.clone(),
     };
-    let (out, queue) = ship::spawn(ship_cfg, metrics.clone(), shutdown.clone());
+    let (out, queue) = ship::spawn(ship_cfg, metrics.clone(), shutdown.clone())?;
 
     let containers: discover::ContainerSet = Default::default();
     let error_rates: Arc<probe::errors::ErrorRates> = Default::default();

@@ -17,6 +17,11 @@ pub struct AgentMetrics {
     pub connect_failures: Counter,
     pub read_errors: Counter,
     pub queue_bytes: Gauge,
+    pub spool_bytes: Gauge,
+    pub spool_oldest_age_seconds: Gauge<f64, AtomicU64>,
+    pub spool_dropped_batches: Counter,
+    pub spool_torn_records: Counter,
+    pub spool_errors: Counter,
     pub connected: Gauge,
     pub containers: Gauge,
     pub tick_seconds: Gauge<f64, AtomicU64>,
@@ -42,6 +47,23 @@ impl AgentMetrics {
             m.read_errors.clone(),
         );
         r.register("queue_bytes", "Bytes of sealed batches waiting for an ack", m.queue_bytes.clone());
+        r.register("spool_bytes", "Bytes of batches in the disk spool", m.spool_bytes.clone());
+        r.register(
+            "spool_oldest_age_seconds",
+            "Age of the oldest batch in the disk spool (0 when it is empty)",
+            m.spool_oldest_age_seconds.clone(),
+        );
+        r.register(
+            "spool_dropped_batches",
+            "Batches dropped with the spool's oldest segment because it reached [spool] max_mib",
+            m.spool_dropped_batches.clone(),
+        );
+        r.register(
+            "spool_torn_records",
+            "Torn or corrupt spool records cut off when the spool was opened (a crash mid-write)",
+            m.spool_torn_records.clone(),
+        );
+        r.register("spool_errors", "Failed writes or reads of the disk spool", m.spool_errors.clone());
         r.register("connected", "1 while a collector stream is open", m.connected.clone());
         r.register("containers", "Containers being watched", m.containers.clone());
         r.register("tick_seconds", "How long the last metrics tick took to read", m.tick_seconds.clone());

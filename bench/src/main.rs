@@ -60,6 +60,14 @@ pub enum Bench {
         #[arg(long, default_value_t = 200_000)]
         checks: usize,
     },
+    /// Replay of an agent's disk spool: batches written as an outage leaves them, then sent by the
+    /// agent's shipping code to a real collector until every one is acknowledged.
+    Spool {
+        #[arg(long, default_value_t = 50)]
+        containers: usize,
+        #[arg(long, default_value_t = 360)]
+        batches: usize,
+    },
     /// `1+1` latency for one client while others send deep, long and huge queries without pause.
     Hostile {
         #[arg(long, default_value_t = 30)]
@@ -206,6 +214,7 @@ pub fn run(what: Bench) -> std::process::ExitCode {
         Bench::Stop { agents, rounds, stream_for } => crate::bench_daemons::stop(agents, rounds, stream_for),
         Bench::Hostile { seconds, clients } => crate::bench_daemons::hostile(seconds, clients),
         Bench::Auth { entries, checks } => auth(entries, checks),
+        Bench::Spool { containers, batches } => spool(containers, batches),
         Bench::Ingest { containers, samples, per_batch, dir } => ingest(containers, samples, per_batch, dir),
         Bench::Agent { containers, duration, interval } => agent(containers, duration, interval),
         Bench::Query { containers, hours, runs } => query(containers, hours, runs),
@@ -254,6 +263,104 @@ fn auth(entries: usize, checks: usize) -> anyhow::Result<()> {
             cpu * 1e6 / checks as f64
         );
     }
+    Ok(())
+}
+
+/// `ticks` batches of `containers` simulated containers' series at 10 s, for host `bench`, as an
+/// agent's batcher would have them sealed.
+fn sim_batches(containers: usize, ticks: usize) -> Vec<lookout_proto::v1::Batch> {
+    use lookout_proto::v1::{Batch, Label, SeriesGroup, SeriesSamples};
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut sims: Vec<SimContainer> = (0..containers).map(|i| SimContainer::new(i, &mut rng)).collect();
+    let t0: i64 = 1_700_000_000_000;
+    (0..ticks)
+        .map(|k| {
+            let ts = t0 + k as i64 * 10_000;
+            let groups = sims
+                .iter_mut()
+                .map(|sim| {
+                    let values = sim.step(ts, &mut rng);
+                    let common = sim.labels[0].iter().filter(|(n, _)| *n != "__name__");
+                    // One stream speaks for one host, as an agent's does (a stream bound to its
+                    // host by its certificate may carry no other).
+                    let host = |n: &str, v: &str| if n == "host" { "bench".to_string() } else { v.to_string() };
+                    SeriesGroup {
+                        labels: common.map(|(n, v)| Label { name: n.into(), value: host(n, v) }).collect(),
+                        series: SERIES
+                            .iter()
+                            .zip(values)
+                            .map(|(name, v)| SeriesSamples {
+                                labels: vec![Label { name: "__name__".into(), value: (*name).into() }],
+                                timestamps_ms: vec![ts],
+                                values: vec![v],
+                            })
+                            .collect(),
+                    }
+                })
+                .collect();
+            Batch { seq: k as u64 + 1, groups, ..Default::default() }
+        })
+        .collect()
+}
+
+/// An agent's spool of `batches` ticks of `containers` containers, written as a collector outage
+/// leaves it, then replayed by the agent's shipping code to a real collector on loopback.
+fn spool(containers: usize, batches: usize) -> anyhow::Result<()> {
+    use lookout_agent::ship;
+    let rt = tokio::runtime::Runtime::new()?;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("spool");
+    let metrics = lookout_agent::telemetry::AgentMetrics::register(&mut Default::default());
+    let made = sim_batches(containers, batches);
+    let samples: usize = made.iter().flat_map(|b| &b.groups).map(|g| g.series.len()).sum();
+    let t = Instant::now();
+    {
+        // A memory bound of one byte: every batch waits on disk only, as after a long outage.
+        let q = ship::Queue::with_spool(1, &dir, 8 << 30, metrics.clone())?;
+        for b in made {
+            q.push(b, 1 << 10, None);
+        }
+    }
+    let written = t.elapsed().as_secs_f64();
+    let bytes: u64 = std::fs::read_dir(&dir)?.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum();
+    println!(
+        "spool: {batches} batches, {samples} samples ({containers} containers), {:.1} MiB on disk ({:.1} bytes/sample), written in {written:.2} s",
+        bytes as f64 / (1 << 20) as f64,
+        bytes as f64 / samples as f64
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let cfg = lookout_collector::CollectorConfig {
+        data_dir: tmp.path().join("collector"),
+        http_listen: "127.0.0.1:0".parse()?,
+        grpc_listen: "127.0.0.1:0".parse()?,
+        ..Default::default()
+    };
+    let collector = rt.block_on(lookout_collector::start(cfg, shutdown.clone()))?;
+    let ship_cfg = ship::ShipConfig {
+        agent_id: "bench-agent".into(),
+        host: "bench".into(),
+        collectors: vec![format!("http://{}", collector.grpc_addr)],
+        token: None,
+        tls: None,
+        include_labels: Vec::new(),
+        max_queue_bytes: 64 << 20,
+        spool: Some((dir, 8 << 30)),
+        docker: None,
+    };
+    let (cpu, t) = (process_cpu_seconds(), Instant::now());
+    let _guard = rt.enter();
+    let (_tx, queue) = ship::spawn(ship_cfg, metrics, shutdown.clone())?;
+    while !queue.is_empty() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (wall, cpu) = (t.elapsed().as_secs_f64(), process_cpu_seconds() - cpu);
+    println!(
+        "  replayed to a collector on loopback and acknowledged: {wall:.2} s, {:.0} samples/s, {:.0} batches/s ({cpu:.2} s of CPU for agent and collector together)",
+        samples as f64 / wall,
+        batches as f64 / wall
+    );
+    shutdown.cancel();
+    rt.block_on(collector.done)??;
     Ok(())
 }
 
@@ -581,10 +688,7 @@ impl Certs {
 
 /// Samples acked per CPU-second.
 fn grpc_once(containers: usize, ticks: usize, tls: Option<Certs>) -> anyhow::Result<f64> {
-    use lookout_proto::v1::{
-        agent_message::Msg, collector_message, ingest_client::IngestClient, AgentMessage, Batch, Hello, Label,
-        SeriesGroup, SeriesSamples,
-    };
+    use lookout_proto::v1::{agent_message::Msg, collector_message, ingest_client::IngestClient, AgentMessage, Hello};
     let rt = tokio::runtime::Runtime::new()?;
     let tmp = tempfile::tempdir()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -596,38 +700,7 @@ fn grpc_once(containers: usize, ticks: usize, tls: Option<Certs>) -> anyhow::Res
     };
     cfg.ingest.tls = tls.as_ref().map(Certs::collector);
     let collector = rt.block_on(lookout_collector::start(cfg, shutdown.clone()))?;
-    // Batches built up front, as an agent's batcher would have them sealed.
-    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
-    let mut sims: Vec<SimContainer> = (0..containers).map(|i| SimContainer::new(i, &mut rng)).collect();
-    let t0: i64 = 1_700_000_000_000;
-    let batches: Vec<Batch> = (0..ticks)
-        .map(|k| {
-            let ts = t0 + k as i64 * 10_000;
-            let groups = sims
-                .iter_mut()
-                .map(|sim| {
-                    let values = sim.step(ts, &mut rng);
-                    let common = sim.labels[0].iter().filter(|(n, _)| *n != "__name__");
-                    // One stream speaks for one host, as an agent's does (a stream bound to its
-                    // host by its certificate may carry no other).
-                    let host = |n: &str, v: &str| if n == "host" { "bench".to_string() } else { v.to_string() };
-                    SeriesGroup {
-                        labels: common.map(|(n, v)| Label { name: n.into(), value: host(n, v) }).collect(),
-                        series: SERIES
-                            .iter()
-                            .zip(values)
-                            .map(|(name, v)| SeriesSamples {
-                                labels: vec![Label { name: "__name__".into(), value: (*name).into() }],
-                                timestamps_ms: vec![ts],
-                                values: vec![v],
-                            })
-                            .collect(),
-                    }
-                })
-                .collect();
-            Batch { seq: k as u64 + 1, groups, ..Default::default() }
-        })
-        .collect();
+    let batches = sim_batches(containers, ticks);
     let samples = ticks * containers * SERIES.len();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut endpoint =

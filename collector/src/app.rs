@@ -95,7 +95,8 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
     // connections keep their certificates.
     let http_tls = cfg.http.tls.clone().map(|t| tls::Reloading::load(t, &[b"h2", b"http/1.1"], "http")).transpose()?;
     let grpc_tls = cfg.ingest.tls.clone().map(|t| tls::Reloading::load(t, &[b"h2"], "grpc")).transpose()?;
-    let mut watched: Vec<Arc<dyn Reread>> = http_tls.iter().chain(&grpc_tls).map(|t| t.clone() as Arc<dyn Reread>).collect();
+    let mut watched: Vec<Arc<dyn Reread>> =
+        http_tls.iter().chain(&grpc_tls).map(|t| t.clone() as Arc<dyn Reread>).collect();
     if cfg.tokens_file.is_some() {
         watched.push(tokens.clone());
     }

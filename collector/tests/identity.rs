@@ -118,7 +118,11 @@ async fn a_token_taken_out_of_the_tokens_file_ends_its_open_stream() {
         })
     };
     let hello = AgentMessage {
-        msg: Some(agent_message::Msg::Hello(Hello { agent_id: "agent-a".into(), host: "a".into(), ..Default::default() })),
+        msg: Some(agent_message::Msg::Hello(Hello {
+            agent_id: "agent-a".into(),
+            host: "a".into(),
+            ..Default::default()
+        })),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(hello.clone()).await.unwrap();

@@ -4,6 +4,7 @@
 
 mod convert;
 mod queue;
+pub mod spool;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,8 @@ pub struct ShipConfig {
     pub tls: Option<ClientTls>,
     pub include_labels: Vec<String>,
     pub max_queue_bytes: usize,
+    /// The disk spool's directory and bound; `None`: memory only.
+    pub spool: Option<(std::path::PathBuf, u64)>,
     /// Carries out the collector's commands (restarts); without it they are refused with a reason.
     pub docker: Option<bollard::Docker>,
 }
@@ -96,12 +99,17 @@ pub fn spawn(
     cfg: ShipConfig,
     metrics: AgentMetrics,
     shutdown: CancellationToken,
-) -> (mpsc::Sender<Outgoing>, Arc<Queue>) {
+) -> anyhow::Result<(mpsc::Sender<Outgoing>, Arc<Queue>)> {
+    use anyhow::Context;
     let (tx, rx) = mpsc::channel(64);
-    let queue = Arc::new(Queue::new(cfg.max_queue_bytes, metrics.clone()));
+    let queue = Arc::new(match &cfg.spool {
+        Some((dir, bytes)) => Queue::with_spool(cfg.max_queue_bytes, dir, *bytes, metrics.clone())
+            .with_context(|| format!("opening the spool in {}", dir.display()))?,
+        None => Queue::new(cfg.max_queue_bytes, metrics.clone()),
+    });
     tokio::spawn(batcher(cfg.clone(), rx, queue.clone(), shutdown.clone()));
     tokio::spawn(connection(cfg, queue.clone(), metrics, shutdown));
-    (tx, queue)
+    Ok((tx, queue))
 }
 
 async fn batcher(cfg: ShipConfig, mut rx: mpsc::Receiver<Outgoing>, queue: Arc<Queue>, shutdown: CancellationToken) {
@@ -165,6 +173,8 @@ fn seal(queue: &Queue, open: &mut Batch, logs: &mut Option<LogAck>, bytes: &mut 
             open.log_resume.push(lookout_proto::v1::LogResume { source: source.clone(), state });
         }
     }
+    // What was given up since the last batch travels with this one, so the collector shows the gap.
+    open.losses = queue.take_losses();
     let batch = std::mem::take(open);
     queue.push(batch, *bytes, logs.take());
     *bytes = 0;
@@ -233,7 +243,8 @@ fn why_not(error: &str) -> &'static str {
     // the collector's certificate.
     if has(&["CertificateRequired", "certificate required"]) {
         "the collector asks for a client certificate ([tls] cert and key)"
-    } else if error.contains("fatal alert") && has(&["UnknownCA", "UnknownCa", "BadCertificate", "CertificateExpired"]) {
+    } else if error.contains("fatal alert") && has(&["UnknownCA", "UnknownCa", "BadCertificate", "CertificateExpired"])
+    {
         "the collector refused this agent's certificate (not signed by its client_ca, or expired)"
     } else if has(&["UnknownIssuer", "unknown issuer"]) {
         "the collector's certificate is not signed by the CA in [tls] ca (unknown CA)"

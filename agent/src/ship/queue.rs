@@ -1,23 +1,34 @@
-//! The bounded in-memory queue of sealed batches waiting for the collector's ack.
-//! Bounded by bytes: when full, the oldest batch is dropped and counted, never silently.
+//! The queue of sealed batches waiting for the collector's ack: in memory up to its bound, and every
+//! batch also in the disk spool (when there is one), so a killed agent or a long outage loses nothing
+//! sealed. Past the memory bound, batches live on disk only; past the spool's bound, the oldest
+//! segment goes, counted and reported to the collector, never silently.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::Mutex;
 
-use lookout_proto::v1::Batch;
+use lookout_proto::v1::{Batch, Loss};
 use tokio::sync::Notify;
 
+use super::spool::{Lost, Record, Spool};
 use crate::logs::reader::LogAck;
 use crate::telemetry::AgentMetrics;
 
 struct Entry {
-    /// Assigned when first sent, so numbers are never skipped by drops before sending.
-    seq: Option<u64>,
-    batch: Batch,
+    /// Given when sealed, kept in the spool: a batch is resent with the same number after a
+    /// reconnect and after a restart, so the collector commits it once.
+    seq: u64,
+    /// `None` once it is on disk only (the memory bound).
+    batch: Option<Batch>,
+    /// Bytes it holds in memory.
     bytes: usize,
-    /// What the batch's log lines make safe once acknowledged. Such a batch is never dropped: its
-    /// lines are bounded by the log reader's in-flight budget instead.
+    /// What the batch's log lines make safe once acknowledged. Such a batch stays in memory (its
+    /// lines are not spooled: after a restart the log files are read again from the collector's
+    /// checkpoint), bounded by the log reader's in-flight budget.
     logs: Option<LogAck>,
+    record: Option<Record>,
+    first_ms: i64,
+    last_ms: i64,
 }
 
 struct Inner {
@@ -26,6 +37,11 @@ struct Inner {
     next_seq: u64,
     /// Nothing more will be pushed (the agent is stopping).
     closed: bool,
+    spool: Option<Spool>,
+    /// Given up and not yet told to the collector.
+    lost: Vec<Loss>,
+    /// A spool failure was logged (said once until the spool works again).
+    spool_failing: bool,
 }
 
 pub struct Queue {
@@ -39,16 +55,72 @@ pub struct Queue {
     log_resume: Mutex<Option<std::sync::mpsc::Sender<Vec<(String, Vec<u8>)>>>>,
 }
 
+/// The time a batch's readings cover (its samples, events and probe results), in ms.
+fn span(b: &Batch) -> Option<(i64, i64)> {
+    let samples =
+        b.groups.iter().flat_map(|g| &g.series).chain(&b.series).flat_map(|s| s.timestamps_ms.iter().copied());
+    let others = b.probe_results.iter().map(|p| p.time_ms).chain(b.container_events.iter().map(|e| e.time_ms));
+    samples.chain(others).fold(None, |acc, t| match acc {
+        None => Some((t, t)),
+        Some((lo, hi)) => Some((lo.min(t), hi.max(t))),
+    })
+}
+
 impl Queue {
+    /// A queue in memory only: past `max_bytes` the oldest batch of metrics is dropped.
     pub fn new(max_bytes: usize, metrics: AgentMetrics) -> Self {
         Queue {
-            inner: Mutex::new(Inner { entries: VecDeque::new(), bytes: 0, next_seq: 1, closed: false }),
+            inner: Mutex::new(Inner {
+                entries: VecDeque::new(),
+                bytes: 0,
+                next_seq: 1,
+                closed: false,
+                spool: None,
+                lost: Vec::new(),
+                spool_failing: false,
+            }),
             max_bytes,
             ready: Notify::new(),
             metrics,
             log_acks: Mutex::new(None),
             log_resume: Mutex::new(None),
         }
+    }
+
+    /// A queue backed by the spool in `dir` (at most `spool_bytes` on disk); what the spool holds
+    /// from before is queued first, with its numbers.
+    pub fn with_spool(max_bytes: usize, dir: &Path, spool_bytes: u64, metrics: AgentMetrics) -> std::io::Result<Self> {
+        let q = Queue::new(max_bytes, metrics);
+        let opened = Spool::open(dir, spool_bytes)?;
+        {
+            let mut inner = q.inner.lock().expect("queue lock poisoned");
+            if opened.torn > 0 {
+                q.metrics.spool_torn_records.inc_by(opened.torn);
+                tracing::warn!(dir = %dir.display(), records = opened.torn, "the spool's last record was torn (a crash mid-write); cut off, the records before it are kept");
+            }
+            if !opened.records.is_empty() {
+                tracing::info!(
+                    batches = opened.records.len(),
+                    bytes = opened.spool.bytes(),
+                    "spooled batches from before are sent first"
+                );
+            }
+            for r in opened.records {
+                inner.entries.push_back(Entry {
+                    seq: r.seq,
+                    batch: None,
+                    bytes: 0,
+                    logs: None,
+                    record: Some(r),
+                    first_ms: r.first_ms,
+                    last_ms: r.last_ms,
+                });
+            }
+            inner.next_seq = opened.spool.highest_seq() + 1;
+            inner.spool = Some(opened.spool);
+            q.gauges(&inner);
+        }
+        Ok(q)
     }
 
     /// The log positions of every Welcome will be reported to `tx`.
@@ -68,34 +140,161 @@ impl Queue {
         *self.log_acks.lock().expect("queue lock poisoned") = Some(tx);
     }
 
-    pub fn push(&self, batch: Batch, bytes: usize, logs: Option<LogAck>) {
+    /// What was given up since the last call, for the next batch to tell the collector.
+    pub fn take_losses(&self) -> Vec<Loss> {
+        std::mem::take(&mut self.inner.lock().expect("queue lock poisoned").lost)
+    }
+
+    fn gauges(&self, q: &Inner) {
+        self.metrics.queue_bytes.set(q.bytes as i64);
+        let (bytes, oldest) = q.spool.as_ref().map(|s| (s.bytes(), s.oldest_ms())).unwrap_or((0, None));
+        self.metrics.spool_bytes.set(bytes as i64);
+        let age = oldest.map(|t| (crate::clock::now_ms() - t).max(0) as f64 / 1000.0).unwrap_or(0.0);
+        self.metrics.spool_oldest_age_seconds.set(age);
+    }
+
+    /// Queues a sealed batch. Only one task pushes (the batcher), so numbers follow the order.
+    pub fn push(&self, mut batch: Batch, bytes: usize, logs: Option<LogAck>) {
+        let (first_ms, last_ms) = span(&batch).unwrap_or_else(|| {
+            let now = crate::clock::now_ms();
+            (now, now)
+        });
+        let spooled = self.inner.lock().expect("queue lock poisoned").spool.is_some();
+        // Compressed outside the lock; the log lines stay out of the spool.
+        let mut record = spooled.then(|| {
+            let streams = std::mem::take(&mut batch.log_streams);
+            let resume = std::mem::take(&mut batch.log_resume);
+            let r = Spool::encode(first_ms, last_ms, &batch);
+            batch.log_streams = streams;
+            batch.log_resume = resume;
+            r
+        });
         let mut q = self.inner.lock().expect("queue lock poisoned");
-        while q.bytes + bytes > self.max_bytes {
-            // The oldest batch without log lines goes; lines are never dropped while on disk.
-            let Some(i) = q.entries.iter().position(|e| e.logs.is_none()) else {
-                break;
-            };
-            let old = q.entries.remove(i).expect("index from position");
-            q.bytes -= old.bytes;
-            self.metrics.dropped_batches.inc();
-            tracing::warn!(dropped_seq = ?old.seq, "send queue full: dropped the oldest batch of metrics");
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        let mut on_disk = None;
+        if let (Some(spool), Some(r)) = (q.spool.as_mut(), record.as_mut()) {
+            match spool.append(seq, r) {
+                Ok((rec, dropped)) => {
+                    on_disk = Some(rec);
+                    q.spool_failing = false;
+                    for (first, last) in dropped {
+                        self.forget_segment(&mut q, first, last);
+                    }
+                }
+                Err(e) => {
+                    self.metrics.spool_errors.inc();
+                    if !std::mem::replace(&mut q.spool_failing, true) {
+                        tracing::error!(error = %e, "cannot write the spool (disk full?); batches are held in memory only until it works again");
+                    }
+                }
+            }
         }
         q.bytes += bytes;
-        q.entries.push_back(Entry { seq: None, batch, bytes, logs });
-        self.metrics.queue_bytes.set(q.bytes as i64);
+        q.entries.push_back(Entry { seq, batch: Some(batch), bytes, logs, record: on_disk, first_ms, last_ms });
+        self.fit_memory(&mut q);
+        self.gauges(&q);
         drop(q);
         self.ready.notify_one();
     }
 
-    /// The collector has committed everything up to `seq`: forget it, and never number at or below it.
+    /// The spool dropped the segment holding `first..=last`: entries only there are lost.
+    fn forget_segment(&self, q: &mut Inner, first: u64, last: u64) {
+        let mut lost = Lost::default();
+        q.entries.retain_mut(|e| {
+            if e.seq < first || e.seq > last {
+                return true;
+            }
+            e.record = None;
+            if e.batch.is_some() {
+                return true;
+            }
+            lost.add(e.first_ms, e.last_ms);
+            false
+        });
+        if lost.batches > 0 {
+            self.metrics.spool_dropped_batches.inc_by(lost.batches);
+            tracing::warn!(
+                batches = lost.batches,
+                from_ms = lost.first_ms,
+                to_ms = lost.last_ms,
+                "spool full ([spool] max_mib): dropped its oldest segment; the collector is told"
+            );
+            q.lost.push(Loss {
+                batches: lost.batches,
+                first_ms: lost.first_ms,
+                last_ms: lost.last_ms,
+                reason: "spool_full".into(),
+            });
+        }
+    }
+
+    /// Keeps memory within its bound: batches that are on disk leave memory first (oldest first);
+    /// without a spool, the oldest batch of metrics is dropped. Batches with log lines stay.
+    fn fit_memory(&self, q: &mut Inner) {
+        while q.bytes > self.max_bytes {
+            if let Some(e) = q.entries.iter_mut().find(|e| e.batch.is_some() && e.record.is_some() && e.logs.is_none())
+            {
+                e.batch = None;
+                q.bytes -= std::mem::take(&mut e.bytes);
+                continue;
+            }
+            let Some(i) = q.entries.iter().position(|e| e.batch.is_some() && e.logs.is_none()) else { break };
+            let old = q.entries.remove(i).expect("index from position");
+            q.bytes -= old.bytes;
+            self.metrics.dropped_batches.inc();
+            tracing::warn!(dropped_seq = old.seq, "send queue full: dropped the oldest batch of metrics");
+            let mut lost = Lost::default();
+            lost.add(old.first_ms, old.last_ms);
+            q.lost.push(Loss {
+                batches: 1,
+                first_ms: lost.first_ms,
+                last_ms: lost.last_ms,
+                reason: "queue_full".into(),
+            });
+        }
+    }
+
+    /// The collector has committed everything up to `seq`: forget it. A collector that has committed
+    /// numbers this agent never gave (its state was lost or copied) moves every queued batch past them.
     pub fn committed(&self, seq: u64) {
         let mut q = self.inner.lock().expect("queue lock poisoned");
+        if seq >= q.next_seq {
+            let by = q.entries.front().map(|e| seq + 1 - e.seq).unwrap_or(seq + 1 - q.next_seq);
+            if !q.entries.is_empty() {
+                tracing::warn!(
+                    collector_committed = seq,
+                    queued_from = q.entries[0].seq,
+                    "the collector has batches numbered past this agent's: renumbering what is queued after them"
+                );
+            }
+            for e in q.entries.iter_mut() {
+                e.seq += by;
+                if let Some(r) = e.record.as_mut() {
+                    r.seq += by;
+                }
+            }
+            if let Some(s) = q.spool.as_mut() {
+                if let Err(e) = s.shift(by) {
+                    self.metrics.spool_errors.inc();
+                    tracing::error!(error = %e, "cannot renumber the spool");
+                }
+            }
+            q.next_seq += by;
+            return;
+        }
         let mut acked_logs: Vec<LogAck> = Vec::new();
-        while q.entries.front().is_some_and(|e| e.seq.is_some_and(|s| s <= seq)) {
+        while q.entries.front().is_some_and(|e| e.seq <= seq) {
             let e = q.entries.pop_front().expect("front exists");
             q.bytes -= e.bytes;
             self.metrics.acked_batches.inc();
             acked_logs.extend(e.logs);
+        }
+        if let Some(s) = q.spool.as_mut() {
+            if let Err(e) = s.release(seq) {
+                self.metrics.spool_errors.inc();
+                tracing::warn!(error = %e, "cannot release acknowledged spool segments");
+            }
         }
         if !acked_logs.is_empty() {
             if let Some(tx) = self.log_acks.lock().expect("queue lock poisoned").as_ref() {
@@ -104,30 +303,45 @@ impl Queue {
                 }
             }
         }
-        q.next_seq = q.next_seq.max(seq + 1);
-        self.metrics.queue_bytes.set(q.bytes as i64);
+        self.gauges(&q);
     }
 
-    /// The first batch after `after` (a seq already sent on this connection, 0 for none), numbering it
-    /// if it has no seq yet. Returns a copy to send.
+    /// A copy of the first batch after `after` (a seq already sent on this connection, 0 for
+    /// none), read back from the spool when it is on disk only.
     pub fn next_to_send(&self, after: u64) -> Option<Batch> {
         let mut q = self.inner.lock().expect("queue lock poisoned");
-        let mut next_seq = q.next_seq;
-        let entry = q.entries.iter_mut().find(|e| e.seq.is_none_or(|s| s > after))?;
-        let seq = *entry.seq.get_or_insert_with(|| {
-            next_seq += 1;
-            next_seq - 1
-        });
-        let mut batch = entry.batch.clone();
-        batch.seq = seq;
-        q.next_seq = next_seq;
-        Some(batch)
+        loop {
+            let i = q.entries.iter().position(|e| e.seq > after)?;
+            let e = &q.entries[i];
+            let read = match (&e.batch, &e.record, &q.spool) {
+                (Some(b), _, _) => Ok(b.clone()),
+                (None, Some(r), Some(s)) => s.read(r),
+                _ => Err(std::io::Error::other("neither in memory nor in the spool")),
+            };
+            match read {
+                Ok(mut b) => {
+                    b.seq = e.seq;
+                    return Some(b);
+                }
+                Err(err) => {
+                    let e = q.entries.remove(i).expect("index from position");
+                    self.metrics.spool_errors.inc();
+                    tracing::error!(seq = e.seq, error = %err, "a spooled batch cannot be read back; dropped and reported");
+                    q.lost.push(Loss {
+                        batches: 1,
+                        first_ms: e.first_ms,
+                        last_ms: e.last_ms,
+                        reason: "spool_unreadable".into(),
+                    });
+                }
+            }
+        }
     }
 
-    /// The lowest seq still waiting for an ack (0 when none is numbered).
+    /// The lowest seq still waiting for an ack (0 when none).
     pub fn oldest_unacked(&self) -> u64 {
         let q = self.inner.lock().expect("queue lock poisoned");
-        q.entries.front().and_then(|e| e.seq).unwrap_or(0)
+        q.entries.front().map(|e| e.seq).unwrap_or(0)
     }
 
     /// Says that nothing more will be pushed, so a stopping connection knows when it is done.
@@ -195,6 +409,98 @@ mod tests {
         assert_eq!(q.next_to_send(0).unwrap().seq, 1);
         q.committed(1);
         assert_eq!(rx.try_recv().unwrap().bytes, 7);
+    }
+
+    fn tick(n: u64) -> Batch {
+        use lookout_proto::v1::{Label, SeriesGroup, SeriesSamples};
+        let series = SeriesSamples {
+            labels: vec![Label { name: "__name__".into(), value: "node_load1".into() }],
+            timestamps_ms: vec![n as i64 * 1000],
+            values: vec![n as f64],
+        };
+        Batch { groups: vec![SeriesGroup { labels: vec![], series: vec![series] }], ..Default::default() }
+    }
+
+    fn spooled(dir: &std::path::Path, memory: usize, disk: u64) -> Queue {
+        Queue::with_spool(memory, dir, disk, AgentMetrics::register(&mut Registry::default())).unwrap()
+    }
+
+    #[test]
+    fn a_restarted_agent_sends_what_it_spooled_with_the_same_numbers_and_then_numbers_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = spooled(dir.path(), 1 << 20, 1 << 30);
+        for n in 1..=5 {
+            q.push(tick(n), 100, None);
+        }
+        q.committed(2);
+        drop(q);
+        let q = spooled(dir.path(), 1 << 20, 1 << 30);
+        assert_eq!(q.len(), 3);
+        let b = q.next_to_send(0).unwrap();
+        assert_eq!((b.seq, b.groups[0].series[0].values[0]), (3, 3.0), "the oldest unacknowledged first, as it was");
+        q.push(tick(6), 100, None);
+        let seqs: Vec<u64> =
+            std::iter::successors(q.next_to_send(0), |b| q.next_to_send(b.seq)).map(|b| b.seq).collect();
+        assert_eq!(seqs, vec![3, 4, 5, 6], "live data behind the spool, numbered after it");
+    }
+
+    #[test]
+    fn past_the_memory_bound_batches_wait_on_disk_and_none_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = spooled(dir.path(), 250, 1 << 30);
+        for n in 1..=10 {
+            q.push(tick(n), 100, None);
+        }
+        assert_eq!(q.len(), 10);
+        assert!(q.inner.lock().unwrap().bytes <= 250);
+        assert_eq!(q.metrics.dropped_batches.get(), 0);
+        let values: Vec<f64> = std::iter::successors(q.next_to_send(0), |b| q.next_to_send(b.seq))
+            .map(|b| b.groups[0].series[0].values[0])
+            .collect();
+        assert_eq!(values, (1..=10).map(|n| n as f64).collect::<Vec<_>>());
+        assert!(q.take_losses().is_empty());
+    }
+
+    #[test]
+    fn a_full_spool_drops_its_oldest_segment_and_the_loss_is_reported_with_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 KiB segments, 256 KiB in all; memory holds almost nothing.
+        let q = spooled(dir.path(), 1, 256 << 10);
+        let big = |n: u64| {
+            let mut b = tick(n);
+            let noise = crate::ship::spool::tests::noise(n, 30_000);
+            b.container_events.push(lookout_proto::v1::ContainerEvent {
+                container_id: noise,
+                time_ms: n as i64 * 1000,
+                ..Default::default()
+            });
+            b
+        };
+        for n in 1..=60 {
+            q.push(big(n), 30_000, None);
+        }
+        let losses = q.take_losses();
+        assert!(!losses.is_empty());
+        assert_eq!(losses[0].reason, "spool_full");
+        assert_eq!(losses[0].first_ms, 1000, "the oldest batches went first");
+        let lost: u64 = losses.iter().map(|l| l.batches).sum();
+        assert_eq!(q.metrics.spool_dropped_batches.get(), lost);
+        assert_eq!(q.len() as u64 + lost, 60, "every batch is either queued or reported lost");
+        assert!(q.metrics.spool_bytes.get() <= 256 << 10);
+    }
+
+    #[test]
+    fn a_collector_with_numbers_past_ours_gets_what_is_spooled_renumbered_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = spooled(dir.path(), 1 << 20, 1 << 30);
+        q.push(tick(1), 100, None);
+        q.push(tick(2), 100, None);
+        q.committed(500);
+        assert_eq!(q.len(), 2, "nothing of ours is taken for committed");
+        assert_eq!(q.next_to_send(0).unwrap().seq, 501);
+        drop(q);
+        let q = spooled(dir.path(), 1 << 20, 1 << 30);
+        assert_eq!(q.next_to_send(0).unwrap().seq, 501, "the renumbering survives a restart");
     }
 
     #[test]

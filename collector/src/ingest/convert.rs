@@ -21,6 +21,8 @@ pub struct Decoded {
     pub probes: Vec<crate::health::ProbeReport>,
     /// Container events the collector acts on: stopped or removed containers, probe settings that do not parse.
     pub events: Vec<EventIn>,
+    /// Batches the agent gave up before sending: (batches, first_ms, last_ms, reason).
+    pub losses: Vec<(u64, i64, i64, String)>,
 }
 
 impl Decoded {
@@ -48,6 +50,32 @@ impl Decoded {
     }
 }
 
+impl Decoded {
+    /// The agent's losses as samples of `lookout_agent_lost_batches{host, reason}` at both ends of
+    /// the time they covered, so a dashboard can mark the gap (an annotation query on the series).
+    pub fn record_losses(&mut self, host: &str) {
+        if self.losses.is_empty() {
+            return;
+        }
+        let common = LabelSet::from_pairs([("host", host)]);
+        let mut group = SeriesGroup { common, series: Vec::new() };
+        for (batches, first, last, reason) in std::mem::take(&mut self.losses) {
+            let own = vec![
+                (METRIC_NAME.to_string(), "lookout_agent_lost_batches".to_string()),
+                ("reason".to_string(), reason),
+            ];
+            let (ts, values) = if last > first {
+                (vec![first, last], vec![batches as f64; 2])
+            } else {
+                (vec![first], vec![batches as f64])
+            };
+            self.samples += ts.len() as u64;
+            group.series.push((own, Samples { ts, values }));
+        }
+        self.groups.push(group);
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum EventIn {
     Gone { container_id: String },
@@ -67,6 +95,7 @@ pub fn batch(batch: Batch) -> Decoded {
         first_problem: String::new(),
         probes: Vec::with_capacity(batch.probe_results.len()),
         events: Vec::new(),
+        losses: batch.losses.into_iter().map(|l| (l.batches, l.first_ms, l.last_ms, l.reason)).collect(),
     };
     let mut loose = SeriesGroup::default();
     for s in batch.series {
@@ -238,6 +267,20 @@ pub fn valid_metric_name(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::model::LabelView;
+
+    #[test]
+    fn an_agents_losses_become_samples_at_both_ends_of_the_gap() {
+        let loss =
+            lookout_proto::v1::Loss { batches: 7, first_ms: 1_000, last_ms: 61_000, reason: "spool_full".into() };
+        let mut d = batch(Batch { seq: 3, losses: vec![loss], ..Default::default() });
+        d.record_losses("web-1");
+        let sets = label_sets(&d);
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].get("__name__"), Some("lookout_agent_lost_batches"));
+        assert_eq!((sets[0].get("host"), sets[0].get("reason")), (Some("web-1"), Some("spool_full")));
+        let samples = &d.groups[0].series[0].1;
+        assert_eq!((samples.ts.clone(), samples.values.clone()), (vec![1_000, 61_000], vec![7.0, 7.0]));
+    }
 
     /// Every decoded series' full label set, in order.
     fn label_sets(d: &Decoded) -> Vec<LabelSet> {

@@ -273,6 +273,10 @@ async fn serve_agent(
                         "batch {seq} has data for host {other:?}; this stream speaks for host {host:?}"
                     )));
                 }
+                for (batches, from_ms, to_ms, reason) in &decoded.losses {
+                    tracing::warn!(agent = agent_id, host, batches, from_ms, to_ms, reason = %reason, "the agent gave up batches before sending them; the gap is in lookout_agent_lost_batches");
+                }
+                decoded.record_losses(host);
                 let probes = std::mem::take(&mut decoded.probes);
                 let events = std::mem::take(&mut decoded.events);
                 if decoded.invalid_series > 0 {
