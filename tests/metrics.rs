@@ -255,6 +255,44 @@ fn an_agent_killed_while_its_collector_is_away_delivers_its_spool_after_a_restar
 }
 
 #[test]
+fn two_agents_on_one_engine_each_take_only_the_containers_their_filter_names() {
+    let _serial = serial();
+    ensure_image();
+    let dir = tempfile::tempdir().unwrap();
+    let (http, grpc) = (free_addr(), free_addr());
+    let collector = Lookout::collector_on(&dir.path().join("c"), http, grpc);
+    let a = TestContainer::run("filter-a", &["--label", "lookout.host=fa"], &["sleep", "100000"]);
+    let b = TestContainer::run("filter-b", &["--label", "lookout.host=fb"], &["sleep", "100000"]);
+    let other = TestContainer::run("filter-none", &[], &["sleep", "100000"]);
+    let mut agents = Vec::new();
+    for host in ["fa", "fb"] {
+        let d = dir.path().join(host);
+        std::fs::create_dir_all(&d).unwrap();
+        let extra = format!("host = \"{host}\"\n[discover]\ninclude_labels = [\"lookout.host={host}\"]\n");
+        agents.push(spawn_agent(&d, grpc, &extra));
+    }
+    let base = collector.url();
+    let hosts_of = |name: &str| -> Vec<String> {
+        let r = instant(&base, &format!("container_last_seen{{container=\"{name}\"}}"));
+        let mut h: Vec<String> = r.iter().map(|s| s["metric"]["host"].as_str().unwrap_or("").to_string()).collect();
+        h.sort();
+        h
+    };
+    eventually(Duration::from_secs(20), "both containers, each by its own agent", || {
+        (hosts_of(&a.name) == ["fa"] && hosts_of(&b.name) == ["fb"]).then_some(())
+    });
+    // A few more ticks: neither agent picks up the other's container, nor the one no filter names.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(hosts_of(&a.name), ["fa"]);
+    assert_eq!(hosts_of(&b.name), ["fb"]);
+    assert!(hosts_of(&other.name).is_empty(), "a container no filter includes is nobody's");
+    for mut a in agents {
+        let _ = a.kill();
+        let _ = a.wait();
+    }
+}
+
+#[test]
 fn garbage_on_the_grpc_port_does_not_hurt_the_collector() {
     use std::io::Write;
     let _serial = serial();

@@ -44,6 +44,9 @@ pub struct AgentConfig {
     pub queue: QueueConfig,
     #[serde(default)]
     pub spool: SpoolConfig,
+    /// `[discover]`: which containers are this agent's (label and name filters).
+    #[serde(default)]
+    pub discover: crate::discover::Filter,
     #[serde(default)]
     pub logs: LogsConfig,
     /// Probes for containers without `lookout.probe.*` labels, by service or image; first match wins.
@@ -303,6 +306,17 @@ impl AgentConfig {
         }
         if self.host.as_deref().is_some_and(str::is_empty) {
             problems.push("host: must not be empty (leave it out to use the hostname)".into());
+        }
+        let d = &self.discover;
+        for (key, rules) in [
+            ("include_labels", &d.include_labels),
+            ("exclude_labels", &d.exclude_labels),
+            ("include_names", &d.include_names),
+            ("exclude_names", &d.exclude_names),
+        ] {
+            if let Some(i) = rules.iter().position(|r| r.is_empty() || r.starts_with('=')) {
+                problems.push(format!("discover.{key}[{i}]: a label (`key` or `key=value`) or a name pattern, not {:?}", rules[i]));
+            }
         }
         if self.queue.max_mib == 0 {
             problems.push("queue.max_mib: must be at least 1".into());

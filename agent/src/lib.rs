@@ -93,7 +93,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
     // Docker's `health_status` events, from discovery to the `docker` probes.
     let (health_events, _) = tokio::sync::broadcast::channel(1024);
     let discovery = discover::Discovery::new(&cfg.docker_socket, containers.clone(), changes_tx)
-        .with_health_events(health_events.clone());
+        .with_health_events(health_events.clone())
+        .with_filter(cfg.discover.clone());
     tokio::spawn(discovery.run(shutdown.clone()));
     let change_out = out.clone();
     tokio::spawn(async move {

@@ -62,7 +62,67 @@ pub enum ChangeKind {
     Oom,
 }
 
+/// `[discover]`: which of the engine's containers are this agent's, as cAdvisor's and Promtail's
+/// users pick them: by label (`key` present, or `key=value`) and by name (`*` matches any run of
+/// characters). A container is taken when it matches some include of each kind given (none given:
+/// all) and no exclude.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    #[serde(default)]
+    pub include_labels: Vec<String>,
+    #[serde(default)]
+    pub exclude_labels: Vec<String>,
+    #[serde(default)]
+    pub include_names: Vec<String>,
+    #[serde(default)]
+    pub exclude_names: Vec<String>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.include_labels.is_empty()
+            && self.exclude_labels.is_empty()
+            && self.include_names.is_empty()
+            && self.exclude_names.is_empty()
+    }
+
+    /// Whether `c` is this agent's.
+    pub fn admits(&self, c: &Container) -> bool {
+        let label = |rule: &String| match rule.split_once('=') {
+            Some((k, v)) => c.labels.get(k).is_some_and(|x| x == v),
+            None => c.labels.contains_key(rule.as_str()),
+        };
+        let name = |rule: &String| glob(rule, &c.name);
+        (self.include_labels.is_empty() || self.include_labels.iter().any(label))
+            && (self.include_names.is_empty() || self.include_names.iter().any(name))
+            && !self.exclude_labels.iter().any(label)
+            && !self.exclude_names.iter().any(name)
+    }
+}
+
+/// `pattern` with `*` standing for any run of characters, matched against the whole of `text`.
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 pub struct Discovery {
+    filter: Filter,
     socket: String,
     containers: ContainerSet,
     changes: tokio::sync::mpsc::Sender<ContainerChange>,
@@ -72,7 +132,18 @@ pub struct Discovery {
 
 impl Discovery {
     pub fn new(socket: &str, containers: ContainerSet, changes: tokio::sync::mpsc::Sender<ContainerChange>) -> Self {
-        Discovery { socket: socket.to_string(), containers, changes, health: None }
+        Discovery { filter: Filter::default(), socket: socket.to_string(), containers, changes, health: None }
+    }
+
+    /// Watches only the containers `filter` admits.
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// A container inspected, if it is this agent's.
+    async fn ours(&self, docker: &Docker, id: &ContainerId) -> Option<Container> {
+        inspect(docker, id).await.filter(|c| self.filter.admits(c))
     }
 
     /// Also tells `health` of every `health_status` event, so a `docker` probe reads it at once.
@@ -133,7 +204,7 @@ impl Discovery {
             let Some(id) = summary.id.as_deref().and_then(ContainerId::parse) else {
                 continue;
             };
-            if let Some(c) = inspect(&docker, &id).await {
+            if let Some(c) = self.ours(&docker, &id).await {
                 fresh.insert(id, Arc::new(c));
             }
         }
@@ -157,29 +228,37 @@ impl Discovery {
             let action = ev.action.as_deref().unwrap_or("");
             match action {
                 "start" | "unpause" | "restart" => {
-                    if let Some(c) = inspect(&docker, &id).await {
+                    if let Some(c) = self.ours(&docker, &id).await {
                         let c = Arc::new(c);
                         self.containers.write().expect("container set lock poisoned").insert(id.clone(), c.clone());
                         self.emit(ChangeKind::Started, id, Some(c)).await;
                     }
                 }
-                "rename" => {
-                    if let Some(c) = inspect(&docker, &id).await {
+                "rename" => match self.ours(&docker, &id).await {
+                    Some(c) => {
                         let c = Arc::new(c);
                         self.containers.write().expect("container set lock poisoned").insert(id.clone(), c.clone());
                         self.emit(ChangeKind::Renamed, id, Some(c)).await;
                     }
-                }
-                "die" => {
+                    // Renamed out of this agent's names: no longer watched.
+                    None => {
+                        let gone = self.containers.write().expect("container set lock poisoned").remove(&id);
+                        if let Some(c) = gone {
+                            self.emit(ChangeKind::Died, id, Some(c)).await;
+                        }
+                    }
+                },
+                "die" | "destroy" => {
+                    let kind = if action == "die" { ChangeKind::Died } else { ChangeKind::Destroyed };
                     let c = self.containers.write().expect("container set lock poisoned").remove(&id);
-                    self.emit(ChangeKind::Died, id, c).await;
-                }
-                "destroy" => {
-                    let c = self.containers.write().expect("container set lock poisoned").remove(&id);
-                    self.emit(ChangeKind::Destroyed, id, c).await;
+                    // Another agent's container (with a filter) is not this agent's to report.
+                    if c.is_some() || self.filter.is_empty() {
+                        self.emit(kind, id, c).await;
+                    }
                 }
                 a if a.starts_with("health_status") => {
-                    if let Some(h) = &self.health {
+                    let watched = self.containers.read().expect("container set lock poisoned").contains_key(&id);
+                    if let Some(h) = self.health.as_ref().filter(|_| watched) {
                         let _ = h.send(id);
                     }
                 }
@@ -254,4 +333,43 @@ fn from_inspect(id: &ContainerId, info: bollard::models::ContainerInspectRespons
         address,
         healthcheck,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(name: &str, labels: &[(&str, &str)]) -> Container {
+        Container {
+            id: ContainerId::parse(&"a".repeat(64)).unwrap(),
+            name: name.into(),
+            image: "busybox".into(),
+            image_id: String::new(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            pid: None,
+            log_path: None,
+            log_driver: "json-file".into(),
+            started_at: None,
+            address: None,
+            healthcheck: None,
+        }
+    }
+
+    #[test]
+    fn a_filter_takes_containers_by_label_and_name_and_excludes_win() {
+        let f = Filter {
+            include_labels: vec!["lookout.host=web-1".into(), "team".into()],
+            exclude_labels: vec!["lookout.ignore=true".into()],
+            include_names: vec!["web-*".into(), "*-db".into()],
+            exclude_names: vec!["web-*-canary".into()],
+        };
+        assert!(f.admits(&container("web-1", &[("lookout.host", "web-1")])));
+        assert!(f.admits(&container("orders-db", &[("team", "x")])), "a label that is present");
+        assert!(!f.admits(&container("web-1", &[("lookout.host", "web-2")])), "another host's");
+        assert!(!f.admits(&container("cache", &[("team", "x")])), "a name not included");
+        assert!(!f.admits(&container("web-2", &[("team", "x"), ("lookout.ignore", "true")])));
+        assert!(!f.admits(&container("web-a-canary", &[("team", "x")])));
+        assert!(Filter::default().admits(&container("anything", &[])), "no filter: every container");
+        assert!(glob("a*b*c", "axxbyyc") && !glob("a*b*c", "axxc") && glob("*", "") && !glob("ab*ba", "aba"));
+    }
 }
