@@ -1,0 +1,273 @@
+//! Several hosts on one machine: the collector and three agents each in their own container on a
+//! private Docker network, with their own host names and addresses, and workloads that write
+//! numbered lines. One agent is partitioned from the collector and killed during the partition; the
+//! collector is killed under load. At the end every line is stored exactly once and every agent's
+//! 1-second readings have no gap but the time its agent was dead.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// The longest partition; 120 s unless LOOKOUT_FLEET_PARTITION_SECONDS says otherwise.
+fn partition() -> Duration {
+    let s = std::env::var("LOOKOUT_FLEET_PARTITION_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
+    Duration::from_secs(s)
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker runs");
+    assert!(out.status.success(), "docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What a test run made; removed when it ends, also when it fails.
+struct Bed {
+    tag: String,
+    containers: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = Command::new("docker").args(["rm", "-f", c]).output();
+        }
+        let _ = Command::new("docker").args(["network", "rm", &self.tag]).output();
+        let _ = Command::new("docker").args(["image", "rm", "-f", &self.tag]).output();
+    }
+}
+
+impl Bed {
+    /// A network and an image of busybox, the lookout binary and the libraries `ldd` names.
+    fn new() -> Bed {
+        ensure_image();
+        let tag = format!("lookout-test-fleet-{}", std::process::id());
+        let bed = Bed { tag: tag.clone(), containers: Vec::new(), dir: tempfile::tempdir().unwrap() };
+        let root = bed.dir.path().join("root");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        let bb = docker(&["create", "lookout-test-busybox:latest"]);
+        docker(&["cp", &format!("{bb}:/bin/busybox"), root.join("bin/busybox").to_str().unwrap()]);
+        docker(&["rm", &bb]);
+        for applet in ["sh", "sleep", "echo"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        let bin = root.join("lookout");
+        // Without debug sections the image is a few MiB instead of hundreds.
+        let stripped = Command::new("objcopy").args(["--strip-debug", lookout_bin(), bin.to_str().unwrap()]).status();
+        if !stripped.is_ok_and(|s| s.success()) {
+            std::fs::copy(lookout_bin(), &bin).unwrap();
+        }
+        let ldd = Command::new("ldd").arg(lookout_bin()).output().expect("ldd runs (apt-get install libc-bin)");
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            let Some(path) = line.split_whitespace().find(|w| w.starts_with('/')) else { continue };
+            let to = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(path, &to).unwrap();
+        }
+        for d in ["tmp", "proc", "sys", "dev", "etc", "state", "data"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+        let tar = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "tar -C {} -c . | docker import -c 'ENV PATH=/bin' -c 'CMD [\"sh\"]' - {tag}",
+                root.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(tar.status.success(), "building the fleet image: {}", String::from_utf8_lossy(&tar.stderr));
+        docker(&["network", "create", "--label", "lookout.test=1", &tag]);
+        bed
+    }
+
+    fn run(&mut self, name: &str, args: &[&str], cmd: &[&str]) -> String {
+        let full = format!("{}-{name}", self.tag);
+        let mut a = vec!["run", "-d", "--name", &full, "--label", "lookout.test=1"];
+        a.extend_from_slice(args);
+        a.push(&self.tag);
+        a.extend_from_slice(cmd);
+        docker(&a);
+        self.containers.push(full.clone());
+        full
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+
+    fn collector(&mut self) -> (String, String) {
+        let cfg = self.file(
+            "collector/collector.toml",
+            "data_dir = \"/data/db\"\nhttp_listen = \"0.0.0.0:9470\"\ngrpc_listen = \"0.0.0.0:9471\"\n# A private test network.\ninsecure = true\n",
+        );
+        let data = Path::new(&cfg).parent().unwrap().display().to_string();
+        let name = self.run(
+            "collector",
+            &["--network", &self.tag.clone(), "--hostname", "collector", "--network-alias", "collector", "-v", &format!("{data}:/data")],
+            &["/lookout", "collector", "--config", "/data/collector.toml"],
+        );
+        let ip = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &name]);
+        (name, format!("http://{ip}:9470"))
+    }
+
+    fn agent(&mut self, host: &str) -> String {
+        let cfg = self.file(
+            &format!("{host}/agent.toml"),
+            &format!(
+                "host = \"{host}\"\ncollectors = [\"http://collector:9471\"]\ninterval = \"1s\"\nstate_dir = \"/state\"\nmetrics_listen = \"127.0.0.1:9472\"\n[discover]\ninclude_labels = [\"lookout.host={host}\"]\n"
+            ),
+        );
+        let state = Path::new(&cfg).parent().unwrap().display().to_string();
+        let tag = self.tag.clone();
+        self.run(
+            host,
+            &[
+                "--network", &tag, "--hostname", host,
+                "-v", &format!("{state}:/state"),
+                "-v", "/var/run/docker.sock:/var/run/docker.sock",
+                "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+                "-v", "/var/lib/docker/containers:/var/lib/docker/containers:ro",
+            ],
+            &["/lookout", "agent", "--config", "/state/agent.toml"],
+        )
+    }
+}
+
+/// The numbers of the lines the collector holds for a container, with how often each is there.
+fn stored_lines(base: &str, container: &str) -> BTreeMap<u64, usize> {
+    let start = format!("{}", ((now_s() - 3600.0) * 1e9) as u64);
+    let r = api(
+        base,
+        "/loki/api/v1/query_range",
+        &[
+            ("query", &format!("{{container=\"{container}\"}}")),
+            ("limit", "5000"),
+            ("direction", "forward"),
+            ("start", &start),
+        ],
+    );
+    let mut seen = BTreeMap::new();
+    for stream in r["result"].as_array().into_iter().flatten() {
+        for v in stream["values"].as_array().into_iter().flatten() {
+            if let Some(n) = v[1].as_str().and_then(|l| l.trim().strip_prefix("line ")).and_then(|n| n.parse().ok()) {
+                *seen.entry(n).or_insert(0) += 1;
+            }
+        }
+    }
+    seen
+}
+
+/// The times (s) of a host's node_load1 readings.
+fn readings(base: &str, host: &str) -> Vec<f64> {
+    let r = api(base, "/api/v1/query", &[("query", &format!("node_load1{{host=\"{host}\"}}[1h]"))]);
+    r["result"][0]["values"].as_array().into_iter().flatten().filter_map(|p| p[0].as_f64()).collect()
+}
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+#[test]
+fn a_partitioned_killed_agent_and_a_killed_collector_lose_and_repeat_nothing() {
+    let _serial = serial();
+    let mut bed = Bed::new();
+    let (collector, base) = bed.collector();
+    let hosts = ["h1", "h2", "h3"];
+    let agents: Vec<String> = hosts.iter().map(|h| bed.agent(h)).collect();
+    let workloads: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            let name = format!("work-{h}");
+            let label = format!("lookout.host={h}");
+            let full = format!("{}-{name}", bed.tag);
+            docker(&[
+                "run", "-d", "--name", &full, "--label", "lookout.test=1", "--label", &label,
+                "lookout-test-busybox:latest",
+                "sh", "-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); echo \"line $i\"; sleep 0.1; done",
+            ]);
+            bed.containers.push(full.clone());
+            full
+        })
+        .collect();
+    let up = |what: &str| {
+        eventually(Duration::from_secs(60), what, || {
+            let ok = hosts.iter().all(|h| !readings(&base, h).is_empty());
+            ok.then_some(())
+        })
+    };
+    up("readings of all three hosts");
+
+    // h1 is cut off, killed while cut off, started again still cut off, then reconnected.
+    let started = Instant::now();
+    docker(&["network", "disconnect", &bed.tag, &agents[0]]);
+    let cut = now_s();
+    std::thread::sleep(partition() / 2);
+    docker(&["kill", "-s", "KILL", &agents[0]]);
+    let killed = now_s();
+    std::thread::sleep(Duration::from_secs(3));
+    docker(&["start", &agents[0]]);
+    let restarted = now_s();
+    // `docker start` joins the networks the container had; cut it off again for the rest.
+    let _ = Command::new("docker").args(["network", "disconnect", &bed.tag, &agents[0]]).output();
+    if let Some(rest) = partition().checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    docker(&["network", "connect", &bed.tag, &agents[0]]);
+
+    // The collector is killed under load and started again on the same volume.
+    std::thread::sleep(Duration::from_secs(5));
+    docker(&["kill", "-s", "KILL", &collector]);
+    std::thread::sleep(Duration::from_secs(5));
+    docker(&["start", &collector]);
+    let ip = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &collector]);
+    let base = format!("http://{ip}:9470");
+    std::thread::sleep(Duration::from_secs(10));
+
+    // The workloads stop; their own logs say how many lines there were.
+    for w in &workloads {
+        docker(&["kill", "-s", "KILL", w]);
+    }
+    let last_line = |w: &str| -> u64 {
+        let out = Command::new("docker").args(["logs", "--tail", "1", w]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().strip_prefix("line ").and_then(|n| n.parse().ok()).unwrap()
+    };
+    for w in &workloads {
+        let n = last_line(w);
+        let seen = eventually(Duration::from_secs(90), &format!("every line of {w}"), || {
+            let s = stored_lines(&base, w);
+            (s.len() as u64 == n).then_some(s)
+        });
+        let missing: Vec<u64> = (1..=n).filter(|i| !seen.contains_key(i)).collect();
+        let twice: Vec<(&u64, &usize)> = seen.iter().filter(|(_, c)| **c > 1).collect();
+        assert!(missing.is_empty() && twice.is_empty(), "{w}: {n} lines; missing {missing:?}; twice {twice:?}");
+    }
+
+    // Readings every second: no gap but the one the kill made, and none stored twice.
+    for h in hosts {
+        let r = readings(&base, h);
+        let first = r[0];
+        let mut gaps = Vec::new();
+        for w in r.windows(2) {
+            assert!(w[1] > w[0], "{h}: a reading at {} is stored twice", w[0]);
+            if w[1] - w[0] > 2.5 {
+                gaps.push((w[0], w[1]));
+            }
+        }
+        let allowed = |(a, b): &(f64, f64)| h == "h1" && *a >= killed - 2.5 && *b <= restarted + 15.0;
+        let bad: Vec<_> = gaps.iter().filter(|g| !allowed(g)).collect();
+        assert!(bad.is_empty(), "{h}: readings since {first:.0} have gaps {bad:?} (cut off at {cut:.0}, killed at {killed:.0}, started at {restarted:.0})");
+        let during = r.iter().filter(|t| **t > cut + 1.0 && **t < killed - 1.0).count() as f64;
+        if h == "h1" {
+            assert!(during >= (killed - cut - 3.0) * 0.9, "h1: {during} readings from its partition before the kill");
+        }
+    }
+}
