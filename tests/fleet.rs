@@ -1,7 +1,7 @@
 //! Several hosts on one machine: the collector and three agents each in their own container on a
 //! private Docker network, with their own host names and addresses, and workloads that write
-//! numbered lines. One agent is partitioned from the collector and killed during the partition; the
-//! collector is killed under load. At the end every line is stored exactly once and every agent's
+//! numbered lines. One agent is partitioned from the collector and killed during the partition,
+//! another sends over a slow, lossy link (256 kbit/s, 5% loss), and the collector is killed under load. At the end every line is stored exactly once and every agent's
 //! 1-second readings have no gap but the time its agent was dead.
 
 mod support;
@@ -13,10 +13,19 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// The longest partition; 120 s unless LOOKOUT_FLEET_PARTITION_SECONDS says otherwise.
+fn seconds(var: &str, default: u64) -> Duration {
+    Duration::from_secs(std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or(default))
+}
+
+/// How long h1 is cut off: 120 s unless LOOKOUT_FLEET_PARTITION_SECONDS says otherwise.
 fn partition() -> Duration {
-    let s = std::env::var("LOOKOUT_FLEET_PARTITION_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(120);
-    Duration::from_secs(s)
+    seconds("LOOKOUT_FLEET_PARTITION_SECONDS", 120)
+}
+
+/// How long the killed collector stays down: 300 s unless LOOKOUT_FLEET_OUTAGE_SECONDS says otherwise
+/// (`LOOKOUT_FLEET_OUTAGE_SECONDS=600` is the soak version).
+fn outage() -> Duration {
+    seconds("LOOKOUT_FLEET_OUTAGE_SECONDS", 300)
 }
 
 fn docker(args: &[&str]) -> String {
@@ -75,10 +84,7 @@ impl Bed {
         std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
         let tar = Command::new("sh")
             .arg("-c")
-            .arg(format!(
-                "tar -C {} -c . | docker import -c 'ENV PATH=/bin' -c 'CMD [\"sh\"]' - {tag}",
-                root.display()
-            ))
+            .arg(format!("tar -C {} -c . | docker import -c 'ENV PATH=/bin' -c 'CMD [\"sh\"]' - {tag}", root.display()))
             .output()
             .unwrap();
         assert!(tar.status.success(), "building the fleet image: {}", String::from_utf8_lossy(&tar.stderr));
@@ -112,7 +118,16 @@ impl Bed {
         let data = Path::new(&cfg).parent().unwrap().display().to_string();
         let name = self.run(
             "collector",
-            &["--network", &self.tag.clone(), "--hostname", "collector", "--network-alias", "collector", "-v", &format!("{data}:/data")],
+            &[
+                "--network",
+                &self.tag.clone(),
+                "--hostname",
+                "collector",
+                "--network-alias",
+                "collector",
+                "-v",
+                &format!("{data}:/data"),
+            ],
             &["/lookout", "collector", "--config", "/data/collector.toml"],
         );
         let ip = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &name]);
@@ -131,11 +146,18 @@ impl Bed {
         self.run(
             host,
             &[
-                "--network", &tag, "--hostname", host,
-                "-v", &format!("{state}:/state"),
-                "-v", "/var/run/docker.sock:/var/run/docker.sock",
-                "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
-                "-v", "/var/lib/docker/containers:/var/lib/docker/containers:ro",
+                "--network",
+                &tag,
+                "--hostname",
+                host,
+                "-v",
+                &format!("{state}:/state"),
+                "-v",
+                "/var/run/docker.sock:/var/run/docker.sock",
+                "-v",
+                "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+                "-v",
+                "/var/lib/docker/containers:/var/lib/docker/containers:ro",
             ],
             &["/lookout", "agent", "--config", "/state/agent.toml"],
         )
@@ -190,9 +212,18 @@ fn a_partitioned_killed_agent_and_a_killed_collector_lose_and_repeat_nothing() {
             let label = format!("lookout.host={h}");
             let full = format!("{}-{name}", bed.tag);
             docker(&[
-                "run", "-d", "--name", &full, "--label", "lookout.test=1", "--label", &label,
+                "run",
+                "-d",
+                "--name",
+                &full,
+                "--label",
+                "lookout.test=1",
+                "--label",
+                &label,
                 "lookout-test-busybox:latest",
-                "sh", "-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); echo \"line $i\"; sleep 0.1; done",
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); echo \"line $i\"; sleep 0.2; done",
             ]);
             bed.containers.push(full.clone());
             full
@@ -205,6 +236,22 @@ fn a_partitioned_killed_agent_and_a_killed_collector_lose_and_repeat_nothing() {
         })
     };
     up("readings of all three hosts");
+    // h2 is behind a slow, lossy link for the whole run, in its network namespace only: 256 kbit/s
+    // with up to 400 ms of queueing (tc tbf), and 5% of its packets dropped (iptables). This
+    // machine's kernel has no netem, so the delay is the queue's, not a fixed one.
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &agents[1]]);
+    for cmd in [
+        &["tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "256kbit", "burst", "16kbit", "latency", "400ms"]
+            [..],
+        &["iptables", "-A", "OUTPUT", "-m", "statistic", "--mode", "random", "--probability", "0.05", "-j", "DROP"][..],
+    ] {
+        let out = Command::new("nsenter")
+            .args(["-t", &pid, "-n"])
+            .args(cmd)
+            .output()
+            .expect("nsenter runs (apt-get install util-linux iproute2 iptables)");
+        assert!(out.status.success(), "{} in h2's namespace: {}", cmd.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
 
     // h1 is cut off, killed while cut off, started again still cut off, then reconnected.
     let started = Instant::now();
@@ -223,10 +270,11 @@ fn a_partitioned_killed_agent_and_a_killed_collector_lose_and_repeat_nothing() {
     }
     docker(&["network", "connect", &bed.tag, &agents[0]]);
 
-    // The collector is killed under load and started again on the same volume.
+    // The collector is killed under load, stays away (the agents spool), and is started again on
+    // the same volume.
     std::thread::sleep(Duration::from_secs(5));
     docker(&["kill", "-s", "KILL", &collector]);
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(outage());
     docker(&["start", &collector]);
     let ip = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &collector]);
     let base = format!("http://{ip}:9470");

@@ -315,7 +315,10 @@ impl AgentConfig {
             ("exclude_names", &d.exclude_names),
         ] {
             if let Some(i) = rules.iter().position(|r| r.is_empty() || r.starts_with('=')) {
-                problems.push(format!("discover.{key}[{i}]: a label (`key` or `key=value`) or a name pattern, not {:?}", rules[i]));
+                problems.push(format!(
+                    "discover.{key}[{i}]: a label (`key` or `key=value`) or a name pattern, not {:?}",
+                    rules[i]
+                ));
             }
         }
         if self.queue.max_mib == 0 {
