@@ -24,21 +24,31 @@ fn batch(seq: u64, host: &str) -> AgentMessage {
     AgentMessage { msg: Some(agent_message::Msg::Batch(Batch { seq, groups: vec![group], ..Default::default() })) }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_for_another_host_is_refused_whole_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let token = "a-token-for-host-a-only-0123456789";
-    let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, format!("host-a agent {} a\n", lookout_collector::auth::hash_hex(token))).unwrap();
-    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+/// A collector on loopback whose tokens file (mode 600) holds `tokens`; also the file's path.
+async fn start(
+    dir: &std::path::Path,
+    tokens: &str,
+) -> (CancellationToken, lookout_collector::Running, std::path::PathBuf) {
+    let file = dir.join("tokens");
+    std::fs::write(&file, tokens).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let cfg: lookout_collector::CollectorConfig = toml::from_str(&format!(
         "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\ntokens_file = \"{}\"\n",
-        dir.path().join("db").display(),
-        tokens.display()
+        dir.join("db").display(),
+        file.display()
     ))
     .unwrap();
     let stop = CancellationToken::new();
     let running = lookout_collector::start(cfg, stop.clone()).await.unwrap();
+    (stop, running, file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_for_another_host_is_refused_whole_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "a-token-for-host-a-only-0123456789";
+    let (stop, running, _) =
+        start(dir.path(), &format!("host-a agent {} a\n", lookout_collector::auth::hash_hex(token))).await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
         .unwrap()
         .connect()
@@ -93,18 +103,8 @@ async fn a_batch_for_another_host_is_refused_whole_and_counted() {
 async fn a_token_taken_out_of_the_tokens_file_ends_its_open_stream() {
     let dir = tempfile::tempdir().unwrap();
     let (old, new) = ("the-old-token-of-host-a-0123456789", "the-new-token-of-host-a-0123456789");
-    let tokens = dir.path().join("tokens");
     let entry = |t: &str| format!("host-a agent {} a\n", lookout_collector::auth::hash_hex(t));
-    std::fs::write(&tokens, entry(old)).unwrap();
-    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let cfg: lookout_collector::CollectorConfig = toml::from_str(&format!(
-        "data_dir = \"{}\"\nhttp_listen = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\ntokens_file = \"{}\"\n",
-        dir.path().join("db").display(),
-        tokens.display()
-    ))
-    .unwrap();
-    let stop = CancellationToken::new();
-    let running = lookout_collector::start(cfg, stop.clone()).await.unwrap();
+    let (stop, running, tokens) = start(dir.path(), &entry(old)).await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
         .unwrap()
         .connect()

@@ -72,12 +72,13 @@ fn sanitize_label_name(key: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::ContainerId;
     use std::collections::HashMap;
 
-    fn container(image: &str, labels: &[(&str, &str)]) -> Container {
+    /// A running container of `image` with `labels`, as inspect gives it.
+    pub(crate) fn container(image: &str, labels: &[(&str, &str)]) -> Container {
         Container {
             id: ContainerId::parse(&"a".repeat(64)).unwrap(),
             name: "shop-api-1".into(),

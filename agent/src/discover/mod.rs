@@ -340,19 +340,7 @@ mod tests {
     use super::*;
 
     fn container(name: &str, labels: &[(&str, &str)]) -> Container {
-        Container {
-            id: ContainerId::parse(&"a".repeat(64)).unwrap(),
-            name: name.into(),
-            image: "busybox".into(),
-            image_id: String::new(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            pid: None,
-            log_path: None,
-            log_driver: "json-file".into(),
-            started_at: None,
-            address: None,
-            healthcheck: None,
-        }
+        Container { name: name.into(), ..identity::tests::container("busybox", labels) }
     }
 
     #[test]
