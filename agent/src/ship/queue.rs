@@ -244,14 +244,7 @@ impl Queue {
             q.bytes -= old.bytes;
             self.metrics.dropped_batches.inc();
             tracing::warn!(dropped_seq = old.seq, "send queue full: dropped the oldest batch of metrics");
-            let mut lost = Lost::default();
-            lost.add(old.first_ms, old.last_ms);
-            q.lost.push(Loss {
-                batches: 1,
-                first_ms: lost.first_ms,
-                last_ms: lost.last_ms,
-                reason: "queue_full".into(),
-            });
+            q.lost.push(Loss { batches: 1, first_ms: old.first_ms, last_ms: old.last_ms, reason: "queue_full".into() });
         }
     }
 
