@@ -190,40 +190,40 @@ pub struct TokenFile {
     current: RwLock<Arc<Tokens>>,
     stamp: Mutex<Option<SystemTime>>,
     generation: AtomicU64,
+    /// Whether callers must show credentials: there is a tokens file (or fixed tokens).
+    required: bool,
 }
 
 impl TokenFile {
     /// No tokens file: no credentials are asked for.
     pub fn open() -> TokenFile {
-        TokenFile::with(None, Tokens::default())
+        TokenFile::with(None, Tokens::default(), false)
     }
 
     /// Tokens that are not read from a file (tests, benches); asked for like a file's.
     pub fn fixed(tokens: Tokens) -> TokenFile {
-        let t = TokenFile::with(None, tokens);
-        t.generation.store(1, Ordering::Relaxed);
-        t
+        TokenFile::with(None, tokens, true)
     }
 
     pub fn load(path: &Path) -> Result<TokenFile, AuthError> {
-        let t = TokenFile::with(Some(path.to_path_buf()), Tokens::load(path)?);
+        let t = TokenFile::with(Some(path.to_path_buf()), Tokens::load(path)?, true);
         *t.stamp.lock().expect("tokens stamp lock poisoned") = modified(path);
         Ok(t)
     }
 
-    fn with(path: Option<PathBuf>, tokens: Tokens) -> TokenFile {
-        let asked = u64::from(path.is_some());
+    fn with(path: Option<PathBuf>, tokens: Tokens, required: bool) -> TokenFile {
         TokenFile {
             path,
             current: RwLock::new(Arc::new(tokens)),
             stamp: Mutex::new(None),
-            generation: AtomicU64::new(asked),
+            generation: AtomicU64::new(0),
+            required,
         }
     }
 
     /// Whether callers must show credentials.
     pub fn required(&self) -> bool {
-        self.generation.load(Ordering::Relaxed) > 0
+        self.required
     }
 
     /// The tokens as they are now.
