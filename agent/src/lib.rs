@@ -63,15 +63,14 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
             .then(|| (cfg.spool.dir.clone().unwrap_or_else(|| cfg.state_dir.join("spool")), cfg.spool.max_mib << 20)),
         docker: docker.clone(),
     };
-    let (out, queue) = ship::spawn(ship_cfg, metrics.clone(), shutdown.clone())?;
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+    let (welcome_tx, welcome_rx) = std::sync::mpsc::channel();
+    let links = cfg.logs.enabled.then_some(ship::LogLinks { acks: ack_tx, resume: welcome_tx });
+    let (out, queue) = ship::spawn(ship_cfg, links, metrics.clone(), shutdown.clone())?;
 
     let containers: discover::ContainerSet = Default::default();
     let error_rates: Arc<probe::errors::ErrorRates> = Default::default();
     let log_reader = if cfg.logs.enabled {
-        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
-        queue.report_log_acks(ack_tx);
-        let (welcome_tx, welcome_rx) = std::sync::mpsc::channel();
-        queue.report_log_resume(welcome_tx);
         let reader_cfg = logs::reader::LogReaderConfig {
             host: host.clone(),
             include_labels: cfg.labels.include.clone(),

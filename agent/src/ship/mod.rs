@@ -93,10 +93,18 @@ impl ClientTls {
     }
 }
 
+/// Where shipping tells the log reader what the collector has: acknowledged log batches, and the
+/// log positions each Welcome carries.
+pub struct LogLinks {
+    pub acks: std::sync::mpsc::Sender<LogAck>,
+    pub resume: std::sync::mpsc::Sender<Vec<(String, Vec<u8>)>>,
+}
+
 /// Starts the batcher and the connection; returns the sender the readers use and the queue (for tests
-/// and self-metrics).
+/// and self-metrics). `logs` is linked before the first connection, so no Welcome goes unheard.
 pub fn spawn(
     cfg: ShipConfig,
+    logs: Option<LogLinks>,
     metrics: AgentMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(mpsc::Sender<Outgoing>, Arc<Queue>)> {
@@ -107,6 +115,10 @@ pub fn spawn(
             .with_context(|| format!("opening the spool in {}", dir.display()))?,
         None => Queue::new(cfg.max_queue_bytes, metrics.clone()),
     });
+    if let Some(l) = logs {
+        queue.report_log_acks(l.acks);
+        queue.report_log_resume(l.resume);
+    }
     tokio::spawn(batcher(cfg.clone(), rx, queue.clone(), shutdown.clone()));
     tokio::spawn(connection(cfg, queue.clone(), metrics, shutdown));
     Ok((tx, queue))
