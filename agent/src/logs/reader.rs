@@ -123,6 +123,7 @@ pub fn run(
             Err(_) => return,
         }
     };
+    tracing::info!(positions = from_collector.len(), "the collector said where its log lines end; reading logs");
     for (source, state) in from_collector {
         match serde_json::from_slice::<Resume>(&state) {
             Ok(r) => {
@@ -225,6 +226,7 @@ pub fn run(
                 continue;
             };
             let resume = left.remove(&id).or_else(|| saved.containers.get(&id).cloned());
+            tracing::debug!(container = %c.name, path = %path.display(), from = ?resume.as_ref().map(|r| r.position.offset), "following the log");
             match Tailer::open(path, resume.as_ref().map(|r| r.position)) {
                 Ok((tailer, events)) => {
                     for e in events {
