@@ -233,13 +233,13 @@ where
 }
 
 /// A Prometheus server with the remote-write receiver, on a free port, killed on drop.
-struct PromProcess {
-    child: Child,
-    url: String,
+pub(crate) struct PromProcess {
+    pub(crate) child: Child,
+    pub(crate) url: String,
 }
 
 impl PromProcess {
-    fn start(bin: &str, dir: &std::path::Path) -> anyhow::Result<PromProcess> {
+    pub(crate) fn start(bin: &str, dir: &std::path::Path) -> anyhow::Result<PromProcess> {
         std::fs::create_dir_all(dir)?;
         let cfg = dir.join("prometheus.yml");
         std::fs::write(&cfg, "global:\n  scrape_interval: 15s\n")?;

@@ -4,6 +4,7 @@
 
 mod bench_daemons;
 mod bench_dashboards;
+mod bench_fleet;
 mod bench_gates;
 mod bench_logs;
 mod bench_probes;
@@ -42,6 +43,26 @@ pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 
 #[derive(Subcommand)]
 pub enum Bench {
+    /// What one collector process carries: N simulated hosts, each on its own gRPC stream sending
+    /// an agent's batch of M containers every interval (and log lines), while a dashboard queries:
+    /// the collector's CPU, memory per series, disk per sample, commit and query latency; then the
+    /// same series written to a real Prometheus for its memory per series.
+    Fleet {
+        #[arg(long, default_value_t = 500)]
+        hosts: usize,
+        #[arg(long, default_value_t = 50)]
+        containers: usize,
+        #[arg(long, default_value = "3m", value_parser = |s: &str| humantime::parse_duration(s))]
+        duration: Duration,
+        #[arg(long, default_value = "10s", value_parser = |s: &str| humantime::parse_duration(s))]
+        interval: Duration,
+        /// Log lines per second per host.
+        #[arg(long, default_value_t = 10)]
+        lines: usize,
+        /// The Prometheus binary to compare with, or `none`.
+        #[arg(long, default_value = "/usr/bin/prometheus")]
+        prometheus: String,
+    },
     /// A collector with agents streaming to it is sent SIGTERM: the time until it has exited.
     Stop {
         #[arg(long, default_value_t = 10)]
@@ -214,6 +235,16 @@ pub fn run(what: Bench) -> std::process::ExitCode {
         Bench::Stop { agents, rounds, stream_for } => crate::bench_daemons::stop(agents, rounds, stream_for),
         Bench::Hostile { seconds, clients } => crate::bench_daemons::hostile(seconds, clients),
         Bench::Auth { entries, checks } => auth(entries, checks),
+        Bench::Fleet { hosts, containers, duration, interval, lines, prometheus } => {
+            crate::bench_fleet::run(crate::bench_fleet::Fleet {
+                hosts,
+                containers,
+                duration,
+                interval,
+                lines_per_second: lines,
+                prometheus,
+            })
+        }
         Bench::Spool { containers, batches } => spool(containers, batches),
         Bench::Ingest { containers, samples, per_batch, dir } => ingest(containers, samples, per_batch, dir),
         Bench::Agent { containers, duration, interval } => agent(containers, duration, interval),
@@ -349,7 +380,7 @@ fn spool(containers: usize, batches: usize) -> anyhow::Result<()> {
     };
     let (cpu, t) = (process_cpu_seconds(), Instant::now());
     let _guard = rt.enter();
-    let (_tx, queue) = ship::spawn(ship_cfg, metrics, shutdown.clone())?;
+    let (_tx, queue) = ship::spawn(ship_cfg, None, metrics, shutdown.clone())?;
     while !queue.is_empty() {
         std::thread::sleep(Duration::from_millis(5));
     }
