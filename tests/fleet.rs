@@ -1,8 +1,9 @@
-//! Several hosts on one machine: the collector and three agents each in their own container on a
+//! Several hosts on one machine: two collectors and three agents each in their own container on a
 //! private Docker network, with their own host names and addresses, and workloads that write
-//! numbered lines. One agent is partitioned from the collector,
-//! another sends over a slow, lossy link (256 kbit/s, 5% loss), and the collector is killed under load. At the end every line is stored exactly once and every agent's
-//! 1-second readings have no gap but the time its agent was dead.
+//! numbered lines. One agent is partitioned from the collector, another sends over a slow, lossy
+//! link (256 kbit/s, 5% loss), and the collector is killed under load while the third agent fails
+//! over to the standby. At the end every line is stored once and every agent's 1-second readings
+//! have no gap.
 
 mod support;
 
@@ -26,6 +27,13 @@ fn partition() -> Duration {
 /// (the issue's lengths are 120 s and 300 s; 600 is the soak version).
 fn outage() -> Duration {
     seconds("LOOKOUT_FLEET_OUTAGE_SECONDS", 60)
+}
+
+/// Whether h1 is also SIGKILLed and started again halfway through its partition
+/// (LOOKOUT_FLEET_KILL_DURING_PARTITION=1). Off by default: in some runs the restarted agent's log
+/// lines stop at its last acknowledged position (docs/operations.md, "Delivery").
+fn kill_during_partition() -> bool {
+    std::env::var("LOOKOUT_FLEET_KILL_DURING_PARTITION").is_ok_and(|v| v == "1")
 }
 
 fn docker(args: &[&str]) -> String {
@@ -110,21 +118,21 @@ impl Bed {
         p.display().to_string()
     }
 
-    fn collector(&mut self) -> (String, String) {
+    fn collector(&mut self, name: &str) -> (String, String) {
         let cfg = self.file(
-            "collector/collector.toml",
+            &format!("{name}/collector.toml"),
             "data_dir = \"/data/db\"\nhttp_listen = \"0.0.0.0:9470\"\ngrpc_listen = \"0.0.0.0:9471\"\n# A private test network.\ninsecure = true\n",
         );
         let data = Path::new(&cfg).parent().unwrap().display().to_string();
         let name = self.run(
-            "collector",
+            name,
             &[
                 "--network",
                 &self.tag.clone(),
                 "--hostname",
-                "collector",
+                name,
                 "--network-alias",
-                "collector",
+                name,
                 "-v",
                 &format!("{data}:/data"),
             ],
@@ -134,11 +142,14 @@ impl Bed {
         (name, format!("http://{ip}:9470"))
     }
 
-    fn agent(&mut self, host: &str) -> String {
+    /// An agent for `host` streaming to the first of `collectors` that answers.
+    fn agent(&mut self, host: &str, collectors: &[&str]) -> String {
+        let list: Vec<String> = collectors.iter().map(|c| format!("\"http://{c}:9471\"")).collect();
         let cfg = self.file(
             &format!("{host}/agent.toml"),
             &format!(
-                "host = \"{host}\"\ncollectors = [\"http://collector:9471\"]\ninterval = \"1s\"\nstate_dir = \"/state\"\nmetrics_listen = \"127.0.0.1:9472\"\n[discover]\ninclude_labels = [\"lookout.host={host}\"]\n"
+                "host = \"{host}\"\ncollectors = [{}]\ninterval = \"1s\"\nstate_dir = \"/state\"\nmetrics_listen = \"127.0.0.1:9472\"\n[discover]\ninclude_labels = [\"lookout.host={host}\"]\n",
+                list.join(", ")
             ),
         );
         let state = Path::new(&cfg).parent().unwrap().display().to_string();
@@ -150,6 +161,8 @@ impl Bed {
                 &tag,
                 "--hostname",
                 host,
+                "-e",
+                "RUST_LOG=info,lookout_agent::logs=debug",
                 "-v",
                 &format!("{state}:/state"),
                 "-v",
@@ -202,9 +215,14 @@ fn now_s() -> f64 {
 fn a_partitioned_agent_a_lossy_link_and_a_killed_collector_lose_and_repeat_nothing() {
     let _serial = serial();
     let mut bed = Bed::new();
-    let (collector, base) = bed.collector();
+    let (collector, base) = bed.collector("collector");
+    // A second collector, on storage of its own: h3 has both in its list and fails over to it.
+    let (_standby, standby_base) = bed.collector("standby");
     let hosts = ["h1", "h2", "h3"];
-    let agents: Vec<String> = hosts.iter().map(|h| bed.agent(h)).collect();
+    let agents: Vec<String> = hosts
+        .iter()
+        .map(|h| if *h == "h3" { bed.agent(h, &["collector", "standby"]) } else { bed.agent(h, &["collector"]) })
+        .collect();
     let workloads: Vec<String> = hosts
         .iter()
         .map(|h| {
@@ -253,18 +271,31 @@ fn a_partitioned_agent_a_lossy_link_and_a_killed_collector_lose_and_repeat_nothi
         assert!(out.status.success(), "{} in h2's namespace: {}", cmd.join(" "), String::from_utf8_lossy(&out.stderr));
     }
 
-    // h1 is cut off from the collector for the whole partition, spooling.
-    // (Killing it during the partition is not part of this run: see the note on issue 16.)
+    // h1 is cut off from the collector for the whole partition, spooling (and, when asked, killed
+    // with SIGKILL halfway through it and started again, still cut off: a started container keeps
+    // the networks it had).
     docker(&["network", "disconnect", &bed.tag, &agents[0]]);
     let cut = now_s();
-    std::thread::sleep(partition());
-    let (killed, restarted) = (now_s(), now_s());
+    let (killed, restarted) = if kill_during_partition() {
+        std::thread::sleep(partition() / 2);
+        let killed = now_s();
+        docker(&["kill", "-s", "KILL", &agents[0]]);
+        std::thread::sleep(Duration::from_secs(3));
+        docker(&["start", &agents[0]]);
+        let restarted = now_s();
+        std::thread::sleep(partition() / 2);
+        (killed, restarted)
+    } else {
+        std::thread::sleep(partition());
+        (now_s(), now_s())
+    };
     docker(&["network", "connect", &bed.tag, &agents[0]]);
 
     // The collector is killed under load, stays away (the agents spool), and is started again on
     // the same volume.
     std::thread::sleep(Duration::from_secs(5));
     docker(&["kill", "-s", "KILL", &collector]);
+    let collector_killed = now_s();
     std::thread::sleep(outage());
     docker(&["start", &collector]);
     let ip = docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &collector]);
@@ -279,29 +310,62 @@ fn a_partitioned_agent_a_lossy_link_and_a_killed_collector_lose_and_repeat_nothi
         let out = Command::new("docker").args(["logs", "--tail", "1", w]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().strip_prefix("line ").and_then(|n| n.parse().ok()).unwrap()
     };
-    for w in &workloads {
+    // h3's data is in the pair of collectors together: what the first held before its death, and
+    // what the standby took from then on (the agent stays with it after the first comes back).
+    let bases_of = |i: usize| if i == 2 { vec![base.clone(), standby_base.clone()] } else { vec![base.clone()] };
+    for (i, w) in workloads.iter().enumerate() {
         let n = last_line(w);
         // Until every line is there, or 90 s; then what is missing is named.
         let deadline = Instant::now() + Duration::from_secs(90);
-        let seen = loop {
-            let s = stored_lines(&base, w);
-            if s.len() as u64 >= n || Instant::now() > deadline {
-                break s;
+        let (seen, each) = loop {
+            let each: Vec<BTreeMap<u64, usize>> = bases_of(i).iter().map(|b| stored_lines(b, w)).collect();
+            let mut seen = BTreeMap::new();
+            for (k, c) in each.iter().flatten() {
+                *seen.entry(*k).or_insert(0) += c;
+            }
+            if seen.len() as u64 >= n || Instant::now() > deadline {
+                break (seen, each);
             }
             std::thread::sleep(Duration::from_millis(500));
         };
         let missing: Vec<u64> = (1..=n).filter(|i| !seen.contains_key(i)).collect();
-        let twice: Vec<(&u64, &usize)> = seen.iter().filter(|(_, c)| **c > 1).collect();
+        // A collector never stores a line twice. Across the pair, a line is in both only if the first
+        // committed its batch and was killed before the ack left: at most the batches in flight then,
+        // about a second of this workload's lines (docs/operations.md, "Delivery").
+        let mut twice: Vec<(&u64, &usize)> = each.iter().flat_map(|m| m.iter().filter(|(_, c)| **c > 1)).collect();
+        let across: Vec<u64> = seen.iter().filter(|(_, c)| **c > 1).map(|(k, _)| *k).collect();
+        if across.len() > 10 || across.windows(2).any(|p| p[1] != p[0] + 1) {
+            twice.extend(seen.iter().filter(|(_, c)| **c > 1));
+        }
+        if !(missing.is_empty() && twice.is_empty()) {
+            for a in &agents {
+                // What the agent says of itself (curl in its network namespace, where it is there).
+                let pid = docker(&["inspect", "-f", "{{.State.Pid}}", a]);
+                if let Ok(m) = Command::new("nsenter").args(["-t", &pid, "-n", "curl", "-s", "127.0.0.1:9472/metrics"]).output() {
+                    let m = String::from_utf8_lossy(&m.stdout);
+                    let wanted = ["batch", "spool", "queue", "connect", "log_lines"];
+                    let lines: Vec<&str> = m.lines().filter(|l| !l.starts_with('#') && wanted.iter().any(|w| l.contains(w))).collect();
+                    eprintln!("--- {a} metrics\n{}", lines.join("\n"));
+                }
+            }
+            for a in agents.iter().chain([&collector]) {
+                let out = Command::new("docker").args(["logs", "--tail", "150", a]).output().unwrap();
+                eprintln!("--- {a}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            }
+        }
         assert!(missing.is_empty() && twice.is_empty(), "{w}: {n} lines; missing {missing:?}; twice {twice:?}");
     }
 
     // Readings every second: no gap but the one the kill made, and none stored twice.
-    for h in hosts {
-        let r = readings(&base, h);
+    for (i, h) in hosts.into_iter().enumerate() {
+        let mut r: Vec<f64> = bases_of(i).iter().flat_map(|b| readings(b, h)).collect();
+        r.sort_by(f64::total_cmp);
         let first = r[0];
         let mut gaps = Vec::new();
         for w in r.windows(2) {
-            assert!(w[1] > w[0], "{h}: a reading at {} is stored twice", w[0]);
+            // Only h3's, across the pair, and only from the second the first collector died.
+            let in_flight = h == "h3" && (w[0] - collector_killed).abs() < 3.0;
+            assert!(w[1] > w[0] || in_flight, "{h}: a reading at {} is stored twice", w[0]);
             if w[1] - w[0] > 2.5 {
                 gaps.push((w[0], w[1]));
             }
@@ -313,5 +377,13 @@ fn a_partitioned_agent_a_lossy_link_and_a_killed_collector_lose_and_repeat_nothi
         if h == "h1" {
             assert!(during >= (killed - cut - 3.0) * 0.9, "h1: {during} readings from its partition before the kill");
         }
+    }
+    // h3 failed over: the standby holds its readings from the outage on, and nothing of the others.
+    let standby = readings(&standby_base, "h3");
+    let outage_s = outage().as_secs_f64();
+    let after_kill = standby.iter().filter(|t| **t > collector_killed + 5.0).count() as f64;
+    assert!(after_kill >= outage_s * 0.8, "h3: {after_kill} readings on the standby after the first collector died");
+    for h in ["h1", "h2"] {
+        assert!(readings(&standby_base, h).is_empty(), "{h} wrote to the standby, which is not in its list");
     }
 }
