@@ -341,10 +341,13 @@ fn a_partitioned_agent_a_lossy_link_and_a_killed_collector_lose_and_repeat_nothi
             for a in &agents {
                 // What the agent says of itself (curl in its network namespace, where it is there).
                 let pid = docker(&["inspect", "-f", "{{.State.Pid}}", a]);
-                if let Ok(m) = Command::new("nsenter").args(["-t", &pid, "-n", "curl", "-s", "127.0.0.1:9472/metrics"]).output() {
+                if let Ok(m) =
+                    Command::new("nsenter").args(["-t", &pid, "-n", "curl", "-s", "127.0.0.1:9472/metrics"]).output()
+                {
                     let m = String::from_utf8_lossy(&m.stdout);
                     let wanted = ["batch", "spool", "queue", "connect", "log_lines"];
-                    let lines: Vec<&str> = m.lines().filter(|l| !l.starts_with('#') && wanted.iter().any(|w| l.contains(w))).collect();
+                    let lines: Vec<&str> =
+                        m.lines().filter(|l| !l.starts_with('#') && wanted.iter().any(|w| l.contains(w))).collect();
                     eprintln!("--- {a} metrics\n{}", lines.join("\n"));
                 }
             }

@@ -111,8 +111,15 @@ fn drive(
         let offset = f.interval.mul_f64(h as f64 / f.hosts as f64);
         let interval = f.interval;
         tasks.push(rt.spawn(async move {
-            host_stream(h, grpc, templates, (start_at + offset, interval, t0_ms), lines_per_tick, (commits, first_commits))
-                .await
+            host_stream(
+                h,
+                grpc,
+                templates,
+                (start_at + offset, interval, t0_ms),
+                lines_per_tick,
+                (commits, first_commits),
+            )
+            .await
         }));
     }
     // A dashboard during ingest: one host's containers' CPU over the last 5 minutes, and its logs.
@@ -198,15 +205,14 @@ async fn host_stream(
     (commits, first_commits): (Shared, Shared),
 ) -> anyhow::Result<u64> {
     let host = format!("host-{h:04}");
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?.tcp_nodelay(true).connect().await?;
     let mut client = IngestClient::new(channel)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let hello = Hello { agent_id: format!("fleet-{host}"), host: host.clone(), version: String::new(), resume_from_seq: 0 };
+    let hello =
+        Hello { agent_id: format!("fleet-{host}"), host: host.clone(), version: String::new(), resume_from_seq: 0 };
     tx.send(AgentMessage { msg: Some(Msg::Hello(hello)) }).await?;
     let mut inbound = client.stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
     inbound.message().await?; // Welcome
@@ -215,7 +221,8 @@ async fn host_stream(
     let sender = {
         let (sent_at, host) = (sent_at.clone(), host.clone());
         tokio::spawn(async move {
-            let template_t0 = templates[0].groups.first().and_then(|g| g.series.first()).map_or(0, |s| s.timestamps_ms[0]);
+            let template_t0 =
+                templates[0].groups.first().and_then(|g| g.series.first()).map_or(0, |s| s.timestamps_ms[0]);
             for (k, template) in templates.iter().enumerate() {
                 tokio::time::sleep_until((first + interval * k as u32).into()).await;
                 let mut b = template.clone();
@@ -283,12 +290,8 @@ async fn dashboard(base: String, hosts: usize, until: Instant) -> anyhow::Result
         let host = format!("host-{:04}", (k * 7919) % hosts);
         let now = lookout_collector::clock::now_ms() / 1000;
         let q = format!("sum by (container) (rate(container_cpu_usage_seconds_total{{host=\"{host}\"}}[1m]))");
-        let form = [
-            ("query", q),
-            ("start", (now - 300).to_string()),
-            ("end", now.to_string()),
-            ("step", "15".to_string()),
-        ];
+        let form =
+            [("query", q), ("start", (now - 300).to_string()), ("end", now.to_string()), ("step", "15".to_string())];
         let t = Instant::now();
         let r = client.post(format!("{base}/api/v1/query_range")).form(&form).send().await?;
         anyhow::ensure!(r.status().is_success(), "query_range: {} {}", r.status(), r.text().await?);
