@@ -350,6 +350,13 @@ fn a_partitioned_agent_a_lossy_link_and_a_killed_collector_lose_and_repeat_nothi
                         m.lines().filter(|l| !l.starts_with('#') && wanted.iter().any(|w| l.contains(w))).collect();
                     eprintln!("--- {a} metrics\n{}", lines.join("\n"));
                 }
+                // Where each thread is, where gdb is installed.
+                if let Ok(g) = Command::new("gdb")
+                    .args([lookout_bin(), "-p", &pid, "-batch", "-ex", "thread apply all bt 20"])
+                    .output()
+                {
+                    eprintln!("--- {a} threads\n{}", String::from_utf8_lossy(&g.stdout));
+                }
             }
             for a in agents.iter().chain([&collector]) {
                 let out = Command::new("docker").args(["logs", "--tail", "150", a]).output().unwrap();

@@ -180,6 +180,7 @@ pub fn run(
     let mut early_ack: Option<LogAck> = None;
     let mut unsaved = false;
     let mut last_save = std::time::Instant::now();
+    let mut seen_containers = usize::MAX;
     while !shutdown.is_cancelled() {
         // Acknowledged: those checkpoints are safe now.
         let mut changed = false;
@@ -214,6 +215,10 @@ pub fn run(
 
         let current: Vec<Arc<Container>> =
             containers.read().expect("container set poisoned").values().cloned().collect();
+        if current.len() != seen_containers {
+            seen_containers = current.len();
+            tracing::debug!(containers = seen_containers, followed = followed.len(), "containers to read");
+        }
         for c in &current {
             let id = c.id.as_str().to_string();
             if followed.contains_key(&id) {
