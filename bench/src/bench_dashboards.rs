@@ -165,7 +165,7 @@ pub fn run(containers: usize, hours: usize, runs: usize, label_series: usize, pr
     Ok(())
 }
 
-fn write_all(
+pub(crate) fn write_all(
     rt: &tokio::runtime::Runtime,
     client: &reqwest::Client,
     targets: &[(&str, String)],

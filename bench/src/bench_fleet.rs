@@ -84,7 +84,6 @@ struct Measured {
     rss_per_series: f64,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn drive(
     f: &Fleet,
     ticks: usize,
@@ -125,8 +124,7 @@ fn drive(
     // A dashboard during ingest: one host's containers' CPU over the last 5 minutes, and its logs.
     let queries = rt.spawn(dashboard(base.clone(), f.hosts, start_at + f.interval * ticks as u32 + f.interval));
     let cpu_at = |at: Instant| {
-        let rt_handle = rt.handle().clone();
-        rt_handle.block_on(async move { tokio::time::sleep_until(at.into()).await });
+        rt.block_on(async move { tokio::time::sleep_until(at.into()).await });
         (Instant::now(), pid_cpu_seconds(pid).unwrap_or(0.0))
     };
     let (w0, c0) = cpu_at(steady_from);
@@ -344,18 +342,8 @@ fn prometheus_beside(f: &Fleet, lookout: Measured) -> anyhow::Result<()> {
                     }
                 }
             }
-            let body = remote_write::encode(&per_series);
-            rt.block_on(async {
-                let r = client
-                    .post(format!("{}/api/v1/write", prom.url))
-                    .header("Content-Encoding", "snappy")
-                    .header("Content-Type", "application/x-protobuf")
-                    .body(body)
-                    .send()
-                    .await?;
-                anyhow::ensure!(r.status().is_success(), "prometheus refused a write: {}", r.status());
-                anyhow::Ok(())
-            })?;
+            let target = [("prometheus", prom.url.clone())];
+            crate::bench_dashboards::write_all(&rt, &client, &target, remote_write::encode(&per_series))?;
         }
     }
     std::thread::sleep(Duration::from_secs(2));
