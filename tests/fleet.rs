@@ -1,9 +1,9 @@
 //! Several hosts on one machine: two collectors and three agents each in their own container on a
 //! private Docker network, with their own host names and addresses, and workloads that write
-//! numbered lines. One agent is partitioned from the collector, another sends over a slow, lossy
-//! link (256 kbit/s, 5% loss), and the collector is killed under load while the third agent fails
-//! over to the standby. At the end every line is stored once and every agent's 1-second readings
-//! have no gap.
+//! numbered lines. One agent is partitioned from the collector for 2 minutes and SIGKILLed during
+//! it, another sends over a slow, lossy link (256 kbit/s, 5% loss), and the collector is killed
+//! under load and stays away for 5 minutes while the third agent fails over to the standby. At the
+//! end every line is stored once and every agent's 1-second readings have no gap.
 
 mod support;
 
@@ -18,22 +18,15 @@ fn seconds(var: &str, default: u64) -> Duration {
     Duration::from_secs(std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or(default))
 }
 
-/// How long h1 is cut off: 30 s unless LOOKOUT_FLEET_PARTITION_SECONDS says otherwise.
+/// How long h1 is cut off: 2 minutes unless LOOKOUT_FLEET_PARTITION_SECONDS says otherwise.
 fn partition() -> Duration {
-    seconds("LOOKOUT_FLEET_PARTITION_SECONDS", 30)
+    seconds("LOOKOUT_FLEET_PARTITION_SECONDS", 120)
 }
 
-/// How long the killed collector stays down: 60 s unless LOOKOUT_FLEET_OUTAGE_SECONDS says otherwise
-/// (the lengths are 120 s and 300 s; 600 is the soak version).
+/// How long the killed collector stays down: 5 minutes unless LOOKOUT_FLEET_OUTAGE_SECONDS says
+/// otherwise (600 is the soak version).
 fn outage() -> Duration {
-    seconds("LOOKOUT_FLEET_OUTAGE_SECONDS", 60)
-}
-
-/// Whether h1 is also SIGKILLed and started again halfway through its partition
-/// (LOOKOUT_FLEET_KILL_DURING_PARTITION=1). Off by default: in some runs the restarted agent's log
-/// lines stop at its last acknowledged position (docs/operations.md, "Delivery").
-fn kill_during_partition() -> bool {
-    std::env::var("LOOKOUT_FLEET_KILL_DURING_PARTITION").is_ok_and(|v| v == "1")
+    seconds("LOOKOUT_FLEET_OUTAGE_SECONDS", 300)
 }
 
 fn docker(args: &[&str]) -> String {
@@ -162,7 +155,7 @@ impl Bed {
                 "--hostname",
                 host,
                 "-e",
-                "RUST_LOG=info,lookout_agent::logs=debug",
+                "RUST_LOG=info,lookout_agent::logs=debug,lookout_agent::discover=debug",
                 "-v",
                 &format!("{state}:/state"),
                 "-v",
@@ -271,24 +264,18 @@ fn a_partitioned_agent_a_lossy_link_and_a_killed_collector_lose_and_repeat_nothi
         assert!(out.status.success(), "{} in h2's namespace: {}", cmd.join(" "), String::from_utf8_lossy(&out.stderr));
     }
 
-    // h1 is cut off from the collector for the whole partition, spooling (and, when asked, killed
-    // with SIGKILL halfway through it and started again, still cut off: a started container keeps
-    // the networks it had).
+    // h1 is cut off from the collector for the whole partition, spooling, and killed with SIGKILL
+    // halfway through it and started again, still cut off (a started container keeps the networks
+    // it had).
     docker(&["network", "disconnect", &bed.tag, &agents[0]]);
     let cut = now_s();
-    let (killed, restarted) = if kill_during_partition() {
-        std::thread::sleep(partition() / 2);
-        let killed = now_s();
-        docker(&["kill", "-s", "KILL", &agents[0]]);
-        std::thread::sleep(Duration::from_secs(3));
-        docker(&["start", &agents[0]]);
-        let restarted = now_s();
-        std::thread::sleep(partition() / 2);
-        (killed, restarted)
-    } else {
-        std::thread::sleep(partition());
-        (now_s(), now_s())
-    };
+    std::thread::sleep(partition() / 2);
+    let killed = now_s();
+    docker(&["kill", "-s", "KILL", &agents[0]]);
+    std::thread::sleep(Duration::from_secs(3));
+    docker(&["start", &agents[0]]);
+    let restarted = now_s();
+    std::thread::sleep(partition() / 2);
     docker(&["network", "connect", &bed.tag, &agents[0]]);
 
     // The collector is killed under load, stays away (the agents spool), and is started again on
@@ -345,7 +332,7 @@ fn a_partitioned_agent_a_lossy_link_and_a_killed_collector_lose_and_repeat_nothi
                     Command::new("nsenter").args(["-t", &pid, "-n", "curl", "-s", "127.0.0.1:9472/metrics"]).output()
                 {
                     let m = String::from_utf8_lossy(&m.stdout);
-                    let wanted = ["batch", "spool", "queue", "connect", "log_lines"];
+                    let wanted = ["batch", "spool", "queue", "connect", "log_lines", "container"];
                     let lines: Vec<&str> =
                         m.lines().filter(|l| !l.starts_with('#') && wanted.iter().any(|w| l.contains(w))).collect();
                     eprintln!("--- {a} metrics\n{}", lines.join("\n"));

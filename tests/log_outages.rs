@@ -2,7 +2,8 @@
 //! empty and JSON-looking lines) under Docker's own rotation while the agent is killed with SIGKILL
 //! twice and the collector once, or while the collector is away for a minute; afterwards every
 //! number is stored exactly once, in order, with the container's tags. A third test stops and starts
-//! a container while its last lines are read but not yet acknowledged.
+//! a container while its last lines are read but not yet acknowledged; a fourth has containers stop
+//! while the agent is away, and while it waits for its collector.
 
 mod support;
 
@@ -308,4 +309,69 @@ fn every_line_once_when_a_container_is_stopped_and_started_before_its_lines_are_
     let repeated = numbers.len() - numbers.iter().collect::<std::collections::BTreeSet<_>>().len();
     assert_eq!(repeated, 0, "{repeated} lines repeated");
     assert_eq!(numbers, (0..n).collect::<Vec<_>>(), "every number once, in order");
+}
+
+/// A container that writes `n` numbered lines, 200 a second, and exits.
+fn short_lived(prefix: &str, n: usize) -> TestContainer {
+    let script =
+        format!("i=0; while [ $i -lt {n} ]; do printf 'n=%06d short-lived\\n' $i; i=$((i+1)); usleep 5000; done");
+    TestContainer::run(prefix, &["--label", "lookout.service=short"], &["sh", "-c", &script])
+}
+
+fn numbers_of(base: &str, c: &TestContainer, from: i64) -> Vec<usize> {
+    let lines = all_lines(base, &format!(r#"{{container="{}"}}"#, c.name), from, now_ns() + 1_000_000_000);
+    lines
+        .iter()
+        .map(|(_, t)| t.strip_prefix("n=").and_then(|t| t.get(..6)).and_then(|d| d.parse().ok()).unwrap())
+        .collect()
+}
+
+fn wait_exited(c: &TestContainer) {
+    eventually(Duration::from_secs(30), &format!("{} exits", c.name), || {
+        let out = std::process::Command::new("docker").args(["inspect", "-f", "{{.State.Running}}", &c.id]).output();
+        out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "false").then_some(())
+    });
+}
+
+#[test]
+fn every_line_of_containers_that_stop_while_the_agent_is_away_or_waiting_for_its_collector() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (http, grpc) = (free_addr(), free_addr());
+    let mut collector = Lookout::collector_on(&dir.path().join("c"), http, grpc);
+    let base = collector.url();
+    let from = now_ns() - 1_000_000_000;
+    struct Agent(std::process::Child);
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut agent = Agent(spawn_agent(dir.path(), grpc, ""));
+    // Half read when the agent dies; it writes its other half and exits while the agent is away.
+    let half_read = short_lived("half-read", 1_000);
+    eventually(Duration::from_secs(30), "some of its lines", || (count(&base, &half_read) >= 100).then_some(()));
+    let _ = agent.0.kill();
+    let _ = agent.0.wait();
+    // Runs from start to end while the agent is away.
+    let unseen = short_lived("unseen", 300);
+    wait_exited(&half_read);
+    wait_exited(&unseen);
+    // The agent comes back while its collector is away: it waits for the collector to say where its
+    // lines end, and meanwhile a third container runs and exits.
+    collector.kill9();
+    agent = Agent(spawn_agent(dir.path(), grpc, ""));
+    std::thread::sleep(Duration::from_secs(2));
+    let while_waiting = short_lived("while-waiting", 300);
+    wait_exited(&while_waiting);
+    collector = Lookout::collector_on(&dir.path().join("c"), http, grpc);
+    let base = collector.url();
+    for (c, n) in [(&half_read, 1_000), (&unseen, 300), (&while_waiting, 300)] {
+        eventually(Duration::from_secs(60), &format!("{n} lines of {}", c.name), || {
+            (count(&base, c) >= n).then_some(())
+        });
+        assert_eq!(numbers_of(&base, c, from), (0..n).collect::<Vec<_>>(), "{}: every number once, in order", c.name);
+    }
+    drop(agent);
 }

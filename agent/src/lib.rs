@@ -69,6 +69,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
     let (out, queue) = ship::spawn(ship_cfg, links, metrics.clone(), shutdown.clone())?;
 
     let containers: discover::ContainerSet = Default::default();
+    let stopped: discover::ContainerSet = Default::default();
     let error_rates: Arc<probe::errors::ErrorRates> = Default::default();
     let log_reader = if cfg.logs.enabled {
         let reader_cfg = logs::reader::LogReaderConfig {
@@ -80,8 +81,9 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
             error_rates: error_rates.clone(),
         };
         let (c, m, s, log_out) = (containers.clone(), metrics.clone(), shutdown.clone(), out.clone());
+        let st = stopped.clone();
         Some(tokio::task::spawn_blocking(move || {
-            logs::reader::run(reader_cfg, c, ack_rx, welcome_rx, m, s, |batch| {
+            logs::reader::run(reader_cfg, c, st, ack_rx, welcome_rx, m, s, |batch| {
                 log_out.blocking_send(ship::Outgoing::Logs(batch)).is_ok()
             })
         }))
@@ -93,6 +95,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
     let (health_events, _) = tokio::sync::broadcast::channel(1024);
     let discovery = discover::Discovery::new(&cfg.docker_socket, containers.clone(), changes_tx)
         .with_health_events(health_events.clone())
+        .with_stopped(stopped)
         .with_filter(cfg.discover.clone());
     tokio::spawn(discovery.run(shutdown.clone()));
     let change_out = out.clone();

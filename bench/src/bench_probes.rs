@@ -70,6 +70,7 @@ pub fn probes(containers: usize, interval: Duration, duration: Duration, kind: &
                 started_at: Some(started),
                 address: Some(std::net::IpAddr::from([127, 0, 0, 1])),
                 healthcheck: None,
+                finished_at: None,
             };
             s.insert(id, Arc::new(c));
         }

@@ -91,6 +91,7 @@ pub(crate) mod tests {
             started_at: None,
             address: None,
             healthcheck: None,
+            finished_at: None,
         }
     }
 

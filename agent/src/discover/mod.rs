@@ -38,10 +38,16 @@ pub struct Container {
     pub address: Option<std::net::IpAddr>,
     /// The interval of its own HEALTHCHECK, if it has one (Docker reports its health).
     pub healthcheck: Option<std::time::Duration>,
+    /// Unix seconds; only for a stopped container (in the `stopped` set).
+    pub finished_at: Option<f64>,
 }
 
 /// The current set of running containers, shared with the readers.
 pub type ContainerSet = Arc<RwLock<HashMap<ContainerId, Arc<Container>>>>;
+
+/// How many stopped containers discovery keeps for the log reader (newest first): a host piles up
+/// exited containers, and only the recent ones can have lines the reader has not read yet.
+const STOPPED_KEPT: usize = 256;
 
 /// Something discovery saw happen, for the container event log.
 #[derive(Clone, Debug)]
@@ -89,11 +95,16 @@ impl Filter {
 
     /// Whether `c` is this agent's.
     pub fn admits(&self, c: &Container) -> bool {
+        self.admits_parts(&c.labels, &c.name)
+    }
+
+    /// Whether a container with these labels and name is this agent's.
+    pub fn admits_parts(&self, labels: &HashMap<String, String>, container_name: &str) -> bool {
         let label = |rule: &String| match rule.split_once('=') {
-            Some((k, v)) => c.labels.get(k).is_some_and(|x| x == v),
-            None => c.labels.contains_key(rule.as_str()),
+            Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+            None => labels.contains_key(rule.as_str()),
         };
-        let name = |rule: &String| glob(rule, &c.name);
+        let name = |rule: &String| glob(rule, container_name);
         (self.include_labels.is_empty() || self.include_labels.iter().any(label))
             && (self.include_names.is_empty() || self.include_names.iter().any(name))
             && !self.exclude_labels.iter().any(label)
@@ -125,6 +136,10 @@ pub struct Discovery {
     filter: Filter,
     socket: String,
     containers: ContainerSet,
+    /// This agent's containers that exist but have stopped (their logs stay until they are removed),
+    /// so the log reader can finish what it has not read of them: the lines of a container that
+    /// stopped while the agent was away or waiting for its collector.
+    stopped: ContainerSet,
     changes: tokio::sync::mpsc::Sender<ContainerChange>,
     /// Containers whose own health status Docker just reported (`health_status` events).
     health: Option<tokio::sync::broadcast::Sender<ContainerId>>,
@@ -132,7 +147,20 @@ pub struct Discovery {
 
 impl Discovery {
     pub fn new(socket: &str, containers: ContainerSet, changes: tokio::sync::mpsc::Sender<ContainerChange>) -> Self {
-        Discovery { filter: Filter::default(), socket: socket.to_string(), containers, changes, health: None }
+        Discovery {
+            filter: Filter::default(),
+            socket: socket.to_string(),
+            containers,
+            stopped: Default::default(),
+            changes,
+            health: None,
+        }
+    }
+
+    /// Also keeps this agent's stopped containers in `stopped` (the newest [`STOPPED_KEPT`]).
+    pub fn with_stopped(mut self, stopped: ContainerSet) -> Self {
+        self.stopped = stopped;
+        self
     }
 
     /// Watches only the containers `filter` admits.
@@ -198,16 +226,35 @@ impl Discovery {
         let docker = self.connect()?;
         let filters = HashMap::from([("type".to_string(), vec!["container".to_string()])]);
         let mut events = docker.events(Some(EventsOptions { filters: Some(filters), ..Default::default() }));
-        let list = docker.list_containers(Some(ListContainersOptions { all: false, ..Default::default() })).await?;
+        // Newest first, stopped ones too; a stopped one is inspected only when its labels and name
+        // (which the list carries) make it this agent's.
+        let list = docker.list_containers(Some(ListContainersOptions { all: true, ..Default::default() })).await?;
         let mut fresh = HashMap::new();
+        let mut stopped = HashMap::new();
         for summary in list {
             let Some(id) = summary.id.as_deref().and_then(ContainerId::parse) else {
                 continue;
             };
+            use bollard::models::ContainerSummaryStateEnum as State;
+            if matches!(summary.state, Some(State::CREATED | State::EMPTY | State::REMOVING)) {
+                continue;
+            }
+            if matches!(summary.state, Some(State::EXITED | State::DEAD)) {
+                let name = summary.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/'));
+                let labels = summary.labels.clone().unwrap_or_default();
+                if stopped.len() >= STOPPED_KEPT || !self.filter.admits_parts(&labels, name.unwrap_or("")) {
+                    continue;
+                }
+            }
             if let Some(c) = self.ours(&docker, &id).await {
-                fresh.insert(id, Arc::new(c));
+                if c.finished_at.is_some() {
+                    stopped.insert(id, Arc::new(c));
+                } else {
+                    fresh.insert(id, Arc::new(c));
+                }
             }
         }
+        *self.stopped.write().expect("container set lock poisoned") = stopped;
         let known: Vec<ContainerId> = {
             let mut set = self.containers.write().expect("container set lock poisoned");
             let before: Vec<ContainerId> = set.keys().cloned().collect();
@@ -226,15 +273,17 @@ impl Discovery {
                 continue;
             };
             let action = ev.action.as_deref().unwrap_or("");
+            tracing::debug!(action, container = %id, "container event");
             match action {
                 "start" | "unpause" | "restart" => {
-                    if let Some(c) = self.ours(&docker, &id).await {
+                    if let Some(c) = self.ours(&docker, &id).await.filter(|c| c.finished_at.is_none()) {
+                        self.stopped.write().expect("container set lock poisoned").remove(&id);
                         let c = Arc::new(c);
                         self.containers.write().expect("container set lock poisoned").insert(id.clone(), c.clone());
                         self.emit(ChangeKind::Started, id, Some(c)).await;
                     }
                 }
-                "rename" => match self.ours(&docker, &id).await {
+                "rename" => match self.ours(&docker, &id).await.filter(|c| c.finished_at.is_none()) {
                     Some(c) => {
                         let c = Arc::new(c);
                         self.containers.write().expect("container set lock poisoned").insert(id.clone(), c.clone());
@@ -251,6 +300,7 @@ impl Discovery {
                 "die" | "destroy" => {
                     let kind = if action == "die" { ChangeKind::Died } else { ChangeKind::Destroyed };
                     let c = self.containers.write().expect("container set lock poisoned").remove(&id);
+                    self.keep_stopped(&id, c.as_ref(), action == "die");
                     // Another agent's container (with a filter) is not this agent's to report.
                     if c.is_some() || self.filter.is_empty() {
                         self.emit(kind, id, c).await;
@@ -272,6 +322,28 @@ impl Discovery {
         Ok(())
     }
 
+    /// A container of this agent's died (`died`) or was removed: it moves to, or leaves, `stopped`.
+    fn keep_stopped(&self, id: &ContainerId, c: Option<&Arc<Container>>, died: bool) {
+        let mut stopped = self.stopped.write().expect("container set lock poisoned");
+        match c.filter(|_| died) {
+            Some(c) => {
+                let finished_at = Some(now_ms() as f64 / 1000.0);
+                stopped.insert(id.clone(), Arc::new(Container { pid: None, finished_at, ..(**c).clone() }));
+                if stopped.len() > STOPPED_KEPT {
+                    let oldest = stopped
+                        .iter()
+                        .min_by(|a, b| a.1.finished_at.unwrap_or(0.0).total_cmp(&b.1.finished_at.unwrap_or(0.0)));
+                    if let Some(oldest) = oldest.map(|(k, _)| k.clone()) {
+                        stopped.remove(&oldest);
+                    }
+                }
+            }
+            None => {
+                stopped.remove(id);
+            }
+        }
+    }
+
     async fn emit(&self, kind: ChangeKind, id: ContainerId, container: Option<Arc<Container>>) {
         let change = ContainerChange { kind, id, time_ms: now_ms(), container };
         // A full queue means the shipper is far behind; the container set itself stays right.
@@ -290,11 +362,20 @@ async fn inspect(docker: &Docker, id: &ContainerId) -> Option<Container> {
     }
 }
 
+/// A running container, or a stopped one with `finished_at` (and no pid); none for one being created.
 fn from_inspect(id: &ContainerId, info: bollard::models::ContainerInspectResponse) -> Option<Container> {
     let state = info.state.as_ref();
-    if !state.and_then(|s| s.running).unwrap_or(false) {
-        return None;
-    }
+    let unix = |t: Option<&str>| {
+        t.and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64())
+    };
+    let finished_at = if state.and_then(|s| s.running).unwrap_or(false) {
+        None
+    } else {
+        // Docker's zero time (0001-01-01) for one that never ran: nothing was written.
+        Some(unix(state.and_then(|s| s.finished_at.as_deref())).filter(|t| *t > 0.0)?)
+    };
     let config = info.config.unwrap_or_default();
     let host_network = info.host_config.as_ref().and_then(|h| h.network_mode.as_deref()) == Some("host");
     let address = if host_network {
@@ -315,23 +396,20 @@ fn from_inspect(id: &ContainerId, info: bollard::models::ContainerInspectRespons
         .filter(|h| h.test.as_ref().and_then(|t| t.first()).is_some_and(|first| first != "NONE"))
         // Docker's default interval is 30 s; its value is in nanoseconds.
         .map(|h| std::time::Duration::from_nanos(h.interval.filter(|i| *i > 0).unwrap_or(30_000_000_000) as u64));
-    let started_at = state
-        .and_then(|s| s.started_at.as_deref())
-        .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs_f64());
+    let started_at = unix(state.and_then(|s| s.started_at.as_deref()));
     Some(Container {
         id: id.clone(),
         name: info.name.unwrap_or_default().trim_start_matches('/').to_string(),
         image: config.image.unwrap_or_default(),
         image_id: info.image.unwrap_or_default(),
         labels: config.labels.unwrap_or_default(),
-        pid: state.and_then(|s| s.pid).filter(|p| *p > 0).and_then(|p| u32::try_from(p).ok()),
+        pid: state.and_then(|s| s.pid).filter(|p| *p > 0 && finished_at.is_none()).and_then(|p| u32::try_from(p).ok()),
         log_path: info.log_path.filter(|p| !p.is_empty()).map(PathBuf::from),
         log_driver: info.host_config.and_then(|h| h.log_config).and_then(|l| l.typ).unwrap_or_default(),
         started_at,
         address,
         healthcheck,
+        finished_at,
     })
 }
 

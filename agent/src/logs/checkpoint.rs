@@ -34,6 +34,12 @@ impl Checkpoints {
         }
     }
 
+    /// When the state dir's checkpoints were last written: the last moment an agent here is known to
+    /// have been reading.
+    pub fn saved_at(state_dir: &Path) -> Option<std::time::SystemTime> {
+        std::fs::metadata(state_dir.join(FILE)).and_then(|m| m.modified()).ok()
+    }
+
     /// Replaces the file atomically: after a crash at any moment it holds either the old or the new set.
     pub fn save(&self, state_dir: &Path) -> Result<(), CheckpointError> {
         let io = |path: &Path| {

@@ -97,15 +97,25 @@ struct Followed {
 }
 
 /// Runs until `shutdown`; `send` hands a batch to shipping (blocking while shipping is busy).
+/// `containers` are the running containers, `stopped` this agent's stopped ones: a stopped
+/// container's log is read to its end when the agent has read some of it before (a checkpoint) or
+/// it stopped after the agent was last reading (it ran, unread, while the agent was away or waiting
+/// for its collector).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     cfg: LogReaderConfig,
     containers: ContainerSet,
+    stopped: ContainerSet,
     acks: std::sync::mpsc::Receiver<LogAck>,
     welcomes: std::sync::mpsc::Receiver<Vec<(String, Vec<u8>)>>,
     metrics: AgentMetrics,
     shutdown: CancellationToken,
     mut send: impl FnMut(LogBatch) -> bool,
 ) {
+    // Before this run saves anything: a stopped container that finished after this may have lines
+    // no agent read.
+    let last_reading = Checkpoints::saved_at(&cfg.state_dir).unwrap_or_else(std::time::SystemTime::now);
+    let last_reading = last_reading.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0) - 1.0;
     let mut saved = match Checkpoints::load(&cfg.state_dir) {
         Ok(c) => c,
         Err(e) => {
@@ -153,6 +163,8 @@ pub fn run(
     // acknowledged position (which would send the lines in flight twice).
     let mut left: HashMap<String, Resume> = HashMap::new();
     let mut reported: std::collections::HashSet<String> = Default::default();
+    // Stopped containers whose logs this run has read to their end (until they start again).
+    let mut done: std::collections::HashSet<String> = Default::default();
     let mut in_flight = 0usize;
     let (wake_tx, wake) = std::sync::mpsc::channel::<PathBuf>();
     let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
@@ -220,6 +232,24 @@ pub fn run(
             tracing::debug!(containers = seen_containers, followed = followed.len(), "containers to read");
         }
         for c in &current {
+            done.remove(c.id.as_str());
+        }
+        // Stopped ones with lines still to read are opened and, not running, read to their end at once.
+        let unfinished: Vec<Arc<Container>> = stopped
+            .read()
+            .expect("container set poisoned")
+            .values()
+            .filter(|c| {
+                let id = c.id.as_str();
+                !done.contains(id)
+                    && !followed.contains_key(id)
+                    && (saved.containers.contains_key(id)
+                        || left.contains_key(id)
+                        || c.finished_at.is_some_and(|t| t >= last_reading))
+            })
+            .cloned()
+            .collect();
+        for c in current.iter().chain(&unfinished) {
             let id = c.id.as_str().to_string();
             if followed.contains_key(&id) {
                 continue;
@@ -302,6 +332,7 @@ pub fn run(
                         }
                     }
                     batch.ack.finished.push((id.clone(), f.path));
+                    done.insert(id.clone());
                 }
             }
         }
