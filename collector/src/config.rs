@@ -98,7 +98,7 @@ pub struct HttpConfig {
 mod defaults {
     use super::*;
     pub fn data_dir() -> PathBuf {
-        PathBuf::from("/var/lib/lookout")
+        PathBuf::from("/var/lib/lookout/collector")
     }
     pub fn http_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9470))
