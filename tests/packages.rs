@@ -105,6 +105,18 @@ fn packages_pass_lintian_and_rpmlint_need_glibc_2_28_at_most_and_their_units_are
     let agent = std::fs::metadata(dist("lookout-agent_", "_amd64.deb")).unwrap().len();
     assert!(agent < 10 << 20, "the agent's .deb is {agent} bytes; the target is under 10 MB");
 
+    // The -debuginfo rpms: the .debug file the stripped binary's .gnu_debuglink names.
+    for name in ["lookout", "lookout-agent", "lookout-collector"] {
+        let rpm = dist(&format!("{name}-debuginfo-"), ".x86_64.rpm");
+        let path = rpm.to_str().unwrap();
+        let (ok, out) = sh("rpm", &["-K", "--nosignature", path]);
+        assert!(ok && out.contains("digests OK"), "rpm -K {path}: {out}");
+        let (_, files) = sh("rpm", &["-qpl", path]);
+        assert_eq!(files.trim(), format!("/usr/lib/debug/usr/bin/{name}.debug"));
+        let bin = repo().join("target/package/bin").join(name);
+        let (_, link) = sh("readelf", &["--string-dump=.gnu_debuglink", bin.to_str().unwrap()]);
+        assert!(link.contains(&format!("{name}.debug")), "{}: no debug link to {name}.debug:\n{link}", bin.display());
+    }
     for rpm in rpms() {
         let path = rpm.to_str().unwrap();
         let (ok, out) = sh("rpm", &["-K", "--nosignature", path]);

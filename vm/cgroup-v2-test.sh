@@ -59,11 +59,16 @@ mem=$(cat $B/memory.current)
 check "memory usage" "$mem" "$(lk "container_memory_usage_bytes{container=\"burn\"}")" "-$((mem / 10))" "$((mem / 10))"
 anon=$(field $B/memory.stat anon)
 check "memory rss (anon)" "$anon" "$(lk "container_memory_rss{container=\"burn\"}")" -1048576 1048576
+check "memory cache (file)" "$(field $B/memory.stat file)" "$(lk "container_memory_cache{container=\"burn\"}")" -1048576 1048576
 check "io written" "$(awk '{ for (i = 2; i <= NF; i++) if ($i ~ /^wbytes=/) { sub("wbytes=", "", $i); s += $i } } END { print s + 0 }' $B/io.stat)" \
     "$(lk "container_fs_writes_bytes_total{container=\"burn\"}")" 0 0
 check "pids" "$(cat $B/pids.current)" "$(lk "container_processes{container=\"burn\"}")" 0 0
 check "cpu pressure, some (s)" "$(awk '$1 == "some" { sub("total=", "", $5); print $5 / 1e6 }' $B/cpu.pressure)" \
     "$(lk "container_pressure_cpu_waiting_seconds_total{container=\"burn\"}")" 0 3
+for r in memory io; do
+    check "$r pressure, some (s)" "$(awk '$1 == "some" { sub("total=", "", $5); print $5 / 1e6 }' $B/$r.pressure)" \
+        "$(lk "container_pressure_${r}_waiting_seconds_total{container=\"burn\"}")" 0 1
+done
 O=$(cg $oom)
 check "oom kills" "$(field $O/memory.events oom_kill)" "$(lk "container_oom_events_total{container=\"oom\"}")" 0 0
 [ "$(field $O/memory.events oom_kill)" -ge 1 ] || fail "the OOM killer never ran in the oom container"
