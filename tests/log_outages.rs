@@ -13,6 +13,16 @@ use std::time::Duration;
 use serde_json::Value;
 use support::*;
 
+/// An agent process, killed however the test ends: a panicking test must not leave one behind.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
 }
@@ -269,14 +279,6 @@ fn every_line_once_when_a_container_is_stopped_and_started_before_its_lines_are_
     let from = now_ns() - 1_000_000_000;
     let n = 4_000;
     let c = restartable_writer(n, 200);
-    // Killed however the test ends: a panicking test must not leave an agent behind.
-    struct Agent(std::process::Child);
-    impl Drop for Agent {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let _agent = Agent(spawn_agent(dir.path(), grpc, ""));
     let base = collector.url();
     let docker = |args: &[&str]| {
@@ -341,13 +343,6 @@ fn every_line_of_containers_that_stop_while_the_agent_is_away_or_waiting_for_its
     let mut collector = Lookout::collector_on(&dir.path().join("c"), http, grpc);
     let base = collector.url();
     let from = now_ns() - 1_000_000_000;
-    struct Agent(std::process::Child);
-    impl Drop for Agent {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut agent = Agent(spawn_agent(dir.path(), grpc, ""));
     // Half read when the agent dies; it writes its other half and exits while the agent is away.
     let half_read = short_lived("half-read", 1_000);
