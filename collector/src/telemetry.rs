@@ -27,6 +27,9 @@ pub struct CollectorMetrics {
     commit_errors_logged: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub remote_write_requests: Counter,
     pub remote_write_rejected: Counter,
+    /// Pushes received (Loki's API, OTLP), by `api`, and their lines or samples refused, by `api`.
+    pub push_requests: prometheus_client::metrics::family::Family<Vec<(String, String)>, Counter>,
+    pub push_refused: prometheus_client::metrics::family::Family<Vec<(String, String)>, Counter>,
     /// Agent streams and batches refused, by reason (`token`, `scope`, `host`).
     pub ingest_refused: prometheus_client::metrics::family::Family<Vec<(String, String)>, Counter>,
     /// HTTP requests refused, by reason (`no_credentials`, `token`, `scope`).
@@ -79,6 +82,16 @@ impl CollectorMetrics {
             m.remote_write_rejected.clone(),
         );
         r.register(
+            "push_requests",
+            "Pushes received by api: loki (/loki/api/v1/push), otlp_metrics (/v1/metrics), otlp_logs (/v1/logs)",
+            m.push_requests.clone(),
+        );
+        r.register(
+            "push_refused",
+            "Lines or points of pushes refused, by api (bad labels, too long, too old, too far behind their stream, not mapped)",
+            m.push_refused.clone(),
+        );
+        r.register(
             "ingest_refused",
             "Agent streams and batches refused: an unknown token (token), one without the agent scope (scope), a host the token does not speak for (host)",
             m.ingest_refused.clone(),
@@ -94,6 +107,15 @@ impl CollectorMetrics {
     /// Counts an agent stream or batch refused.
     pub fn ingest_refused(&self, reason: &str) {
         self.ingest_refused.get_or_create(&vec![("reason".into(), reason.into())]).inc();
+    }
+
+    /// Counts a push on `api` and what of it was refused.
+    pub fn pushed(&self, api: &str, refused: u64) {
+        let label = vec![("api".into(), api.into())];
+        self.push_requests.get_or_create(&label).inc();
+        if refused > 0 {
+            self.push_refused.get_or_create(&label).inc_by(refused);
+        }
     }
 
     /// Counts an HTTP request refused.

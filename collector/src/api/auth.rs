@@ -31,8 +31,8 @@ impl Connected<axum::serve::IncomingStream<'_, crate::tls::Listener>> for Client
 pub fn scope_for(method: &Method, path: &str) -> Option<Scope> {
     match path {
         "/healthz" | "/readyz" => None,
-        "/api/v1/write" | "/loki/api/v1/push" => Some(Scope::Write),
-        p if p.starts_with("/otlp/") => Some(Scope::Write),
+        "/api/v1/write" | "/loki/api/v1/push" | "/v1/metrics" | "/v1/logs" => Some(Scope::Write),
+        p if p.starts_with("/otlp/") || p.starts_with("/api/v1/otlp/") => Some(Scope::Write),
         p if p.starts_with("/api/v1/gates") && method != Method::GET && method != Method::HEAD => Some(Scope::Admin),
         _ => Some(Scope::Read),
     }
@@ -135,6 +135,9 @@ mod tests {
         assert_eq!(scope_for(&Method::GET, "/loki/api/v1/tail"), Some(Scope::Read));
         assert_eq!(scope_for(&Method::GET, "/metrics"), Some(Scope::Read));
         assert_eq!(scope_for(&Method::POST, "/api/v1/write"), Some(Scope::Write));
+        for p in ["/loki/api/v1/push", "/v1/metrics", "/v1/logs", "/otlp/v1/logs", "/api/v1/otlp/v1/metrics"] {
+            assert_eq!(scope_for(&Method::POST, p), Some(Scope::Write), "{p}");
+        }
         assert_eq!(scope_for(&Method::POST, "/api/v1/gates"), Some(Scope::Admin));
         assert_eq!(scope_for(&Method::GET, "/api/v1/gates/g1"), Some(Scope::Read));
     }

@@ -6,6 +6,7 @@ mod gates;
 mod loki;
 mod params;
 mod prom;
+mod push;
 mod remote;
 
 use std::sync::{Arc, Mutex};
@@ -55,6 +56,17 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/write",
             post(remote::write).layer(DefaultBodyLimit::max(crate::ingest::remote_write::MAX_BODY_BYTES)),
         )
+        .route(
+            "/loki/api/v1/push",
+            post(push::loki).layer(DefaultBodyLimit::max(crate::ingest::loki_push::MAX_BODY_BYTES)),
+        )
+        // OTLP/HTTP at an SDK's default paths, and where Loki (`/otlp`) and Prometheus
+        // (`/api/v1/otlp`) serve it, so an endpoint copied from either works.
+        .route("/v1/metrics", otlp_metrics())
+        .route("/otlp/v1/metrics", otlp_metrics())
+        .route("/api/v1/otlp/v1/metrics", otlp_metrics())
+        .route("/v1/logs", otlp_logs())
+        .route("/otlp/v1/logs", otlp_logs())
         .route("/loki/api/v1/query", get(loki::query).post(loki::query))
         .route("/loki/api/v1/query_range", get(loki::query_range).post(loki::query_range))
         .route("/loki/api/v1/labels", get(loki::labels).post(loki::labels))
@@ -74,6 +86,14 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(|| async { "ready\n" }))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require))
         .with_state(state)
+}
+
+fn otlp_metrics() -> axum::routing::MethodRouter<AppState> {
+    post(push::otlp_metrics).layer(DefaultBodyLimit::max(crate::ingest::otlp::MAX_BODY_BYTES))
+}
+
+fn otlp_logs() -> axum::routing::MethodRouter<AppState> {
+    post(push::otlp_logs).layer(DefaultBodyLimit::max(crate::ingest::otlp::MAX_BODY_BYTES))
 }
 
 async fn self_metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {

@@ -1,7 +1,10 @@
 //! The gRPC ingest server: authenticates agents, decodes batches, commits them, then acks; and the
 //! remote-write decoder. The only module that sees `lookout_proto`; it hands on plain `model` types.
 
+pub mod body;
 mod convert;
+pub mod loki_push;
+pub mod otlp;
 pub mod remote_write;
 
 use std::pin::Pin;
@@ -286,7 +289,7 @@ async fn serve_agent(
                 let (committer, agent, writer_host) = (store.clone(), agent_id.to_string(), host.to_string());
                 let now = now_ms();
                 let outcome = tokio::task::spawn_blocking(move || {
-                    let logs = LogBatchIn { streams: decoded.logs, resume: decoded.log_resume };
+                    let logs = LogBatchIn { streams: decoded.logs, resume: decoded.log_resume, window_ns: None };
                     committer.append_batch(&agent, &writer_host, seq, now, decoded.groups, logs)
                 })
                 .await

@@ -66,6 +66,9 @@ pub struct LogState {
     ids: HashMap<LabelSet, u32>,
     labels: Vec<LabelSet>,
     heads: Vec<HeadStream>,
+    /// Per stream, its newest line's time (in a chunk or the head): pushers' lines further behind it
+    /// than their window are refused.
+    newest: Vec<i64>,
     /// The newest chunk's id: a reader takes heads and this together, and reads only chunks up to it,
     /// so a head sealed meanwhile is not read twice.
     last_chunk: i64,
@@ -79,6 +82,17 @@ pub struct Staged {
     changes: Vec<(u32, bool, Vec<LogLine>)>,
     last_chunk: Option<i64>,
     pub lines: u64,
+    /// Lines refused for being too far behind their stream's newest, and the first of them.
+    pub behind: u64,
+    pub first_behind: Option<Behind>,
+}
+
+/// A line refused for being older than its stream's window allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Behind {
+    pub labels: LabelSet,
+    pub time_ns: i64,
+    pub oldest_acceptable_ns: i64,
 }
 
 impl Staged {
@@ -113,6 +127,19 @@ impl LogState {
             head.raw_bytes += lines.iter().map(|l| l.line.len()).sum::<usize>();
             head.lines.extend(lines);
         }
+        let mut stmt =
+            conn.prepare("SELECT stream_id, max(t_max) FROM log_chunks GROUP BY stream_id").map_err(|e| e.to_string())?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?))).map_err(|e| e.to_string())?;
+        for row in rows {
+            let (id, t_max) = row.map_err(|e| e.to_string())?;
+            if let Some(n) = s.newest.get_mut(id as usize) {
+                *n = (*n).max(t_max);
+            }
+        }
+        for (n, head) in s.newest.iter_mut().zip(&s.heads) {
+            *n = head.lines.iter().map(|l| l.time_ns).fold(*n, i64::max);
+        }
         Ok(s)
     }
 
@@ -121,13 +148,21 @@ impl LogState {
         if self.labels.len() <= slot {
             self.labels.resize_with(slot + 1, LabelSet::default);
             self.heads.resize_with(slot + 1, HeadStream::default);
+            self.newest.resize(slot + 1, i64::MIN);
         }
         self.ids.insert(labels.clone(), id);
         self.labels[slot] = labels;
     }
 
     /// Writes a batch's streams inside the batch's transaction; returns what to apply after commit.
-    pub fn write(&self, tx: &Transaction, streams: Vec<LogStreamIn>) -> rusqlite::Result<Staged> {
+    /// With `window_ns`, a line older than its stream's newest (stored, or earlier in this batch) by
+    /// more than the window is refused, as Loki refuses out-of-order lines; agents' lines never are.
+    pub fn write(
+        &self,
+        tx: &Transaction,
+        mut streams: Vec<LogStreamIn>,
+        window_ns: Option<i64>,
+    ) -> rusqlite::Result<Staged> {
         let mut staged = Staged::default();
         let mut next_id = self.labels.len() as u32;
         let mut pending: HashMap<LabelSet, u32> = HashMap::new();
@@ -139,6 +174,28 @@ impl LogState {
         let mut del_head = tx.prepare_cached("DELETE FROM log_head WHERE stream_id = ?1")?;
         // Raw bytes added to each stream's head earlier in this same batch.
         let mut added: HashMap<u32, usize> = HashMap::new();
+        if let Some(window) = window_ns {
+            let mut newest: HashMap<&LabelSet, i64> = HashMap::new();
+            for s in &mut streams {
+                let n = newest.entry(&s.labels).or_insert_with(|| {
+                    self.ids.get(&s.labels).and_then(|&id| self.newest.get(id as usize)).copied().unwrap_or(i64::MIN)
+                });
+                s.lines.retain(|l| {
+                    let oldest = n.saturating_sub(window);
+                    if l.time_ns < oldest {
+                        staged.behind += 1;
+                        staged.first_behind.get_or_insert_with(|| Behind {
+                            labels: s.labels.clone(),
+                            time_ns: l.time_ns,
+                            oldest_acceptable_ns: oldest,
+                        });
+                        return false;
+                    }
+                    *n = (*n).max(l.time_ns);
+                    true
+                });
+            }
+        }
         for s in streams {
             if s.lines.is_empty() {
                 continue;
@@ -240,6 +297,8 @@ impl LogState {
                 *head = HeadStream::default();
             }
             head.raw_bytes += lines.iter().map(|l| l.line.len()).sum::<usize>();
+            let n = &mut self.newest[id as usize];
+            *n = lines.iter().map(|l| l.time_ns).fold(*n, i64::max);
             head.lines.extend(lines);
         }
     }

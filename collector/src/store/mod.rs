@@ -59,6 +59,9 @@ pub struct AppendOutcome {
     /// Samples at exactly their series' newest timestamp (a resend), dropped.
     pub same_timestamp: u64,
     pub log_lines: u64,
+    /// Pushed log lines refused for being too far behind their stream's newest line, and the first.
+    pub log_lines_behind: u64,
+    pub first_behind: Option<logs::Behind>,
     pub new_series: u64,
 }
 
@@ -67,6 +70,8 @@ pub struct AppendOutcome {
 pub struct LogBatchIn {
     pub streams: Vec<LogStreamIn>,
     pub resume: Vec<(String, Vec<u8>)>,
+    /// For pushers (Loki's API): lines further behind their stream's newest than this are refused.
+    pub window_ns: Option<i64>,
 }
 
 /// Who sent a batch and its number in that sender's sequence.

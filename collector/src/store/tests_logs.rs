@@ -15,7 +15,7 @@ fn stream(container: &str, lines: impl IntoIterator<Item = (i64, String)>) -> Lo
 }
 
 fn logs(streams: Vec<LogStreamIn>) -> LogBatchIn {
-    LogBatchIn { streams, resume: Vec::new() }
+    LogBatchIn { streams, resume: Vec::new(), window_ns: None }
 }
 
 fn read_all(store: &Store, container: &str) -> Vec<LogLine> {
@@ -82,6 +82,7 @@ fn log_positions_commit_with_their_batch_and_a_resent_batch_does_not_move_them()
     let batch = |state: &[u8]| LogBatchIn {
         streams: vec![stream("web", [(1, "x".to_string())])],
         resume: vec![("c1".to_string(), state.to_vec())],
+        window_ns: None,
     };
     store.append_batch("a", "h", 1, 0, Vec::new(), batch(b"one")).unwrap();
     store.append_batch("a", "h", 2, 0, Vec::new(), batch(b"two")).unwrap();

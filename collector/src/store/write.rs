@@ -66,6 +66,18 @@ impl Store {
         self.append_inner(None, now_ms, groups, LogBatchIn::default())
     }
 
+    /// Commits log streams from a pusher without sequence numbers (Loki's push API, OTLP logs): a
+    /// line further behind its stream's newest line than `window_ns` is refused and counted.
+    pub fn append_pushed_logs(
+        &self,
+        now_ms: i64,
+        streams: Vec<crate::model::logs::LogStreamIn>,
+        window_ns: i64,
+    ) -> Result<AppendOutcome, StoreError> {
+        let logs = LogBatchIn { streams, resume: Vec::new(), window_ns: Some(window_ns) };
+        self.append_inner(None, now_ms, Vec::new(), logs)
+    }
+
     fn append_inner(
         &self,
         sequence: Option<Sequence<'_>>,
@@ -107,6 +119,21 @@ impl Store {
                 }
             }
         }
+
+        // One entry per series: a sender may name a series twice in one request (remote-write,
+        // OTLP points of one series at several times); its samples are merged in time order.
+        resolved.sort_by_key(|(id, _)| *id);
+        resolved.dedup_by(|later, first| {
+            if later.0 != first.0 {
+                return false;
+            }
+            let mut pairs: Vec<(i64, f64)> = first.1.ts.iter().copied().zip(first.1.values.iter().copied()).collect();
+            pairs.extend(later.1.ts.iter().copied().zip(later.1.values.iter().copied()));
+            pairs.sort_by_key(|p| p.0);
+            first.1.ts = pairs.iter().map(|p| p.0).collect();
+            first.1.values = pairs.iter().map(|p| p.1).collect();
+            true
+        });
 
         // Keep only samples newer than what each series has; seal chunks that fill up.
         let mut record = Vec::new();
@@ -173,7 +200,7 @@ impl Store {
         let staged_logs = if log_batch.streams.is_empty() {
             None
         } else {
-            Some(self.logs.read().expect("logs lock poisoned").write(&tx, log_batch.streams).map_err(&sql)?)
+            Some(self.logs.read().expect("logs lock poisoned").write(&tx, log_batch.streams, log_batch.window_ns).map_err(&sql)?)
         };
         if let Some(q) = &sequence {
             logs::write_resume(&tx, q.agent_id, &log_batch.resume).map_err(&sql)?;
@@ -187,8 +214,10 @@ impl Store {
         tx.commit().map_err(&sql)?;
 
         // Committed: publish to readers. Index first, so a reader that sees a head entry can name it.
-        if let Some(staged) = staged_logs {
+        if let Some(mut staged) = staged_logs {
             outcome.log_lines = staged.lines;
+            outcome.log_lines_behind = staged.behind;
+            outcome.first_behind = staged.first_behind.take();
             self.logs.write().expect("logs lock poisoned").apply(staged);
         }
         if let Some(streams) = feed {

@@ -37,7 +37,7 @@ fn write(store: &Store, seq: &mut u64, version: &str, containers: usize, t: i64,
         streams.push(LogStreamIn { labels: common, lines });
     }
     *seq += 1;
-    store.append_batch("a", "h", *seq, t, groups, LogBatchIn { streams, resume: Vec::new() }).unwrap();
+    store.append_batch("a", "h", *seq, t, groups, LogBatchIn { streams, resume: Vec::new(), window_ns: None }).unwrap();
 }
 
 fn gates(store: &Arc<Store>) -> Gates {
