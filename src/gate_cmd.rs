@@ -197,18 +197,64 @@ pub fn table(g: &Value) -> String {
         .join("\n")
 }
 
-pub async fn status(collector: &str, service: &str) -> ExitCode {
+pub async fn status(collector: &str, service: Option<&str>) -> ExitCode {
     let base = collector.trim_end_matches('/');
     let client = crate::http_client(None);
+    if let Some(service) = service {
+        if let Some(code) = service_status(&client, base, service).await {
+            return code;
+        }
+    }
+    // The export targets: where forwarding stands (none configured: nothing printed).
+    match call(client.get(format!("{base}/api/v1/status/export"))).await {
+        Answer::Ok(200, v) => {
+            let targets = v["data"]["targets"].as_array().cloned().unwrap_or_default();
+            if service.is_some() && !targets.is_empty() {
+                println!();
+            }
+            if targets.is_empty() && service.is_none() {
+                println!("no export targets ([[export.remote_write]] and [[export.loki]] in collector.toml)");
+            }
+            if !targets.is_empty() {
+                println!("export:");
+            }
+            for t in &targets {
+                let error = t["last_error"].as_str().map(|e| format!("  last error: {e}")).unwrap_or_default();
+                println!(
+                    "  {:<12} {:<40} lag {:>7.1} s {:>10} bytes  sent {}  refused {}  retries {}{error}",
+                    t["kind"].as_str().unwrap_or(""),
+                    t["name"].as_str().unwrap_or(""),
+                    t["lag_seconds"].as_f64().unwrap_or(0.0),
+                    t["lag_bytes"].as_u64().unwrap_or(0),
+                    t["sent"].as_u64().unwrap_or(0),
+                    t["refused"].as_u64().unwrap_or(0),
+                    t["retries"].as_u64().unwrap_or(0),
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Answer::Ok(_, e) => {
+            eprintln!("error: {}", e["error"].as_str().unwrap_or(&e.to_string()));
+            ExitCode::FAILURE
+        }
+        Answer::Unreachable(e) => {
+            eprintln!("error: cannot reach the collector at {base}: {e}");
+            ExitCode::from(UNREACHABLE)
+        }
+    }
+}
+
+/// Prints a service's part of `status`; `Some` with the exit code when it cannot.
+async fn service_status(client: &reqwest::Client, base: &str, service: &str) -> Option<ExitCode> {
     let s = match call(client.get(format!("{base}/api/v1/services/{service}"))).await {
         Answer::Ok(200, v) => v,
         Answer::Ok(_, e) => {
             eprintln!("error: {}", e["error"].as_str().unwrap_or(&e.to_string()));
-            return ExitCode::FAILURE;
+            return Some(ExitCode::FAILURE);
         }
         Answer::Unreachable(e) => {
             eprintln!("error: cannot reach the collector at {base}: {e}");
-            return ExitCode::from(UNREACHABLE);
+            return Some(ExitCode::from(UNREACHABLE));
         }
     };
     let containers = s["containers"].as_array().cloned().unwrap_or_default();
@@ -252,7 +298,7 @@ pub async fn status(collector: &str, service: &str) -> ExitCode {
             d["reason"].as_str().unwrap_or("")
         );
     }
-    ExitCode::SUCCESS
+    None
 }
 
 /// Exits 0 when the recomputed decision is the recorded one, 1 when it differs.

@@ -147,12 +147,14 @@ enum Cmd {
         #[arg(long, default_value = "15m", value_parser = humantime_duration)]
         timeout: Duration,
     },
-    /// A service's versions, containers and their health, gates and recent decisions.
+    /// A service's versions, containers and their health, gates and recent decisions; and the
+    /// collector's export targets with their lag.
     Status {
         #[arg(long, default_value = "http://127.0.0.1:9470", env = "LOOKOUT_COLLECTOR")]
         collector: String,
+        /// The service to show; without it, only the export targets.
         #[arg(long)]
-        service: String,
+        service: Option<String>,
     },
     /// Recompute a recorded gate or scale decision from the stored data; exits 0 when it agrees.
     Replay {
@@ -325,7 +327,7 @@ fn main() -> ExitCode {
                 timeout,
             }))
         }
-        Cmd::Status { collector, service } => runtime().block_on(gate_cmd::status(&collector, &service)),
+        Cmd::Status { collector, service } => runtime().block_on(gate_cmd::status(&collector, service.as_deref())),
         Cmd::Replay { collector, decision } => runtime().block_on(gate_cmd::replay(&collector, decision)),
         Cmd::Logs { collector, query, since, limit, follow } => {
             runtime().block_on(logs_cmd(&collector, &query, since, limit, follow))

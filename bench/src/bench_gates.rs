@@ -334,6 +334,13 @@ fn write_step(store: &Store, r: &mut Rollout, rng: &mut StdRng, t: i64, start: i
         labels.set("stream", "stdout");
         streams.push(LogStreamIn { labels, lines });
     }
-    store.append_batch(&r.service, "bench", seq, t, groups, LogBatchIn { streams, resume: Vec::new() })?;
+    store.append_batch(
+        &r.service,
+        "bench",
+        seq,
+        t,
+        groups,
+        LogBatchIn { streams, resume: Vec::new(), window_ns: None },
+    )?;
     Ok(())
 }

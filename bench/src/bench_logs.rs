@@ -176,7 +176,7 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
             seq,
             0,
             Vec::new(),
-            lookout_collector::store::LogBatchIn { streams, resume: Vec::new() },
+            lookout_collector::store::LogBatchIn { streams, resume: Vec::new(), window_ns: None },
         )?;
         append_wall += t.elapsed().as_secs_f64();
     }

@@ -4,6 +4,7 @@
 
 mod bench_daemons;
 mod bench_dashboards;
+mod bench_export;
 mod bench_fleet;
 mod bench_gates;
 mod bench_logs;
@@ -218,6 +219,22 @@ pub enum Bench {
         #[arg(long, default_value_t = 3)]
         retries: u32,
     },
+    /// Forwarding and pushes: remote-write out to a real VictoriaMetrics from a filled export log
+    /// (samples/s, the exporter's and VictoriaMetrics's CPU), the export lag under a steady ingest,
+    /// and Loki push in (protobuf, 1,000 lines a request) to a collector process.
+    Export {
+        #[arg(long, default_value_t = 50_000)]
+        series: usize,
+        #[arg(long, default_value_t = 60)]
+        ticks: usize,
+        /// Samples per second of the steady phase.
+        #[arg(long, default_value_t = 100_000)]
+        steady_rate: usize,
+        #[arg(long, default_value_t = 60)]
+        steady_seconds: u64,
+        #[arg(long, default_value_t = 20)]
+        loki_seconds: u64,
+    },
     /// Agent cost: CPU and memory of a real agent process watching N real containers.
     Agent {
         #[arg(long, default_value_t = 100)]
@@ -248,6 +265,9 @@ pub fn run(what: Bench) -> std::process::ExitCode {
         Bench::Spool { containers, batches } => spool(containers, batches),
         Bench::Ingest { containers, samples, per_batch, dir } => ingest(containers, samples, per_batch, dir),
         Bench::Agent { containers, duration, interval } => agent(containers, duration, interval),
+        Bench::Export { series, ticks, steady_rate, steady_seconds, loki_seconds } => {
+            crate::bench_export::run(series, ticks, steady_rate, steady_seconds, loki_seconds)
+        }
         Bench::Query { containers, hours, runs } => query(containers, hours, runs),
         Bench::Grpc { containers, ticks, rounds } => grpc(containers, ticks, rounds),
         Bench::Logread { lines } => crate::bench_logs::run(lines),

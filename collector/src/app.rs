@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::CollectorConfig;
-use crate::{api, auth, health, ingest, query, run, store, telemetry, tls};
+use crate::{api, auth, export, health, ingest, query, run, store, telemetry, tls};
 
 /// A running collector: where it listens, and a handle that ends when it has stopped.
 pub struct Running {
@@ -30,6 +30,8 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
         log_max_bytes: cfg.logs.max_mib << 20,
         max_bytes: cfg.retention_size_mib << 20,
         log_chunk_max_age: cfg.logs.chunk_max_age,
+        export_samples: !cfg.export.remote_write.is_empty(),
+        export_logs: !cfg.export.loki.is_empty(),
         ..Default::default()
     };
     let problems = cfg.validate();
@@ -49,6 +51,9 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
     let store = Arc::new(store);
     let mut registry = Registry::default();
     let metrics = telemetry::CollectorMetrics::register(&mut registry);
+    let export_metrics = export::queue::ExportMetrics::register(&mut registry);
+    let exports: export::Statuses = Default::default();
+    let export_tasks = export::start(&cfg.export, store.clone(), export_metrics, exports.clone(), shutdown.clone())?;
 
     let http = TcpListener::bind(cfg.http_listen)
         .await
@@ -83,6 +88,7 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
         registry: Arc::new(Mutex::new(registry)),
         metrics: metrics.clone(),
         tokens: tokens.clone(),
+        exports,
     };
     let router = api::router(state);
     let restarter = Arc::new(run::restart::Restarter::new(cfg.restart.clone(), health.clone(), recorder, now_ms()));
@@ -194,6 +200,12 @@ pub async fn start(cfg: CollectorConfig, shutdown: CancellationToken) -> anyhow:
             },
         };
         housekeeping.abort();
+        // The exporters end their round (or give it up unsaved) once told to stop.
+        for t in export_tasks {
+            if tokio::time::timeout(STOP_GRACE, t).await.is_err() {
+                tracing::warn!("an exporter did not stop within the grace; its last round is sent again next start");
+            }
+        }
         h?.context("HTTP API")?;
         g?.context("gRPC ingest")?;
         // A clean stop leaves an empty head log, so the next start has nothing to replay.

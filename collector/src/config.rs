@@ -53,6 +53,9 @@ pub struct CollectorConfig {
     /// `[[autoscale]]`: per service, a target and the HPA rule; decisions go to a webhook.
     #[serde(default)]
     pub autoscale: Vec<crate::decide::scale::AutoscalePolicy>,
+    /// `[export]`: remote-write and Loki push targets the collector forwards to.
+    #[serde(default)]
+    pub export: crate::export::ExportConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +164,7 @@ impl CollectorConfig {
             problems.push("logs.chunk_max_age: must be at least 10s".to_string());
         }
         problems.extend(self.query.validate("query"));
+        problems.extend(self.export.validate());
         problems.extend(self.log.validate("log"));
         let check = crate::run::gate::check_query;
         problems.extend(self.gates.validate(&check));
@@ -318,6 +322,49 @@ tolerance = 1.5
             "autoscale[0].target: must be above 0",
             "autoscale[0].tolerance: must be at least 0 and below 1",
             "autoscale[0].query: needed for metric = \"query\"",
+        ] {
+            assert!(err.contains(want), "{want:?} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn the_packaged_export_example_is_valid_once_uncommented() {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/collector.toml");
+        let text = std::fs::read_to_string(file).unwrap();
+        let start = text.find("# [export]").expect("the example has an [export] section");
+        let uncommented: String = text[start..]
+            .lines()
+            .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let cfg = CollectorConfig::parse(Path::new(file), &uncommented).expect("the export example is valid");
+        assert_eq!((cfg.export.remote_write.len(), cfg.export.loki.len()), (1, 1));
+        assert_eq!(cfg.export.remote_write[0].name(), "central");
+        assert_eq!(cfg.export.remote_write[0].queue, crate::export::QueueConfig::default());
+    }
+
+    #[test]
+    fn bad_export_targets_are_named_with_their_key() {
+        let text = r#"
+[[export.remote_write]]
+url = "ftp://x/api/v1/write"
+match = ['rate(x[5m])']
+external_labels = { "bad-name" = "x" }
+queue = { max_shards = 0 }
+[[export.loki]]
+url = "not a url"
+format = "xml"
+match = ['{a="b"} |= "x"']
+"#;
+        let err = CollectorConfig::parse(Path::new("c.toml"), text).unwrap_err().to_string();
+        for want in [
+            "export.remote_write[0].url: scheme \"ftp\"",
+            "export.remote_write[0].match[0]: \"rate(x[5m])\" is not a series selector",
+            "export.remote_write[0].external_labels: \"bad-name\"",
+            "export.remote_write[0].queue: max_per_send and max_shards must be at least 1",
+            "export.loki[0].url: \"not a url\"",
+            "export.loki[0].format: \"xml\"",
+            "export.loki[0].match[0]: ",
         ] {
             assert!(err.contains(want), "{want:?} missing from {err}");
         }

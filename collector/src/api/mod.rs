@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: CollectorMetrics,
     /// Who may call what (`api::auth`); without a tokens file every endpoint is open.
     pub tokens: Arc<crate::auth::TokenFile>,
+    /// The export targets' positions, lag and counts (`/api/v1/status/export`).
+    pub exports: crate::export::Statuses,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -74,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/loki/api/v1/series", get(loki::series).post(loki::series))
         .route("/loki/api/v1/index/stats", get(loki::index_stats).post(loki::index_stats))
         .route("/loki/api/v1/tail", get(loki::tail))
+        .route("/api/v1/status/export", get(export_status))
         .route("/api/v1/health", get(health))
         .route("/api/v1/decisions", get(decisions))
         .route("/api/v1/decisions/{id}/replay", get(gates::replay))
@@ -86,6 +89,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(|| async { "ready\n" }))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require))
         .with_state(state)
+}
+
+/// Every export target: position, lag, counts, last error.
+async fn export_status(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let targets = state.exports.lock().expect("status lock poisoned").clone();
+    axum::Json(serde_json::json!({ "status": "success", "data": { "targets": targets } })).into_response()
 }
 
 fn otlp_metrics() -> axum::routing::MethodRouter<AppState> {

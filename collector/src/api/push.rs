@@ -10,7 +10,7 @@ use super::AppState;
 use crate::ingest::{loki_push, otlp};
 use crate::store::{AppendOutcome, StoreError};
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -37,6 +37,7 @@ fn state(dir: &std::path::Path) -> AppState {
         registry: Arc::new(Mutex::new(registry)),
         metrics,
         tokens: Arc::new(crate::auth::TokenFile::open()),
+        exports: Default::default(),
     }
 }
 

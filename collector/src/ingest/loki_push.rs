@@ -73,7 +73,8 @@ pub fn decode(
             let text = String::from_utf8_lossy(&body);
             let req: JsonPush = serde_json::from_str(&text).map_err(|e| PushError::Json(e.to_string()))?;
             for s in req.streams {
-                let labels: Result<LabelSet, String> = check_labels(s.stream.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                let labels: Result<LabelSet, String> =
+                    check_labels(s.stream.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 out.add(labels, s.values.into_iter().map(|e| (e.time_ns, e.line, e.metadata)), now_ns);
             }
         }
@@ -84,7 +85,9 @@ pub fn decode(
             for s in req.streams {
                 let labels = parse_labels(&s.labels);
                 let entries = s.entries.into_iter().map(|e| {
-                    let ts = e.timestamp.map_or(0, |t| t.seconds.saturating_mul(1_000_000_000).saturating_add(i64::from(t.nanos)));
+                    let ts = e
+                        .timestamp
+                        .map_or(0, |t| t.seconds.saturating_mul(1_000_000_000).saturating_add(i64::from(t.nanos)));
                     let line = match String::from_utf8(e.line) {
                         Ok(s) => s,
                         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -152,6 +155,44 @@ impl Decoded {
             self.first_problem = Some(problem());
         }
     }
+}
+
+/// Encodes streams as a push body, as a Loki client sends it: `PushRequest` protobuf in a snappy
+/// block (`json: false`), or Loki's JSON. For the Loki exporter and for tests.
+pub fn encode(streams: &[(&LabelSet, &[LogLine])], json: bool) -> Vec<u8> {
+    if json {
+        let streams: Vec<serde_json::Value> = streams
+            .iter()
+            .map(|(labels, lines)| {
+                let stream: serde_json::Map<String, serde_json::Value> =
+                    labels.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string()))).collect();
+                let values: Vec<[String; 2]> = lines.iter().map(|l| [l.time_ns.to_string(), l.line.clone()]).collect();
+                serde_json::json!({ "stream": stream, "values": values })
+            })
+            .collect();
+        return serde_json::to_vec(&serde_json::json!({ "streams": streams })).expect("JSON values serialize");
+    }
+    use lookout_proto::loki::{Entry, Stream, Timestamp};
+    let streams = streams
+        .iter()
+        .map(|(labels, lines)| Stream {
+            labels: labels.to_string(),
+            entries: lines
+                .iter()
+                .map(|l| Entry {
+                    timestamp: Some(Timestamp {
+                        seconds: l.time_ns.div_euclid(1_000_000_000),
+                        nanos: l.time_ns.rem_euclid(1_000_000_000) as i32,
+                    }),
+                    line: l.line.clone().into_bytes(),
+                    structured_metadata: Vec::new(),
+                })
+                .collect(),
+            hash: 0,
+        })
+        .collect();
+    let raw = PushRequest { streams }.encode_to_vec();
+    snap::raw::Encoder::new().compress_vec(&raw).expect("snappy compresses any input below 4 GiB")
 }
 
 /// A time as Loki writes it in its messages (RFC 3339, UTC).
@@ -249,7 +290,9 @@ impl<'de> Deserialize<'de> for NanosText {
                 f.write_str("a timestamp in nanoseconds since the epoch, as a string")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<NanosText, E> {
-                v.parse::<i64>().map(NanosText).map_err(|_| E::custom(format!("timestamp {v:?} is not an integer of nanoseconds")))
+                v.parse::<i64>()
+                    .map(NanosText)
+                    .map_err(|_| E::custom(format!("timestamp {v:?} is not an integer of nanoseconds")))
             }
         }
         d.deserialize_str(V)
@@ -277,7 +320,10 @@ mod tests {
         assert_eq!(d.streams.len(), 1, "an empty stream stores nothing");
         let s = &d.streams[0];
         assert_eq!(s.labels, LabelSet::from_pairs([("app", "web"), ("env", "prod")]));
-        assert_eq!(s.lines, vec![LogLine { time_ns: NOW, line: "one".into() }, LogLine { time_ns: NOW + 1, line: "two".into() }]);
+        assert_eq!(
+            s.lines,
+            vec![LogLine { time_ns: NOW, line: "one".into() }, LogLine { time_ns: NOW + 1, line: "two".into() }]
+        );
         assert_eq!((d.lines, d.refused, d.with_metadata), (2, 0, 1));
     }
 
@@ -294,7 +340,8 @@ mod tests {
             d.first_problem.unwrap(),
             "max entry size '262144' bytes exceeded for stream '{app=\"web\"}' while adding an entry with length '1048576' bytes"
         );
-        let old = json(&format!(r#"{{"streams":[{{"stream":{{"a":"b"}},"values":[["{}","x"]]}}]}}"#, NOW - MAX_AGE_NS - 1));
+        let old =
+            json(&format!(r#"{{"streams":[{{"stream":{{"a":"b"}},"values":[["{}","x"]]}}]}}"#, NOW - MAX_AGE_NS - 1));
         assert!(old.first_problem.unwrap().starts_with("entry for stream '{a=\"b\"}' has timestamp too old: "));
         let nameless = json(&format!(r#"{{"streams":[{{"stream":{{}},"values":[["{NOW}","x"]]}}]}}"#));
         assert_eq!(nameless.first_problem.unwrap(), "error at least one label pair is required per stream");
@@ -311,12 +358,19 @@ mod tests {
     #[test]
     fn bad_bodies_are_errors_that_say_what_was_expected() {
         assert!(matches!(decode(b"{", Some("application/json"), None, NOW), Err(PushError::Json(_))));
-        let e = decode(br#"{"streams":[{"stream":{"a":"b"},"values":[[1,"x"]]}]}"#, Some("application/json"), None, NOW);
+        let e =
+            decode(br#"{"streams":[{"stream":{"a":"b"},"values":[[1,"x"]]}]}"#, Some("application/json"), None, NOW);
         assert!(matches!(e, Err(PushError::Json(m)) if m.contains("nanoseconds")), "a number is not Loki's timestamp");
         assert!(matches!(decode(b"x", Some("text/plain"), None, NOW), Err(PushError::ContentType(_))));
-        assert!(matches!(decode(b"x", Some("application/x-protobuf"), None, NOW), Err(PushError::Body(BodyError::Compression { .. }))));
+        assert!(matches!(
+            decode(b"x", Some("application/x-protobuf"), None, NOW),
+            Err(PushError::Body(BodyError::Compression { .. }))
+        ));
         assert!(matches!(decode(b"x", None, Some("br"), NOW), Err(PushError::Body(BodyError::Encoding(_)))));
-        assert!(matches!(decode(b"x", Some("application/json"), Some("gzip"), NOW), Err(PushError::Body(BodyError::Compression { .. }))));
+        assert!(matches!(
+            decode(b"x", Some("application/json"), Some("gzip"), NOW),
+            Err(PushError::Body(BodyError::Compression { .. }))
+        ));
     }
 
     fn protobuf(labels: &str, lines: &[(i64, &[u8])]) -> Vec<u8> {
@@ -345,6 +399,16 @@ mod tests {
             let d = decode(&protobuf(bad, &[(NOW, b"l")]), None, None, NOW).unwrap();
             assert_eq!((d.lines, d.refused), (0, 1), "{bad}");
             assert!(d.first_problem.unwrap().starts_with("error parsing labels"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn what_encode_writes_decodes_to_the_same_streams() {
+        let labels = LabelSet::from_pairs([("app", "web"), ("path", "a \"b\" \\ c")]);
+        let lines = vec![LogLine { time_ns: NOW - 5, line: "x".into() }, LogLine { time_ns: NOW, line: "ü y".into() }];
+        for (json, ct) in [(false, "application/x-protobuf"), (true, "application/json")] {
+            let d = decode(&encode(&[(&labels, &lines)], json), Some(ct), None, NOW).unwrap();
+            assert_eq!(d.streams, vec![LogStreamIn { labels: labels.clone(), lines: lines.clone() }], "json: {json}");
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod body;
 mod convert;
+pub use convert::valid_label_name;
 pub mod loki_push;
 pub mod otlp;
 pub mod remote_write;

@@ -213,7 +213,12 @@ fn number(p: &lookout_proto::otlp::NumberDataPoint) -> f64 {
     }
 }
 
-pub fn decode_logs(raw: &[u8], content_type: Option<&str>, content_encoding: Option<&str>, now_ns: i64) -> Result<Logs, OtlpError> {
+pub fn decode_logs(
+    raw: &[u8],
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    now_ns: i64,
+) -> Result<Logs, OtlpError> {
     let raw = body(raw, content_type, content_encoding)?;
     let req = ExportLogsServiceRequest::decode(raw.as_ref())
         .map_err(|e| OtlpError::Protobuf { what: "logs", detail: e.to_string() })?;
@@ -226,7 +231,11 @@ pub fn decode_logs(raw: &[u8], content_type: Option<&str>, content_encoding: Opt
                 if line.len() > super::loki_push::MAX_LINE_BYTES {
                     out.refused += 1;
                     out.first_problem.get_or_insert_with(|| {
-                        format!("log record of {} bytes exceeds the limit of {} bytes", line.len(), super::loki_push::MAX_LINE_BYTES)
+                        format!(
+                            "log record of {} bytes exceeds the limit of {} bytes",
+                            line.len(),
+                            super::loki_push::MAX_LINE_BYTES
+                        )
                     });
                     continue;
                 }
@@ -348,15 +357,22 @@ fn json(v: &any_value::Value) -> serde_json::Value {
         V::StringValue(s) => serde_json::Value::String(s.clone()),
         V::BoolValue(b) => serde_json::Value::Bool(*b),
         V::IntValue(i) => serde_json::Value::from(*i),
-        V::DoubleValue(d) => serde_json::Number::from_f64(*d).map_or(serde_json::Value::Null, serde_json::Value::Number),
-        V::BytesValue(b) => serde_json::Value::String(b.iter().map(|x| format!("{x:02x}")).collect()),
-        V::ArrayValue(a) => {
-            serde_json::Value::Array(a.values.iter().map(|x| x.value.as_ref().map_or(serde_json::Value::Null, json)).collect())
+        V::DoubleValue(d) => {
+            serde_json::Number::from_f64(*d).map_or(serde_json::Value::Null, serde_json::Value::Number)
         }
+        V::BytesValue(b) => serde_json::Value::String(b.iter().map(|x| format!("{x:02x}")).collect()),
+        V::ArrayValue(a) => serde_json::Value::Array(
+            a.values.iter().map(|x| x.value.as_ref().map_or(serde_json::Value::Null, json)).collect(),
+        ),
         V::KvlistValue(kv) => serde_json::Value::Object(
             kv.values
                 .iter()
-                .map(|x| (x.key.clone(), x.value.as_ref().and_then(|v| v.value.as_ref()).map_or(serde_json::Value::Null, json)))
+                .map(|x| {
+                    (
+                        x.key.clone(),
+                        x.value.as_ref().and_then(|v| v.value.as_ref()).map_or(serde_json::Value::Null, json),
+                    )
+                })
                 .collect(),
         ),
     }
@@ -479,7 +495,10 @@ mod tests {
 
     #[test]
     fn names_get_prometheus_suffixes() {
-        assert_eq!(prom_name("http.server.request.duration", "s", Kind::Histogram), "http_server_request_duration_seconds");
+        assert_eq!(
+            prom_name("http.server.request.duration", "s", Kind::Histogram),
+            "http_server_request_duration_seconds"
+        );
         assert_eq!(prom_name("orders", "{order}", Kind::Counter), "orders_total");
         assert_eq!(prom_name("orders_total", "1", Kind::Counter), "orders_total");
         assert_eq!(prom_name("queue.size", "By", Kind::Gauge), "queue_size_bytes");
@@ -502,7 +521,11 @@ mod tests {
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(Resource {
-                    attributes: vec![kv("service.name", "shop"), kv("service.version", "1.4.2"), kv("service.instance.id", "i-1")],
+                    attributes: vec![
+                        kv("service.name", "shop"),
+                        kv("service.version", "1.4.2"),
+                        kv("service.instance.id", "i-1"),
+                    ],
                 }),
                 scope_metrics: vec![ScopeMetrics { scope: None, metrics }],
             }],
@@ -548,7 +571,12 @@ mod tests {
         let m = decode_metrics(&request(vec![h]), Some("application/x-protobuf"), None).unwrap();
         let common = r#"instance="i-1", job="shop", method="get", service="shop", version="1.4.2""#;
         let bucket = |le: &str, v: f64| {
-            (format!(r#"rpc_duration_milliseconds_bucket{{instance="i-1", job="shop", le="{le}", method="get", service="shop", version="1.4.2"}}"#), v)
+            (
+                format!(
+                    r#"rpc_duration_milliseconds_bucket{{instance="i-1", job="shop", le="{le}", method="get", service="shop", version="1.4.2"}}"#
+                ),
+                v,
+            )
         };
         assert_eq!(
             series(&m),
@@ -571,20 +599,50 @@ mod tests {
             time_unix_nano: 1_700_000_000_000_000_000,
             ..Default::default()
         };
-        let metric = |name: &str, data| Metric { name: name.into(), unit: String::new(), description: String::new(), data: Some(data) };
+        let metric = |name: &str, data| Metric {
+            name: name.into(),
+            unit: String::new(),
+            description: String::new(),
+            data: Some(data),
+        };
         let m = decode_metrics(
             &request(vec![
-                metric("orders", metric::Data::Sum(Sum { data_points: vec![point(7)], aggregation_temporality: CUMULATIVE, is_monotonic: true })),
-                metric("inflight", metric::Data::Sum(Sum { data_points: vec![point(-2)], aggregation_temporality: CUMULATIVE, is_monotonic: false })),
+                metric(
+                    "orders",
+                    metric::Data::Sum(Sum {
+                        data_points: vec![point(7)],
+                        aggregation_temporality: CUMULATIVE,
+                        is_monotonic: true,
+                    }),
+                ),
+                metric(
+                    "inflight",
+                    metric::Data::Sum(Sum {
+                        data_points: vec![point(-2)],
+                        aggregation_temporality: CUMULATIVE,
+                        is_monotonic: false,
+                    }),
+                ),
                 metric("temp", metric::Data::Gauge(Gauge { data_points: vec![point(21)] })),
-                metric("deltas", metric::Data::Sum(Sum { data_points: vec![point(1)], aggregation_temporality: DELTA, is_monotonic: true })),
-                metric("expo", metric::Data::ExponentialHistogram(ExponentialHistogram { data_points: vec![Default::default()] })),
+                metric(
+                    "deltas",
+                    metric::Data::Sum(Sum {
+                        data_points: vec![point(1)],
+                        aggregation_temporality: DELTA,
+                        is_monotonic: true,
+                    }),
+                ),
+                metric(
+                    "expo",
+                    metric::Data::ExponentialHistogram(ExponentialHistogram { data_points: vec![Default::default()] }),
+                ),
             ]),
             None,
             None,
         )
         .unwrap();
-        let names: Vec<(String, f64)> = series(&m).into_iter().map(|(l, v)| (l.split('{').next().unwrap().to_string(), v)).collect();
+        let names: Vec<(String, f64)> =
+            series(&m).into_iter().map(|(l, v)| (l.split('{').next().unwrap().to_string(), v)).collect();
         assert_eq!(names, vec![("inflight".into(), -2.0), ("orders_total".into(), 7.0), ("temp".into(), 21.0)]);
         assert_eq!((m.points, m.refused), (3, 2));
         assert!(m.first_problem.unwrap().contains("delta temporality"));
@@ -604,14 +662,22 @@ mod tests {
                 resource: Some(Resource { attributes: vec![kv("service.name", "shop"), kv("service.version", "2")] }),
                 scope_logs: vec![ScopeLogs {
                     scope: None,
-                    log_records: vec![record(17, "ERROR", "boom"), record(9, "", "fine"), record(17, "", "again"), record(0, "", "plain")],
+                    log_records: vec![
+                        record(17, "ERROR", "boom"),
+                        record(9, "", "fine"),
+                        record(17, "", "again"),
+                        record(0, "", "plain"),
+                    ],
                 }],
             }],
         }
         .encode_to_vec();
         let l = decode_logs(&req, Some("application/x-protobuf"), None, 5).unwrap();
-        let got: Vec<(String, Vec<&str>)> =
-            l.streams.iter().map(|s| (s.labels.to_string(), s.lines.iter().map(|l| l.line.as_str()).collect())).collect();
+        let got: Vec<(String, Vec<&str>)> = l
+            .streams
+            .iter()
+            .map(|s| (s.labels.to_string(), s.lines.iter().map(|l| l.line.as_str()).collect()))
+            .collect();
         assert_eq!(
             got,
             vec![

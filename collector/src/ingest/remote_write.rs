@@ -96,6 +96,80 @@ pub fn encode(series: &[(LabelSet, Samples)]) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(&raw).expect("snappy compresses any input below 4 GiB")
 }
 
+/// A `WriteRequest` written field by field, for the exporter: a series' labels are encoded once and
+/// kept by the caller, each `TimeSeries` is its cached labels plus its samples. Builds the same bytes
+/// prost would (checked in the tests) without a `TimeSeries` and its strings per sample, which is
+/// most of the cost at hundreds of thousands of samples a second.
+#[derive(Default)]
+pub struct RequestWriter {
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    pub samples: u64,
+}
+
+/// A series' labels as the `labels` fields of a `TimeSeries` (sorted by name, as the spec wants).
+pub fn encode_series_labels(labels: &LabelSet) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut label = Vec::new();
+    for (name, value) in labels.iter() {
+        label.clear();
+        put_bytes(&mut label, 0x0a, name.as_bytes());
+        put_bytes(&mut label, 0x12, value.as_bytes());
+        put_bytes(&mut out, 0x0a, &label);
+    }
+    out
+}
+
+impl RequestWriter {
+    /// Adds one `TimeSeries`: the labels from `encode_series_labels` and these samples.
+    pub fn push(&mut self, labels: &[u8], ts: &[i64], values: &[f64]) {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(labels);
+        let mut sample = [0u8; 20];
+        for (&t, &v) in ts.iter().zip(values) {
+            // Sample { double value = 1; int64 timestamp = 2; }
+            sample[0] = 0x09;
+            sample[1..9].copy_from_slice(&v.to_bits().to_le_bytes());
+            sample[9] = 0x10;
+            let n = 10 + write_uvarint(&mut sample[10..], t as u64);
+            put_bytes(&mut self.scratch, 0x12, &sample[..n]);
+        }
+        self.samples += ts.len() as u64;
+        put_bytes(&mut self.buf, 0x0a, &self.scratch);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The request body, snappy-compressed; the writer starts over.
+    pub fn finish(&mut self) -> Vec<u8> {
+        self.samples = 0;
+        let body = snap::raw::Encoder::new().compress_vec(&self.buf).expect("snappy compresses any input below 4 GiB");
+        self.buf.clear();
+        body
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    let mut len = [0u8; 10];
+    let n = write_uvarint(&mut len, bytes.len() as u64);
+    out.extend_from_slice(&len[..n]);
+    out.extend_from_slice(bytes);
+}
+
+fn write_uvarint(out: &mut [u8], mut v: u64) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        out[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    out[i] = v as u8;
+    i + 1
+}
+
 fn check(labels: &[Label]) -> Result<(), String> {
     match labels.iter().find(|l| l.name == METRIC_NAME) {
         None => return Err("no __name__ label".into()),
@@ -133,6 +207,27 @@ fn describe(labels: &[Label]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_writer_writes_what_prost_writes() {
+        let a = LabelSet::from_pairs([("__name__", "up"), ("job", "node"), ("instance", "h:9100")]);
+        let b = LabelSet::from_pairs([("__name__", "x"), ("v", "é\"")]);
+        let series = [
+            (a.clone(), Samples { ts: vec![1, 1_700_000_000_000], values: vec![1.0, f64::NAN] }),
+            (b.clone(), Samples { ts: vec![-5], values: vec![0.0] }),
+        ];
+        let mut w = RequestWriter::default();
+        for (l, s) in &series {
+            w.push(&encode_series_labels(l), &s.ts, &s.values);
+        }
+        assert_eq!(w.samples, 3);
+        let ours = snap::raw::Decoder::new().decompress_vec(&w.finish()).unwrap();
+        let want = WriteRequest::decode(snap::raw::Decoder::new().decompress_vec(&encode(&series)).unwrap().as_slice())
+            .unwrap();
+        let got = WriteRequest::decode(ours.as_slice()).unwrap();
+        assert_eq!(format!("{got:?}"), format!("{want:?}"));
+        assert!(w.is_empty(), "finish starts over");
+    }
 
     fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
         TimeSeries {

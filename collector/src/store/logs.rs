@@ -127,10 +127,10 @@ impl LogState {
             head.raw_bytes += lines.iter().map(|l| l.line.len()).sum::<usize>();
             head.lines.extend(lines);
         }
-        let mut stmt =
-            conn.prepare("SELECT stream_id, max(t_max) FROM log_chunks GROUP BY stream_id").map_err(|e| e.to_string())?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?))).map_err(|e| e.to_string())?;
+        let mut stmt = conn
+            .prepare("SELECT stream_id, max(t_max) FROM log_chunks GROUP BY stream_id")
+            .map_err(|e| e.to_string())?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?))).map_err(|e| e.to_string())?;
         for row in rows {
             let (id, t_max) = row.map_err(|e| e.to_string())?;
             if let Some(n) = s.newest.get_mut(id as usize) {
@@ -141,6 +141,10 @@ impl LogState {
             *n = head.lines.iter().map(|l| l.time_ns).fold(*n, i64::max);
         }
         Ok(s)
+    }
+
+    pub fn labels_of(&self, id: u32) -> Option<&LabelSet> {
+        self.labels.get(id as usize).filter(|l| !l.is_empty())
     }
 
     fn insert_stream(&mut self, id: u32, labels: LabelSet) {
@@ -162,7 +166,9 @@ impl LogState {
         tx: &Transaction,
         mut streams: Vec<LogStreamIn>,
         window_ns: Option<i64>,
+        export: Option<&mut Vec<u8>>,
     ) -> rusqlite::Result<Staged> {
+        let mut export = export;
         let mut staged = Staged::default();
         let mut next_id = self.labels.len() as u32;
         let mut pending: HashMap<LabelSet, u32> = HashMap::new();
@@ -212,6 +218,9 @@ impl LogState {
                 }
             };
             staged.lines += s.lines.len() as u64;
+            if let Some(out) = export.as_deref_mut() {
+                super::export::put_stream(out, id, &s.lines);
+            }
             let raw: usize = s.lines.iter().map(|l| l.line.len()).sum();
             let head_raw =
                 self.heads.get(id as usize).map_or(0, |h| h.raw_bytes) + added.get(&id).copied().unwrap_or(0);

@@ -9,6 +9,7 @@
 
 pub(crate) mod chunk;
 pub mod decisions;
+pub mod export;
 mod headlog;
 mod index;
 pub(crate) mod logchunk;
@@ -117,6 +118,9 @@ pub struct StoreOptions {
     pub log_chunk_max_age: Duration,
     /// When the head log passes this many bytes, the next append checkpoints it.
     pub checkpoint_bytes: u64,
+    /// Keep every committed batch's samples (log lines) in the export log too, for exporters.
+    pub export_samples: bool,
+    pub export_logs: bool,
 }
 
 impl Default for StoreOptions {
@@ -128,6 +132,8 @@ impl Default for StoreOptions {
             max_bytes: 0,
             log_chunk_max_age: Duration::from_secs(3600),
             checkpoint_bytes: 64 << 20,
+            export_samples: false,
+            export_logs: false,
         }
     }
 }
@@ -198,6 +204,7 @@ impl Store {
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.execute_batch(logs::SCHEMA).map_err(sql)?;
         conn.execute_batch(decisions::SCHEMA).map_err(sql)?;
+        conn.execute_batch(export::SCHEMA).map_err(sql)?;
         let log_state = logs::LogState::load(&conn).map_err(|detail| StoreError::Corrupt {
             path: path.clone(),
             what: "log streams",

@@ -197,11 +197,24 @@ impl Store {
         }
         let feed = (self.log_feed.receiver_count() > 0 && !log_batch.streams.is_empty())
             .then(|| Arc::new(log_batch.streams.clone()));
+        let mut log_record = Vec::new();
         let staged_logs = if log_batch.streams.is_empty() {
             None
         } else {
-            Some(self.logs.read().expect("logs lock poisoned").write(&tx, log_batch.streams, log_batch.window_ns).map_err(&sql)?)
+            let export = self.options.export_logs.then_some(&mut log_record);
+            let logs = self.logs.read().expect("logs lock poisoned");
+            Some(logs.write(&tx, log_batch.streams, log_batch.window_ns, export).map_err(&sql)?)
         };
+        // The exporters' copies, in the same transaction: what is acked is what will be forwarded.
+        use super::export::ExportKind;
+        for (on, kind, data) in [
+            (self.options.export_samples, ExportKind::Samples, &record),
+            (self.options.export_logs, ExportKind::Logs, &log_record),
+        ] {
+            if on && !data.is_empty() {
+                Store::append_export(&tx, kind, now_ms, data).map_err(&sql)?;
+            }
+        }
         if let Some(q) = &sequence {
             logs::write_resume(&tx, q.agent_id, &log_batch.resume).map_err(&sql)?;
             tx.prepare_cached(
