@@ -1,7 +1,8 @@
 //! Host metrics under node_exporter's names, read from a proc root (normally `/proc`).
 //!
-//! The `procfs` crate's types are used through their `FromRead::from_file`, which takes any path and
-//! so any proc root: `Meminfo`, `LoadAverage`, `InterfaceDeviceStatus` (net/dev), `DiskStats` and
+//! The collectors that read one small file each (meminfo, stat's totals, vmstat, uname) are in
+//! [`node`], as pure parsers over the file's bytes. The `procfs` crate's types are used through their
+//! `FromRead::from_file`, which takes any path and so any proc root: `LoadAverage`, `InterfaceDeviceStatus` (net/dev), `DiskStats` and
 //! `Vec<MountEntry>` (mounts). `/proc/stat` is the exception, parsed here directly: procfs's
 //! `KernelStats` keeps the per-cpu lines in a `Vec` without their cpu number, so with a cpu offline
 //! (`cpu0`, `cpu2`, ...) the `cpu` labels would shift; node_exporter labels by the number itself.
@@ -11,9 +12,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use procfs::{DiskStats, FromRead, LoadAverage, Meminfo, MountEntry};
+use procfs::{DiskStats, FromRead, LoadAverage, MountEntry};
 
-use super::parse;
+use super::{node, parse};
 use crate::model::Sample;
 
 /// A host file that could not be read or parsed this tick (missing files are not errors).
@@ -139,6 +140,10 @@ impl HostReader {
         self.errors.clear();
         self.read_stat(out);
         self.read_meminfo(out);
+        self.read_vmstat(out);
+        out.extend(node::uname::read(&self.proc_root));
+        // node_exporter's `time` collector: the host's clock as it reads it.
+        out.push(Sample::new("node_time_seconds", crate::clock::now_ns() as f64 / 1e9));
         self.read_loadavg(out);
         self.read_net_dev(out);
         self.read_diskstats(out);
@@ -162,14 +167,26 @@ impl HostReader {
         }
     }
 
-    fn read_stat(&mut self, out: &mut Vec<Sample>) {
-        let path = self.path("stat");
+    /// Reads `rel` into the reused buffer; `false` if it is missing (silently) or unreadable (noted).
+    fn read_file(&mut self, rel: &str) -> bool {
+        let path = self.path(rel);
         self.buf.clear();
         match std::fs::File::open(&path).and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut self.buf)) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => return self.errors.push(HostError::Read { path, message: e.to_string() }),
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                self.errors.push(HostError::Read { path, message: e.to_string() });
+                false
+            }
         }
+    }
+
+    fn read_stat(&mut self, out: &mut Vec<Sample>) {
+        let path = self.path("stat");
+        if !self.read_file("stat") {
+            return;
+        }
+        node::stat::parse(&self.buf, out);
         let mut bad = None;
         for (n, line) in parse::lines(&self.buf) {
             // `cpuN user nice system idle iowait irq softirq steal guest guest_nice`; skip the `cpu` total.
@@ -208,13 +225,17 @@ impl HostReader {
     }
 
     fn read_meminfo(&mut self, out: &mut Vec<Sample>) {
-        let Some(m) = self.load::<Meminfo>("meminfo") else {
+        if !self.read_file("meminfo") {
             return;
-        };
-        // procfs has already turned kB into bytes.
-        out.push(Sample::new("node_memory_MemTotal_bytes", m.mem_total as f64));
-        if let Some(avail) = m.mem_available {
-            out.push(Sample::new("node_memory_MemAvailable_bytes", avail as f64));
+        }
+        if let Err((line, text)) = node::meminfo::parse(&self.buf, out) {
+            self.errors.push(HostError::Parse { path: self.path("meminfo"), line, text });
+        }
+    }
+
+    fn read_vmstat(&mut self, out: &mut Vec<Sample>) {
+        if self.read_file("vmstat") {
+            node::vmstat::parse(&self.buf, out);
         }
     }
 

@@ -6,7 +6,8 @@
 //!   [`ContainerCgroup`], which keeps its stat files open and re-reads them with `pread` into a
 //!   reused buffer.
 //! - [`net`]: a container's interfaces from `/proc/<pid>/net/dev` ([`ContainerNet`]).
-//! - [`host`]: cpu, memory, load, network, disk and filesystem counters of the host ([`HostReader`]).
+//! - [`host`]: cpu, memory, load, network, disk and filesystem counters of the host ([`HostReader`]);
+//!   [`node`] holds the collectors of one small file each (meminfo, stat, vmstat, uname).
 //! - [`parse`]: the pure, allocation-free parsers behind them.
 //!
 //! Every reader takes its roots (`/sys/fs/cgroup`, `/proc`) as parameters so that tests can point it
@@ -18,6 +19,7 @@ pub mod cgroup;
 mod cgroup_stats;
 pub mod host;
 pub mod net;
+pub mod node;
 pub mod parse;
 
 pub use cgroup::{detect, resolve, CgroupDirs, CgroupError, ContainerCgroup, Layout};

@@ -245,6 +245,14 @@ const METADATA: &[(&str, &str, &str)] = &[
     ("node_load1", "gauge", "1m load average."),
     ("node_load5", "gauge", "5m load average."),
     ("node_load15", "gauge", "15m load average."),
+    ("node_boot_time_seconds", "gauge", "Node boot time, in unixtime."),
+    ("node_context_switches_total", "counter", "Total number of context switches."),
+    ("node_intr_total", "counter", "Total number of interrupts serviced."),
+    ("node_forks_total", "counter", "Total number of forks."),
+    ("node_procs_running", "gauge", "Number of processes in runnable state."),
+    ("node_procs_blocked", "gauge", "Number of processes blocked waiting for I/O to complete."),
+    ("node_time_seconds", "gauge", "System time in seconds since epoch (1970)."),
+    ("node_uname_info", "gauge", "Labeled system information as provided by the uname system call."),
 ];
 
 pub async fn metadata(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
