@@ -107,7 +107,7 @@ pub fn run(
     let metrics = export::queue::ExportMetrics::register(&mut registry);
     let (cpu0, vm0, wall) = (process_cpu_seconds(), pid_cpu_seconds(vm.0.id()).unwrap_or(0.0), Instant::now());
     let tasks = rt.block_on(async { export::start(&cfg, store.clone(), metrics, statuses.clone(), stop.clone()) })?;
-    let sent = |s: &export::Statuses| s.lock().unwrap().first().map_or(0, |t| t.sent);
+    let sent = |s: &export::Statuses| s.lock().expect("status lock poisoned").first().map_or(0, |t| t.sent);
     while sent(&statuses) < series as u64 * ticks as u64 {
         std::thread::sleep(Duration::from_millis(20));
         anyhow::ensure!(wall.elapsed() < Duration::from_secs(600), "the exporter did not finish in 10 minutes");
@@ -156,7 +156,7 @@ pub fn run(
     let mut lags = Vec::new();
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(250));
-        let position = statuses.lock().unwrap()[0].position;
+        let position = statuses.lock().expect("status lock poisoned")[0].position;
         let lag = store.export_lag(ExportKind::Samples, position)?;
         lags.push(lag.oldest_ms.map_or(0.0, |t| (lookout_collector::clock::now_ms() - t).max(0) as f64 / 1000.0));
     }

@@ -218,41 +218,52 @@ pub fn start(
     let positions: Arc<queue::Positions> = Default::default();
     let max_bytes = cfg.max_mib << 20;
     let mut tasks = Vec::new();
+    let shared = Shared { store, metrics, statuses, positions, max_bytes, stop };
     for t in &cfg.remote_write {
         let client = http::Client::new(t, remote_write::CONTENT_TYPE, &remote_write::HEADERS)?;
         let encoder = remote_write::RemoteWriteEncoder::new(t).map_err(anyhow::Error::msg)?;
-        let q = queue::Queue {
-            name: t.name(),
-            kind: ExportKind::Samples,
-            client,
-            config: t.queue.clone(),
-            encoder,
-            store: store.clone(),
-            metrics: metrics.clone(),
-            statuses: statuses.clone(),
-            positions: positions.clone(),
-            max_bytes,
-        };
         tracing::info!(target_name = %t.name(), url = %t.url, "forwarding samples by remote-write");
-        tasks.push(tokio::spawn(q.run(stop.clone())));
+        tasks.push(shared.spawn(t, ExportKind::Samples, client, encoder));
     }
     for t in &cfg.loki {
         let encoder = loki::LokiEncoder::new(t).map_err(anyhow::Error::msg)?;
         let client = http::Client::new(t, encoder.content_type(), &[])?;
+        tracing::info!(target_name = %t.name(), url = %t.url, "forwarding log lines by Loki push");
+        tasks.push(shared.spawn(t, ExportKind::Logs, client, encoder));
+    }
+    Ok(tasks)
+}
+
+/// What every target's queue shares.
+struct Shared {
+    store: Arc<crate::store::Store>,
+    metrics: queue::ExportMetrics,
+    statuses: Statuses,
+    positions: Arc<queue::Positions>,
+    max_bytes: u64,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Shared {
+    fn spawn<E: queue::Encoder + Sync + 'static>(
+        &self,
+        t: &TargetConfig,
+        kind: crate::store::export::ExportKind,
+        client: http::Client,
+        encoder: E,
+    ) -> tokio::task::JoinHandle<()> {
         let q = queue::Queue {
             name: t.name(),
-            kind: ExportKind::Logs,
+            kind,
             client,
             config: t.queue.clone(),
             encoder,
-            store: store.clone(),
-            metrics: metrics.clone(),
-            statuses: statuses.clone(),
-            positions: positions.clone(),
-            max_bytes,
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            statuses: self.statuses.clone(),
+            positions: self.positions.clone(),
+            max_bytes: self.max_bytes,
         };
-        tracing::info!(target_name = %t.name(), url = %t.url, "forwarding log lines by Loki push");
-        tasks.push(tokio::spawn(q.run(stop.clone())));
+        tokio::spawn(q.run(self.stop.clone()))
     }
-    Ok(tasks)
 }

@@ -8,6 +8,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
+use super::headlog::{get_uvarint, put_uvarint};
 use super::{headlog, logchunk, SeriesId, Store, StoreError};
 use crate::model::logs::LogLine;
 use crate::model::{LabelSet, Samples};
@@ -94,27 +95,6 @@ fn decode_samples(buf: &[u8]) -> Result<Vec<(SeriesId, Samples)>, String> {
         None => out.push((id, Samples { ts: vec![t], values: vec![v] })),
     })?;
     Ok(out)
-}
-
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_uvarint(buf: &mut &[u8]) -> Result<u64, String> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = buf.split_first().ok_or("truncated varint")?;
-        *buf = rest;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err("varint longer than 10 bytes".to_string())
 }
 
 impl Store {
