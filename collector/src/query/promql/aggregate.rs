@@ -131,7 +131,8 @@ impl Acc {
         if !self.seen {
             *self = Acc { seen: true, value: f, kahan_c: 0.0, mean: f, count: 1.0, incremental_mean: false };
             match op {
-                "stddev" | "stdvar" => self.value = 0.0,
+                // A NaN or infinite member makes the group's deviation NaN, as in Prometheus 3.
+                "stddev" | "stdvar" => self.value = if f.is_finite() { 0.0 } else { f64::NAN },
                 "group" => self.value = 1.0,
                 _ => {}
             }
@@ -158,6 +159,10 @@ impl Acc {
             "max" if self.value < f || self.value.is_nan() => self.value = f,
             "min" if self.value > f || self.value.is_nan() => self.value = f,
             "count" => self.count += 1.0,
+            "stddev" | "stdvar" if !f.is_finite() => {
+                self.count += 1.0;
+                self.value = f64::NAN;
+            }
             "stddev" | "stdvar" => {
                 self.count += 1.0;
                 let delta = f - self.mean;

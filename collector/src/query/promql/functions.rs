@@ -1,5 +1,6 @@
 //! Function calls: dispatch, and the functions over instant vectors and scalars (math, `round`,
-//! `clamp*`, `time`, `vector`, `scalar`, `timestamp`, `sort*`, `label_replace`, `label_join`, `absent`);
+//! `clamp*`, `time`, the date functions, `vector`, `scalar`, `timestamp`, `sort*`, `label_replace`,
+//! `label_join`, `absent`);
 //! `histogram_quantile` lives in `histogram`.
 
 use promql_parser::label::MatchOp as PMatchOp;
@@ -172,11 +173,62 @@ pub(crate) fn eval_call(ctx: &Ctx, c: &Call) -> Result<Val, QueryError> {
             let hi = ctx.eval_scalar(arg(args, 1, name)?)?;
             map_values(input, |i, v| Some(go_min(v, hi[i])))
         }
+        "year" | "month" | "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute" => {
+            // Without an argument: the evaluation time, as `vector(time())`.
+            let input = match args.first() {
+                Some(a) => ctx.eval_vector(a)?,
+                None => {
+                    let now = (0..ctx.n).map(|i| Some(ctx.ts(i) as f64 / 1000.0)).collect();
+                    vec![Series { labels: LabelSet::default(), vals: now }]
+                }
+            };
+            map_values(input, |_, v| Some(date_part(name, v)))
+        }
         _ => match math_fn(name) {
             Some(f) => map_values(ctx.eval_vector(arg(args, 0, name)?)?, |_, v| Some(f(v))),
             None => Err(unsupported(format!("function \"{name}\" is not supported yet"))),
         },
     }
+}
+
+/// One field of the UTC date and time `v` (Unix seconds) names, as Prometheus's date functions give
+/// it; NaN for a value that is no time.
+fn date_part(name: &str, v: f64) -> f64 {
+    if !v.is_finite() || v.abs() > 1e15 {
+        return f64::NAN;
+    }
+    let secs = v.trunc() as i64;
+    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let before = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334][month as usize - 1];
+    let r = match name {
+        "year" => year,
+        "month" => month,
+        "day_of_month" => day,
+        // 1970-01-01 was a Thursday (4); Sunday is 0.
+        "day_of_week" => (days + 4).rem_euclid(7),
+        "day_of_year" => before + day + i64::from(leap && month > 2),
+        "days_in_month" => [31, 28 + i64::from(leap), 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month as usize - 1],
+        "hour" => of_day / 3600,
+        "minute" => of_day % 3600 / 60,
+        _ => unreachable!("not a date function: {name}"),
+    };
+    r as f64
+}
+
+/// The proleptic Gregorian (year, month 1..=12, day 1..=31) of a day count since 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// Applies `f(step, value)` to every point, dropping the metric name as Prometheus's functions do.

@@ -33,13 +33,30 @@ pub(crate) fn histogram_quantile(ctx: &Ctx, args: &[Box<Expr>]) -> Result<Val, Q
         });
         groups[g].1.push((le, k));
     }
+    // Two bucket series of one group with the same `le` (two histograms whose names differ only)
+    // cannot be told apart once the name is dropped: Prometheus refuses the query, and so do we.
+    let twice: Vec<bool> = groups
+        .iter()
+        .map(|(_, m)| {
+            let mut les: Vec<u64> = m.iter().map(|(le, _)| le.to_bits()).collect();
+            les.sort_unstable();
+            les.windows(2).any(|w| w[0] == w[1])
+        })
+        .collect();
     let mut out = Out::new(ctx.n);
     let idx: Vec<usize> = groups.iter().map(|(l, _)| out.idx(l.clone())).collect();
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for (i, &q) in q.iter().enumerate() {
-        for ((_, members), &o) in groups.iter().zip(&idx) {
+        for (((_, members), &o), &twice) in groups.iter().zip(&idx).zip(&twice) {
             buckets.clear();
             buckets.extend(members.iter().filter_map(|&(le, k)| input[k].vals[i].map(|c| (le, c))));
+            if twice {
+                let mut les: Vec<u64> = buckets.iter().map(|b| b.0.to_bits()).collect();
+                les.sort_unstable();
+                if les.windows(2).any(|w| w[0] == w[1]) {
+                    return Err(exec("vector cannot contain metrics with the same labelset"));
+                }
+            }
             if !buckets.is_empty() {
                 out.put(o, i, bucket_quantile(q, &mut buckets))?;
             }

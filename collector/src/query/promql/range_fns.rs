@@ -65,8 +65,9 @@ pub(crate) fn eval_range_fn(ctx: &Ctx, name: &str, args: &[Box<Expr>]) -> Result
             if ts.is_empty() {
                 return;
             }
-            // The time Prometheus's functions see as "now": the step, or the query start under `@`.
-            let eval_t = if rd.st.at.is_some() { ctx.start } else { ctx.ts(i) };
+            // predict_linear predicts from the step's time even when `@` fixes its window (Prometheus
+            // counts it among the functions `@` does not make step-invariant).
+            let eval_t = ctx.ts(i);
             vals[i] = match name {
                 "rate" => extrapolated_rate(ts, vs, e.saturating_sub(rd.range), e, range_s, true, true),
                 "increase" => extrapolated_rate(ts, vs, e.saturating_sub(rd.range), e, range_s, true, false),

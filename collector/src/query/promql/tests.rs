@@ -423,3 +423,36 @@ fn over_time_functions_follow_prometheus() {
     assert_eq!(vector(&s, "absent_over_time(nope{job=\"x\"}[1m])", 40.0), vec![(labels(&[("job", "x")]), 1.0)]);
     assert!(vector(&s, "absent_over_time(g[1m])", 40.0).is_empty());
 }
+
+#[test]
+fn date_functions_read_utc_dates_from_values_or_the_evaluation_time() {
+    let s = VecStore::new(vec![series(&[("__name__", "t"), ("job", "j")], &[(0.0, 1_136_239_445.0)])]);
+    // 2006-01-02 22:04:05 UTC, a Monday.
+    for (f, want) in [
+        ("year", 2006.0),
+        ("month", 1.0),
+        ("day_of_month", 2.0),
+        ("day_of_year", 2.0),
+        ("day_of_week", 1.0),
+        ("days_in_month", 31.0),
+        ("hour", 22.0),
+        ("minute", 4.0),
+    ] {
+        // The metric name goes, the other labels stay.
+        assert_eq!(vector(&s, &format!("{f}(t)"), 10.0), vec![(labels(&[("job", "j")]), want)], "{f}");
+    }
+    // No argument: the evaluation time. 1970-01-01 was a Thursday.
+    assert_eq!(one(&s, "year()", 0.0), 1970.0);
+    assert_eq!(one(&s, "day_of_week()", 0.0), 4.0);
+    // Leap years: 2016-02-29 23:59:59, 2016-12-31 (day 366), February 2016 and 2017, 1900 and 2000.
+    assert!(close(one(&s, "month(vector(1456790399)) + day_of_month(vector(1456790399)) / 100", 0.0), 2.29));
+    assert_eq!(one(&s, "day_of_year(vector(1483191420))", 0.0), 366.0);
+    assert_eq!(one(&s, "days_in_month(vector(1454284800))", 0.0), 29.0);
+    assert_eq!(one(&s, "days_in_month(vector(1485907200))", 0.0), 28.0);
+    assert_eq!(one(&s, "days_in_month(vector(-2206310400))", 0.0), 28.0);
+    assert_eq!(one(&s, "days_in_month(vector(949363200))", 0.0), 29.0);
+    // Before 1970: 1969-12-31 23:59:59.
+    assert_eq!(one(&s, "year(vector(-1))", 0.0), 1969.0);
+    assert_eq!(one(&s, "minute(vector(-1))", 0.0), 59.0);
+    assert!(one(&s, "year(vector(NaN))", 0.0).is_nan());
+}

@@ -61,6 +61,22 @@ fn other_aggregations_match_prometheus() {
 }
 
 #[test]
+fn stddev_and_stdvar_of_nan_or_infinity_are_nan() {
+    let g = |l: &str, v: f64| series(&[("__name__", "s"), ("label", l)], &[(0.0, v)]);
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        // First, last, or alone in its group: the group's deviation is NaN; groups without it are 0.
+        for order in [vec![g("a", 1.0), g("b", 2.0), g("c", bad)], vec![g("c", bad), g("a", 1.0), g("b", 2.0)]] {
+            let s = VecStore::new(order);
+            assert!(one(&s, "stddev(s)", 0.0).is_nan());
+            assert!(one(&s, "stdvar(s)", 0.0).is_nan());
+            let by = vector(&s, "stdvar by (label) (s)", 0.0);
+            assert_eq!(by.iter().map(|(_, v)| v.is_nan()).collect::<Vec<_>>(), [false, false, true], "{by:?}");
+            assert_eq!(by[0].1, 0.0);
+        }
+    }
+}
+
+#[test]
 fn topk_and_bottomk_keep_the_series_labels_and_order_the_instant_result() {
     let s = store();
     let e = Engine::default();
@@ -242,6 +258,23 @@ fn histogram_quantile_interpolates_within_classic_buckets() {
     assert!(close(one(&s, "histogram_quantile(0.5, sum by (le) (lat_bucket))", 0.0), 0.4));
     // Without a +Inf bucket the quantile is NaN.
     assert!(one(&s, "histogram_quantile(0.5, lat_bucket{pod=\"a\", le!=\"+Inf\"})", 0.0).is_nan());
+}
+
+#[test]
+fn histogram_quantile_refuses_two_histograms_with_one_label_set() {
+    // lat_bucket and lat2_bucket of one pod are the same series once the name is dropped.
+    let mut data = Vec::new();
+    for name in ["lat_bucket", "lat2_bucket"] {
+        for (le, c) in [("0.1", 1.0), ("+Inf", 4.0)] {
+            data.push(series(&[("__name__", name), ("pod", "a"), ("le", le)], &[(0.0, c)]));
+        }
+    }
+    let s = VecStore::new(data);
+    let err =
+        Engine::default().instant(&s, "histogram_quantile(0.99, {__name__=~\"lat\\\\d*_bucket\"})", 0).unwrap_err();
+    assert!(err.to_string().contains("same labelset"), "{err}");
+    // One of them alone is fine: rank 2 of 4 lies past the last finite bucket, so its bound, 0.1.
+    assert!(close(one(&s, "histogram_quantile(0.5, lat2_bucket)", 0.0), 0.1));
 }
 
 #[test]

@@ -217,3 +217,17 @@ fn subquery_with_too_many_inner_steps_is_refused_before_evaluating() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn predict_linear_under_at_predicts_from_each_steps_time() {
+    // g = t: the line through the fixed window @ 1000 is v = t, so predicting 60 s past the step's
+    // own time gives step + 60, moving with every step rather than repeating the @ time's answer.
+    let s = gauge_store();
+    let v = range_values(&s, "predict_linear(g[5m] @ 1000, 60)", 2000, 2600, 300);
+    assert_eq!(v.len(), 3);
+    for (got, want) in v.iter().zip([2060.0, 2360.0, 2660.0]) {
+        assert!(close(*got, want), "{v:?}");
+    }
+    // The window itself stays fixed: max_over_time repeats.
+    assert_eq!(range_values(&s, "max_over_time(g[5m] @ 1000)", 2000, 2600, 300), [1000.0; 3]);
+}
