@@ -28,6 +28,10 @@ pub struct AgentConfig {
     pub tls: Option<crate::ship::ClientTls>,
     #[serde(default = "defaults::interval", with = "humantime_serde")]
     pub interval: Duration,
+    /// How often each container's writable layer is walked for `container_fs_usage_bytes` (cAdvisor's
+    /// default: 1m).
+    #[serde(default = "defaults::fs_usage_refresh", with = "humantime_serde")]
+    pub fs_usage_refresh: Duration,
     #[serde(default = "defaults::state_dir")]
     pub state_dir: PathBuf,
     #[serde(default = "defaults::metrics_listen")]
@@ -97,12 +101,44 @@ fn selects(rule_service: Option<&str>, rule_image: Option<&str>, service: &str, 
     service_ok && image_ok
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[labels]`: what the series carry beside the identity labels.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelsConfig {
-    /// Container labels that pass through onto that container's series.
+    /// Container labels that pass through onto that container's series (as themselves and as
+    /// cAdvisor's `container_label_<key>`).
     #[serde(default)]
     pub include: Vec<String>,
+    /// The `job` of the host's series, as a scrape of node_exporter gives it.
+    #[serde(default = "defaults::host_job")]
+    pub host_job: String,
+    /// The `job` of container series, as a scrape of cAdvisor gives it.
+    #[serde(default = "defaults::container_job")]
+    pub container_job: String,
+    /// The `instance` of every series; `{host}` stands for the host label.
+    #[serde(default = "defaults::instance")]
+    pub instance: String,
+}
+
+impl Default for LabelsConfig {
+    fn default() -> Self {
+        LabelsConfig {
+            include: Vec::new(),
+            host_job: defaults::host_job(),
+            container_job: defaults::container_job(),
+            instance: defaults::instance(),
+        }
+    }
+}
+
+impl LabelsConfig {
+    pub fn scrape(&self) -> crate::discover::ScrapeLabels {
+        crate::discover::ScrapeLabels {
+            host_job: self.host_job.clone(),
+            container_job: self.container_job.clone(),
+            instance: self.instance.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,6 +240,18 @@ impl<'de> Deserialize<'de> for Pattern {
 
 mod defaults {
     use super::*;
+    pub fn fs_usage_refresh() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn host_job() -> String {
+        "node".into()
+    }
+    pub fn container_job() -> String {
+        "cadvisor".into()
+    }
+    pub fn instance() -> String {
+        "{host}".into()
+    }
     pub fn collectors() -> Vec<String> {
         vec!["http://127.0.0.1:9471".into()]
     }
@@ -306,6 +354,15 @@ impl AgentConfig {
         }
         if self.host.as_deref().is_some_and(str::is_empty) {
             problems.push("host: must not be empty (leave it out to use the hostname)".into());
+        }
+        for (key, v) in [
+            ("labels.host_job", &self.labels.host_job),
+            ("labels.container_job", &self.labels.container_job),
+            ("labels.instance", &self.labels.instance),
+        ] {
+            if v.is_empty() {
+                problems.push(format!("{key}: must not be empty"));
+            }
         }
         let d = &self.discover;
         for (key, rules) in [

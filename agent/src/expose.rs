@@ -56,6 +56,8 @@ pub fn render(tick: &Tick) -> String {
             let labels = r
                 .identity
                 .iter()
+                // A scraper sets its own `job` and `instance`.
+                .filter(|(k, _)| k != "job" && k != "instance")
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .chain(r.sample.labels.iter().map(|(k, v)| (*k, v.as_str())));
             for (n, (k, v)) in labels.enumerate() {

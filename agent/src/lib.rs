@@ -135,6 +135,8 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
             cgroup_root: cfg.cgroup_root.clone(),
             proc_root: cfg.proc_root.clone(),
             include_labels: cfg.labels.include.clone(),
+            scrape: cfg.labels.scrape(),
+            fs_usage_refresh: cfg.fs_usage_refresh,
         },
         containers,
         metrics.clone(),

@@ -44,3 +44,20 @@ impl Sample {
         Sample { name, labels, value }
     }
 }
+
+/// A metric or label name made at run time (from a kernel file's field names, say) as the
+/// `&'static str` that [`Sample`] holds. Each distinct name is allocated once and kept for the
+/// process's life, so only bounded sets may pass through here: the fields of one kernel's
+/// `/proc/net/netstat`, never values or anything a container chooses.
+pub fn intern(name: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = names.get(name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}

@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::clock::now_ms;
-use crate::discover::{identity_labels, Container, ContainerSet};
+use crate::discover::{host_metric_labels, metric_labels, Container, ContainerSet, ScrapeLabels};
 use crate::metrics::cgroup::{self, ContainerCgroup, Layout};
+use crate::metrics::fsusage::LayerUsage;
 use crate::metrics::host::HostReader;
 use crate::metrics::net::ContainerNet;
 use crate::model::{ContainerId, Sample};
@@ -38,6 +39,10 @@ pub struct SamplerConfig {
     pub cgroup_root: PathBuf,
     pub proc_root: PathBuf,
     pub include_labels: Vec<String>,
+    /// `job` and `instance`, as a scrape would give them.
+    pub scrape: ScrapeLabels,
+    /// How often each container's writable layer is walked for its disk usage.
+    pub fs_usage_refresh: Duration,
 }
 
 struct Watched {
@@ -59,6 +64,7 @@ pub struct Sampler {
     containers: ContainerSet,
     watched: HashMap<ContainerId, Watched>,
     host: HostReader,
+    layers: LayerUsage,
     host_identity: Arc<Vec<(String, String)>>,
     metrics: AgentMetrics,
     buf: Vec<Sample>,
@@ -69,13 +75,15 @@ impl Sampler {
     pub fn new(cfg: SamplerConfig, containers: ContainerSet, metrics: AgentMetrics) -> Self {
         let layout = cgroup::detect(&cfg.cgroup_root);
         let host = HostReader::new(&cfg.proc_root);
-        let host_identity = Arc::new(vec![("host".to_string(), cfg.host.clone())]);
+        let host_identity = Arc::new(host_metric_labels(&cfg.host, &cfg.scrape));
+        let layers = LayerUsage::new(cfg.fs_usage_refresh);
         Sampler {
             cfg,
             layout,
             containers,
             watched: HashMap::new(),
             host,
+            layers,
             host_identity,
             metrics,
             buf: Vec::new(),
@@ -103,14 +111,20 @@ impl Sampler {
             keep
         });
         let now_s = ts_ms as f64 / 1000.0;
+        self.layers.tick(current.iter().filter_map(|c| Some((&c.id, c.upper_dir.as_ref()?))));
         for c in current {
             let w = match self.watched.get_mut(&c.id) {
                 // A restarted or renamed container keeps its id but may have a new pid or name.
                 Some(w) if Arc::ptr_eq(&w.container, &c) || *w.container == *c => w,
                 _ => {
+                    let cgroup = ContainerCgroup::open(&self.layout, &self.cfg.proc_root, &c.id, c.pid);
+                    let cgroup_id =
+                        cgroup.dirs().cgroup_id(&self.layout).unwrap_or_else(|| format!("/docker/{}", c.id));
+                    let identity =
+                        metric_labels(&self.cfg.host, &c, &self.cfg.include_labels, &self.cfg.scrape, &cgroup_id);
                     let w = Watched {
-                        identity: Arc::new(identity_labels(&self.cfg.host, &c, &self.cfg.include_labels)),
-                        cgroup: ContainerCgroup::open(&self.layout, &self.cfg.proc_root, &c.id, c.pid),
+                        identity: Arc::new(identity),
+                        cgroup,
                         net: c.pid.map(|pid| ContainerNet::new(&self.cfg.proc_root, pid)),
                         container: c.clone(),
                         last: Vec::new(),
@@ -133,6 +147,7 @@ impl Sampler {
             if self.buf.is_empty() {
                 continue; // gone between discovery and now
             }
+            self.layers.samples(&c.id, &mut self.buf);
             self.buf.push(Sample::new("container_last_seen", now_s));
             if let Some(t) = c.started_at {
                 self.buf.push(Sample::new("container_start_time_seconds", t));

@@ -48,6 +48,67 @@ pub fn identity_labels(host: &str, c: &Container, include: &[String]) -> Vec<(St
     out
 }
 
+/// The labels a Prometheus scrape of node_exporter or cAdvisor would give: `job` and `instance`.
+/// Host series take `host_job`, container series `container_job`; `instance` is a template in which
+/// `{host}` stands for the host label (default `{host}`; `{host}:9100` looks like a scrape of
+/// node_exporter itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScrapeLabels {
+    pub host_job: String,
+    pub container_job: String,
+    pub instance: String,
+}
+
+impl Default for ScrapeLabels {
+    fn default() -> Self {
+        ScrapeLabels { host_job: "node".into(), container_job: "cadvisor".into(), instance: "{host}".into() }
+    }
+}
+
+impl ScrapeLabels {
+    pub fn instance_of(&self, host: &str) -> String {
+        self.instance.replace("{host}", host)
+    }
+}
+
+/// The labels of the host's own series: `host`, `job`, `instance`.
+pub fn host_metric_labels(host: &str, scrape: &ScrapeLabels) -> Vec<(String, String)> {
+    vec![
+        ("host".to_string(), host.to_string()),
+        ("job".to_string(), scrape.host_job.clone()),
+        ("instance".to_string(), scrape.instance_of(host)),
+    ]
+}
+
+/// The labels of a container's metric series: its [`identity_labels`], the scrape's `job` and
+/// `instance`, and cAdvisor's own: `name` (the container name), `id` (its cgroup path, `cgroup_id`,
+/// e.g. `/docker/<id>`), and `container_label_<key>` for each allowed container label. A name already
+/// taken (an included label called `name`, say) is not given twice.
+pub fn metric_labels(
+    host: &str,
+    c: &Container,
+    include: &[String],
+    scrape: &ScrapeLabels,
+    cgroup_id: &str,
+) -> Vec<(String, String)> {
+    let mut out = identity_labels(host, c, include);
+    let mut add = |k: String, v: String| {
+        if !out.iter().any(|(n, _)| *n == k) {
+            out.push((k, v));
+        }
+    };
+    add("job".into(), scrape.container_job.clone());
+    add("instance".into(), scrape.instance_of(host));
+    add("name".into(), c.name.clone());
+    add("id".into(), cgroup_id.to_string());
+    for key in include {
+        if let Some(v) = label(c, key) {
+            add(format!("container_label_{}", valid_chars(key)), v.to_string());
+        }
+    }
+    out
+}
+
 fn label<'a>(c: &'a Container, key: &str) -> Option<&'a str> {
     c.labels.get(key).map(String::as_str).filter(|v| !v.is_empty())
 }
@@ -62,9 +123,13 @@ pub(crate) fn split_image(image: &str) -> (&str, Option<&str>) {
     }
 }
 
+fn valid_chars(key: &str) -> String {
+    key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+}
+
 /// Container label keys like `com.example.team` become valid Prometheus label names.
 fn sanitize_label_name(key: &str) -> String {
-    let mut s: String = key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let mut s = valid_chars(key);
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         s.insert(0, '_');
     }
@@ -89,6 +154,7 @@ pub(crate) mod tests {
             log_path: None,
             log_driver: "json-file".into(),
             started_at: None,
+            upper_dir: None,
             address: None,
             healthcheck: None,
             finished_at: None,

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::model::ContainerId;
-pub use identity::{identity_labels, service_of, version_of};
+pub use identity::{host_metric_labels, identity_labels, metric_labels, service_of, version_of, ScrapeLabels};
 
 /// What the agent knows of one running container.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,6 +40,8 @@ pub struct Container {
     pub healthcheck: Option<std::time::Duration>,
     /// Unix seconds; only for a stopped container (in the `stopped` set).
     pub finished_at: Option<f64>,
+    /// Its writable layer on the host (overlay2's `UpperDir`), for its disk usage.
+    pub upper_dir: Option<PathBuf>,
 }
 
 /// The current set of running containers, shared with the readers.
@@ -410,6 +412,11 @@ fn from_inspect(id: &ContainerId, info: bollard::models::ContainerInspectRespons
         address,
         healthcheck,
         finished_at,
+        upper_dir: info
+            .graph_driver
+            .and_then(|mut g| g.data.remove("UpperDir"))
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
     })
 }
 

@@ -137,6 +137,27 @@ pub fn resolve(layout: &Layout, proc_root: &Path, id: &ContainerId, pid: Option<
     }
 }
 
+impl CgroupDirs {
+    /// The container's cgroup as cAdvisor names it in its `id` label: the path below the hierarchy's
+    /// root, with a leading `/` (`/docker/<id>` with the cgroupfs driver,
+    /// `/system.slice/docker-<id>.scope` with systemd's). `None` when no directory was found.
+    pub fn cgroup_id(&self, layout: &Layout) -> Option<String> {
+        let (dir, roots): (&Path, Vec<PathBuf>) = match (self, layout) {
+            (CgroupDirs::V2 { dir: Some(dir) }, Layout::V2 { root }) => (dir, vec![root.clone()]),
+            (CgroupDirs::V1 { memory, cpu, pids, .. }, Layout::V1 { root, .. }) => {
+                let dir = memory.as_deref().or(cpu.as_deref()).or(pids.as_deref())?;
+                // The hierarchy's root is the controller's mount: `root/<name>` for the first
+                // component below the cgroup root (`memory`, `cpu,cpuacct`, ...).
+                let first = dir.strip_prefix(root).ok()?.components().next()?;
+                (dir, vec![root.join(first)])
+            }
+            _ => return None,
+        };
+        let rel = roots.iter().find_map(|r| dir.strip_prefix(r).ok())?;
+        Some(format!("/{}", rel.display()))
+    }
+}
+
 /// Files larger than this are read truncated rather than grown into (no cgroup file comes close).
 const MAX_FILE: usize = 1 << 20;
 

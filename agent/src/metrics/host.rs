@@ -1,9 +1,10 @@
 //! Host metrics under node_exporter's names, read from a proc root (normally `/proc`).
 //!
-//! The collectors that read one small file each (meminfo, stat's totals, vmstat, uname) are in
-//! [`node`], as pure parsers over the file's bytes. The `procfs` crate's types are used through their
-//! `FromRead::from_file`, which takes any path and so any proc root: `LoadAverage`, `InterfaceDeviceStatus` (net/dev), `DiskStats` and
-//! `Vec<MountEntry>` (mounts). `/proc/stat` is the exception, parsed here directly: procfs's
+//! The collectors are in [`node`], one module each, as pure parsers over a file's bytes; this file
+//! reads the files and runs them. The `procfs` crate's types are used through their
+//! `FromRead::from_file`, which takes any path and so any proc root: `LoadAverage` and
+//! `Vec<MountEntry>` (mounts). `/sys` is the proc root's sibling `sys` (`/host/proc` goes with
+//! `/host/sys`, as node_exporter's `--path.procfs` and `--path.sysfs` usually do). `/proc/stat` is the exception, parsed here directly: procfs's
 //! `KernelStats` keeps the per-cpu lines in a `Vec` without their cpu number, so with a cpu offline
 //! (`cpu0`, `cpu2`, ...) the `cpu` labels would shift; node_exporter labels by the number itself.
 //! Filesystem sizes come from `statvfs(2)` on each real mount point (through rustix, no unsafe).
@@ -12,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use procfs::{DiskStats, FromRead, LoadAverage, MountEntry};
+use procfs::{FromRead, LoadAverage, MountEntry};
 
 use super::{node, parse};
 use crate::model::Sample;
@@ -33,8 +34,8 @@ const USER_HZ: f64 = 100.0;
 /// node_exporter's modes, in /proc/stat's column order.
 const CPU_MODES: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
 
-/// Filesystem types that are not disks, after node_exporter's default `fs-types-exclude`, plus
-/// tmpfs/ramfs and fuse-overlayfs (container layers).
+/// Filesystem types that are not disks: node_exporter 1.x's default `fs-types-exclude`, exactly
+/// (tmpfs is kept, as there: a full `/run` is worth seeing).
 const PSEUDO_FS: &[&str] = &[
     "autofs",
     "binfmt_misc",
@@ -45,7 +46,6 @@ const PSEUDO_FS: &[&str] = &[
     "debugfs",
     "devpts",
     "devtmpfs",
-    "efivarfs",
     "fusectl",
     "hugetlbfs",
     "iso9660",
@@ -55,20 +55,12 @@ const PSEUDO_FS: &[&str] = &[
     "proc",
     "procfs",
     "pstore",
-    "ramfs",
     "rpc_pipefs",
     "securityfs",
     "selinuxfs",
     "squashfs",
-    "erofs",
     "sysfs",
-    "tmpfs",
     "tracefs",
-    "fuse.fuse-overlayfs",
-    "fuse.lxcfs",
-    "fuse.portal",
-    "shm",
-    "nfsd",
 ];
 
 /// Mount points node_exporter leaves out by default (`mount-points-exclude`): kernel trees and
@@ -83,8 +75,8 @@ fn excluded_mount_point(mp: &str) -> bool {
         || mp.starts_with("/var/lib/containers/storage/")
 }
 
-/// node_exporter's default diskstats `device-exclude`, `^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$`:
-/// ram, zram, loop and floppy devices, and partitions of sd/hd/vd/xvd and NVMe disks (whole disks,
+/// node_exporter 1.5's default diskstats `device-exclude`, `^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$`:
+/// ram, loop and floppy devices, and partitions of sd/hd/vd/xvd and NVMe disks (whole disks, zram,
 /// device-mapper and md devices are kept).
 pub fn excluded_disk(name: &str) -> bool {
     fn digits(s: &str) -> bool {
@@ -92,7 +84,7 @@ pub fn excluded_disk(name: &str) -> bool {
     }
     // `prefix` then one or more digits.
     let numbered = |prefix: &str| name.strip_prefix(prefix).is_some_and(digits);
-    if ["ram", "zram", "loop", "fd"].into_iter().any(numbered) {
+    if ["ram", "loop", "fd"].into_iter().any(numbered) {
         return true;
     }
     for p in ["hd", "sd", "vd", "xvd"] {
@@ -116,17 +108,46 @@ pub fn excluded_disk(name: &str) -> bool {
     false
 }
 
+/// `/proc/net/dev`'s columns as node_exporter's families.
+const NET_DEV_FAMILIES: [&str; 16] = [
+    "node_network_receive_bytes_total",
+    "node_network_receive_packets_total",
+    "node_network_receive_errs_total",
+    "node_network_receive_drop_total",
+    "node_network_receive_fifo_total",
+    "node_network_receive_frame_total",
+    "node_network_receive_compressed_total",
+    "node_network_receive_multicast_total",
+    "node_network_transmit_bytes_total",
+    "node_network_transmit_packets_total",
+    "node_network_transmit_errs_total",
+    "node_network_transmit_drop_total",
+    "node_network_transmit_fifo_total",
+    "node_network_transmit_colls_total",
+    "node_network_transmit_carrier_total",
+    "node_network_transmit_compressed_total",
+];
+
 /// Reads the host's metrics from a proc root.
 #[derive(Debug)]
 pub struct HostReader {
     proc_root: PathBuf,
+    sys_root: PathBuf,
+    page_size: u64,
     buf: Vec<u8>,
     errors: Vec<HostError>,
 }
 
 impl HostReader {
     pub fn new(proc_root: &Path) -> Self {
-        HostReader { proc_root: proc_root.to_path_buf(), buf: Vec::new(), errors: Vec::new() }
+        let sys_root = proc_root.parent().unwrap_or(Path::new("/")).join("sys");
+        HostReader {
+            proc_root: proc_root.to_path_buf(),
+            sys_root,
+            page_size: rustix::param::page_size() as u64,
+            buf: Vec::new(),
+            errors: Vec::new(),
+        }
     }
 
     /// The files that failed in the last [`Self::read`] (missing files do not count).
@@ -144,10 +165,22 @@ impl HostReader {
         out.extend(node::uname::read(&self.proc_root));
         // node_exporter's `time` collector: the host's clock as it reads it.
         out.push(Sample::new("node_time_seconds", crate::clock::now_ns() as f64 / 1e9));
+        // The clock and its discipline are the kernel's, whatever the proc root (no namespace has
+        // its own wall clock).
+        if let Some(t) = node::timex::read() {
+            node::timex::samples(&t, out);
+        }
         self.read_loadavg(out);
         self.read_net_dev(out);
+        node::netclass::read(&self.sys_root.join("class/net"), out);
+        self.read_netstat(out);
+        self.read_sockstat(out);
+        self.read_netmisc(out);
+        self.read_pressure(out);
+        self.read_small_files(out);
         self.read_diskstats(out);
         self.read_filesystems(out);
+        self.read_machine(out);
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -200,7 +233,7 @@ impl HostReader {
                 continue;
             };
             let mut fields = rest[sp..].split(|&b| b == b' ').filter(|f| !f.is_empty());
-            let mut values = [0u64; 8];
+            let mut values = [0u64; 10];
             let mut ok = true;
             for v in values.iter_mut() {
                 // Kernels before 2.6.11 lack the later columns; count them as 0 like node_exporter.
@@ -217,6 +250,11 @@ impl HostReader {
             for (mode, v) in CPU_MODES.iter().zip(values) {
                 let labels = vec![("cpu", cpu.to_string()), ("mode", mode.to_string())];
                 out.push(Sample::with("node_cpu_seconds_total", labels, v as f64 / USER_HZ));
+            }
+            // Time spent running guests, which the kernel also counts in user and nice.
+            for (mode, v) in ["user", "nice"].into_iter().zip(&values[8..]) {
+                let labels = vec![("cpu", cpu.to_string()), ("mode", mode.to_string())];
+                out.push(Sample::with("node_cpu_guest_seconds_total", labels, *v as f64 / USER_HZ));
             }
         }
         if let Some((line, text)) = bad {
@@ -252,27 +290,151 @@ impl HostReader {
     }
 
     fn read_net_dev(&mut self, out: &mut Vec<Sample>) {
-        let Some(devs) = self.load::<procfs::net::InterfaceDeviceStatus>("net/dev") else {
+        if !self.read_file("net/dev") {
             return;
-        };
+        }
         // node_exporter keeps every device, lo included. Sorted for a stable order.
-        let devs: BTreeMap<_, _> = devs.0.into_iter().collect();
-        for (name, d) in devs {
-            let labels = vec![("device", name)];
-            out.push(Sample::with("node_network_receive_bytes_total", labels.clone(), d.recv_bytes as f64));
-            out.push(Sample::with("node_network_transmit_bytes_total", labels, d.sent_bytes as f64));
+        let mut devs: Vec<_> = parse::parse_net_dev(&self.buf).collect();
+        devs.sort_by(|a, b| a.as_ref().ok().map(|d| d.0).cmp(&b.as_ref().ok().map(|d| d.0)));
+        let mut bad = None;
+        for d in devs {
+            let (name, fields) = match d {
+                Ok(d) => d,
+                Err(b) => {
+                    bad.get_or_insert((b.line, String::from_utf8_lossy(b.text).into_owned()));
+                    continue;
+                }
+            };
+            let device = String::from_utf8_lossy(name).into_owned();
+            for (family, v) in NET_DEV_FAMILIES.iter().zip(fields) {
+                out.push(Sample::with(family, vec![("device", device.clone())], v as f64));
+            }
+        }
+        if let Some((line, text)) = bad {
+            self.errors.push(HostError::Parse { path: self.path("net/dev"), line, text });
         }
     }
 
+    fn read_netstat(&mut self, out: &mut Vec<Sample>) {
+        for rel in ["net/netstat", "net/snmp"] {
+            if self.read_file(rel) {
+                node::netstat::parse_paired(&self.buf, out);
+            }
+        }
+        if self.read_file("net/snmp6") {
+            node::netstat::parse_snmp6(&self.buf, out);
+        }
+    }
+
+    fn read_netmisc(&mut self, out: &mut Vec<Sample>) {
+        if self.read_file("net/arp") {
+            node::netmisc::arp(&self.buf, out);
+        }
+        if self.read_file("net/softnet_stat") {
+            node::netmisc::softnet(&self.buf, out);
+        }
+        for (rel, ip) in [("net/udp", "v4"), ("net/udp6", "v6")] {
+            if self.read_file(rel) {
+                match node::netmisc::udp_queues(&self.buf) {
+                    Some(q) => node::netmisc::udp_samples(ip, q, out),
+                    None => self.bad_whole_file(rel),
+                }
+            }
+        }
+    }
+
+    fn read_sockstat(&mut self, out: &mut Vec<Sample>) {
+        for rel in ["net/sockstat", "net/sockstat6"] {
+            if self.read_file(rel) {
+                node::sockstat::parse(&self.buf, self.page_size, out);
+            }
+        }
+    }
+
+    fn read_pressure(&mut self, out: &mut Vec<Sample>) {
+        for (rel, some, full) in node::pressure::FILES {
+            // Kernels built without PSI, or booted with psi=0, answer EOPNOTSUPP: no family.
+            let path = self.path(rel);
+            self.buf.clear();
+            match std::fs::File::open(&path).and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut self.buf)) {
+                Ok(_) => {}
+                Err(_) => continue,
+            }
+            if let Err((line, text)) = node::pressure::parse(&self.buf, some, full, out) {
+                self.errors.push(HostError::Parse { path, line, text });
+            }
+        }
+    }
+
+    /// filefd, entropy and conntrack: one number (or three) per file.
+    fn read_small_files(&mut self, out: &mut Vec<Sample>) {
+        if self.read_file("sys/fs/file-nr") {
+            match node::filefd::parse(&self.buf) {
+                Some(samples) => out.extend(samples),
+                None => self.bad_whole_file("sys/fs/file-nr"),
+            }
+        }
+        for (rel, family) in node::entropy::FILES.into_iter().chain(node::conntrack::FILES) {
+            if self.read_file(rel) {
+                match parse::parse_single_u64(&self.buf) {
+                    Some(v) => out.push(Sample::new(family, v as f64)),
+                    None => self.bad_whole_file(rel),
+                }
+            }
+        }
+    }
+
+    fn bad_whole_file(&mut self, rel: &str) {
+        let text = String::from_utf8_lossy(&self.buf[..self.buf.len().min(200)]).into_owned();
+        self.errors.push(HostError::Parse { path: self.path(rel), line: 1, text });
+    }
+
+    /// cAdvisor's machine families, which its dashboards divide container usage by: the cpus the
+    /// kernel counts online and the memory it manages.
+    fn read_machine(&mut self, out: &mut Vec<Sample>) {
+        if let Some(cpus) = self.online_cpus() {
+            out.push(Sample::new("machine_cpu_cores", cpus as f64));
+        }
+        if let Some(total) = out.iter().find(|s| s.name == "node_memory_MemTotal_bytes").map(|s| s.value) {
+            out.push(Sample::new("machine_memory_bytes", total));
+        }
+    }
+
+    /// The number of cpus in `/proc/stat` (one `cpuN` line per online cpu).
+    fn online_cpus(&mut self) -> Option<usize> {
+        if !self.read_file("stat") {
+            return None;
+        }
+        let n = parse::lines(&self.buf)
+            .filter(|(_, l)| l.starts_with(b"cpu") && l.get(3).is_some_and(u8::is_ascii_digit))
+            .count();
+        (n > 0).then_some(n)
+    }
+
     fn read_diskstats(&mut self, out: &mut Vec<Sample>) {
-        let Some(disks) = self.load::<DiskStats>("diskstats") else {
+        if !self.read_file("diskstats") {
             return;
-        };
-        for d in disks.0.into_iter().filter(|d| !excluded_disk(&d.name)) {
-            // Sectors here are always 512 bytes, whatever the device's sector size.
-            let labels = vec![("device", d.name)];
-            out.push(Sample::with("node_disk_read_bytes_total", labels.clone(), d.sectors_read as f64 * 512.0));
-            out.push(Sample::with("node_disk_written_bytes_total", labels, d.sectors_written as f64 * 512.0));
+        }
+        let mut bad = None;
+        for d in node::diskstats::parse(&self.buf) {
+            match d {
+                Ok(d) if !excluded_disk(d.name) => {
+                    d.samples(out);
+                    let info = vec![
+                        ("device", d.name.to_string()),
+                        ("major", d.major.to_string()),
+                        ("minor", d.minor.to_string()),
+                    ];
+                    out.push(Sample::with("node_disk_info", info, 1.0));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    bad.get_or_insert(e);
+                }
+            }
+        }
+        if let Some((line, text)) = bad {
+            self.errors.push(HostError::Parse { path: self.path("diskstats"), line, text });
         }
     }
 
@@ -288,18 +450,35 @@ impl HostReader {
             },
         };
         // The last mount on a mount point is the one visible there.
-        let by_point: BTreeMap<String, String> = mounts.into_iter().map(|m| (m.fs_file, m.fs_vfstype)).collect();
-        let real =
-            by_point.into_iter().filter(|(mp, fs)| !PSEUDO_FS.contains(&fs.as_str()) && !excluded_mount_point(mp));
-        for (mount_point, _) in real {
-            // A mount point we cannot stat (gone, or not in our namespace) is skipped.
-            let Ok(st) = rustix::fs::statvfs(mount_point.as_str()) else {
+        let by_point: BTreeMap<String, MountEntry> = mounts.into_iter().map(|m| (m.fs_file.clone(), m)).collect();
+        let real = by_point
+            .into_values()
+            .filter(|m| !PSEUDO_FS.contains(&m.fs_vfstype.as_str()) && !excluded_mount_point(&m.fs_file));
+        for m in real {
+            let labels = vec![
+                ("device", m.fs_spec.clone()),
+                ("fstype", m.fs_vfstype.clone()),
+                ("mountpoint", m.fs_file.clone()),
+            ];
+            let ro = m.fs_mntops.contains_key("ro");
+            out.push(Sample::with("node_filesystem_readonly", labels.clone(), if ro { 1.0 } else { 0.0 }));
+            // A mount point we cannot stat (gone, or not in our namespace) is a device error, with
+            // no sizes, as in node_exporter.
+            let Ok(st) = rustix::fs::statvfs(m.fs_file.as_str()) else {
+                out.push(Sample::with("node_filesystem_device_error", labels, 1.0));
                 continue;
             };
-            let frsize = if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize };
-            let labels = vec![("mountpoint", mount_point)];
-            out.push(Sample::with("node_filesystem_size_bytes", labels.clone(), st.f_blocks as f64 * frsize as f64));
-            out.push(Sample::with("node_filesystem_avail_bytes", labels, st.f_bavail as f64 * frsize as f64));
+            out.push(Sample::with("node_filesystem_device_error", labels.clone(), 0.0));
+            let frsize = (if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize }) as f64;
+            for (family, v) in [
+                ("node_filesystem_size_bytes", st.f_blocks as f64 * frsize),
+                ("node_filesystem_free_bytes", st.f_bfree as f64 * frsize),
+                ("node_filesystem_avail_bytes", st.f_bavail as f64 * frsize),
+                ("node_filesystem_files", st.f_files as f64),
+                ("node_filesystem_files_free", st.f_ffree as f64),
+            ] {
+                out.push(Sample::with(family, labels.clone(), v));
+            }
         }
     }
 }

@@ -6,23 +6,27 @@
 //!   [`ContainerCgroup`], which keeps its stat files open and re-reads them with `pread` into a
 //!   reused buffer.
 //! - [`net`]: a container's interfaces from `/proc/<pid>/net/dev` ([`ContainerNet`]).
-//! - [`host`]: cpu, memory, load, network, disk and filesystem counters of the host ([`HostReader`]);
-//!   [`node`] holds the collectors of one small file each (meminfo, stat, vmstat, uname).
+//! - [`fsusage`]: each container's writable-layer disk usage, walked at a bounded pace ([`LayerUsage`]).
+//! - [`host`]: node_exporter's host families and cAdvisor's `machine_*` ([`HostReader`]), reading
+//!   `/proc` and `/sys`; [`node`] holds the collectors, one module each (cpu and filesystem aside).
 //! - [`parse`]: the pure, allocation-free parsers behind them.
 //!
 //! Every reader takes its roots (`/sys/fs/cgroup`, `/proc`) as parameters so that tests can point it
 //! at fixture trees, and none panics on a file that vanished or holds garbage: a vanished file is
 //! skipped, a malformed one is reported with its path, line and text. Samples carry only the labels
-//! the reader knows (`interface`, `cpu`, `mode`, `device`, `mountpoint`); the caller adds identity.
+//! the reader knows (`interface`, `cpu`, `mode`, `device`, `mountpoint`, ...); the caller adds
+//! identity.
 
 pub mod cgroup;
 mod cgroup_stats;
+pub mod fsusage;
 pub mod host;
 pub mod net;
 pub mod node;
 pub mod parse;
 
 pub use cgroup::{detect, resolve, CgroupDirs, CgroupError, ContainerCgroup, Layout};
+pub use fsusage::LayerUsage;
 pub use host::{HostError, HostReader};
 pub use net::{ContainerNet, NetError};
 

@@ -13,6 +13,18 @@ use std::path::{Path, PathBuf};
 use super::parse;
 use crate::model::Sample;
 
+/// cAdvisor's per-interface families and the `/proc/net/dev` column each comes from.
+pub const CADVISOR_NET: [(&str, usize); 8] = [
+    ("container_network_receive_bytes_total", 0),
+    ("container_network_receive_packets_total", 1),
+    ("container_network_receive_errors_total", 2),
+    ("container_network_receive_packets_dropped_total", 3),
+    ("container_network_transmit_bytes_total", 8),
+    ("container_network_transmit_packets_total", 9),
+    ("container_network_transmit_errors_total", 10),
+    ("container_network_transmit_packets_dropped_total", 11),
+];
+
 /// Reading a container's `net/dev` failed. Always names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -39,8 +51,8 @@ impl ContainerNet {
         &self.path
     }
 
-    /// Appends `container_network_receive_bytes_total` and `container_network_transmit_bytes_total`,
-    /// labelled `interface`, for every interface but `lo`. A process that has gone is skipped
+    /// Appends cAdvisor's network families ([`CADVISOR_NET`]), labelled `interface`, for every
+    /// interface but `lo`. A process that has gone is skipped
     /// (`Ok` with nothing appended); a malformed line is skipped and reported after the others.
     pub fn read(&mut self, out: &mut Vec<Sample>) -> Result<(), NetError> {
         self.buf.clear();
@@ -58,19 +70,12 @@ impl ContainerNet {
         let mut first_err = None;
         for r in parse::parse_net_dev(&self.buf) {
             match r {
-                Ok((b"lo", _, _)) => {}
-                Ok((name, rx, tx)) => {
+                Ok((b"lo", _)) => {}
+                Ok((name, f)) => {
                     let iface = String::from_utf8_lossy(name).into_owned();
-                    out.push(Sample::with(
-                        "container_network_receive_bytes_total",
-                        vec![("interface", iface.clone())],
-                        rx as f64,
-                    ));
-                    out.push(Sample::with(
-                        "container_network_transmit_bytes_total",
-                        vec![("interface", iface)],
-                        tx as f64,
-                    ));
+                    for (name, col) in CADVISOR_NET {
+                        out.push(Sample::with(name, vec![("interface", iface.clone())], f[col] as f64));
+                    }
                 }
                 Err(bad) => {
                     first_err.get_or_insert_with(|| NetError::Parse {
@@ -99,10 +104,15 @@ mod tests {
         let mut net = ContainerNet::new(&testdata().join("proc"), 4242);
         let mut out = Vec::new();
         net.read(&mut out).unwrap();
-        assert_eq!(out.len(), 4, "{out:?}");
+        // Eight families (bytes, packets, errors, drops; each way) for eth0 and eth1.
+        assert_eq!(out.len(), 16, "{out:?}");
         assert_eq!(value(&out, "container_network_receive_bytes_total", "eth0"), Some(1234567.0));
         assert_eq!(value(&out, "container_network_transmit_bytes_total", "eth0"), Some(7654321.0));
         assert_eq!(value(&out, "container_network_receive_bytes_total", "eth1"), Some(100.0));
+        assert_eq!(value(&out, "container_network_receive_packets_total", "eth0"), Some(6513.0));
+        assert_eq!(value(&out, "container_network_transmit_packets_total", "eth0"), Some(4721.0));
+        assert_eq!(value(&out, "container_network_receive_packets_total", "eth1"), Some(2.0));
+        assert_eq!(value(&out, "container_network_transmit_packets_total", "eth1"), Some(3.0));
         assert!(out.iter().all(|s| s.labels[0].1 != "lo"));
     }
 

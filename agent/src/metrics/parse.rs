@@ -190,18 +190,19 @@ pub fn parse_pressure(buf: &[u8]) -> Result<(Option<u64>, Option<u64>), BadLine<
     Ok((some, full))
 }
 
-/// One interface of `/proc/<pid>/net/dev`: name, receive bytes, transmit bytes.
-pub type NetDevLine<'a> = (&'a [u8], u64, u64);
+/// One interface of `/proc/<pid>/net/dev`: its name and its 16 counters (8 receive, 8 transmit).
+pub type NetDevLine<'a> = (&'a [u8], [u64; 16]);
 
 /// `/proc/<pid>/net/dev`: two header lines, then `name: rx_bytes rx_packets ... (8 rx fields)
-/// tx_bytes ...`. The name is split off at the first `:` (old kernels printed no space after it).
+/// tx_bytes ... (8 tx fields)`. The name is split off at the first `:` (old kernels printed no space
+/// after it).
 pub fn parse_net_dev(buf: &[u8]) -> impl Iterator<Item = Result<NetDevLine<'_>, BadLine<'_>>> {
     lines(buf).skip(2).map(|(n, l)| {
         let bad = BadLine { line: n, text: l };
         let colon = memchr(b':', l).ok_or(bad)?;
         let name = trim(&l[..colon]);
         let mut rest = &l[colon + 1..];
-        let mut fields = [0u64; 9];
+        let mut fields = [0u64; 16];
         for f in fields.iter_mut() {
             let (w, r) = word(rest);
             rest = r;
@@ -210,7 +211,7 @@ pub fn parse_net_dev(buf: &[u8]) -> impl Iterator<Item = Result<NetDevLine<'_>, 
         if name.is_empty() {
             return Err(bad);
         }
-        Ok((name, fields[0], fields[8]))
+        Ok((name, fields))
     })
 }
 
@@ -284,8 +285,11 @@ mod tests {
 face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
 lo:    3193      29    0    0    0     0          0         0     3193      29    0    0    0     0       0          0\n  \
 eth0:148479399    6513    0    0    0     0          0         0   470808    4721    0    0    0     0       0          0\n";
-        let v: Vec<_> = parse_net_dev(buf).collect();
-        assert_eq!(v, vec![Ok((&b"lo"[..], 3193, 3193)), Ok((&b"eth0"[..], 148479399, 470808))]);
+        let v: Vec<_> = parse_net_dev(buf).map(|r| r.map(|(n, f)| (n, f[0], f[1], f[8], f[9]))).collect();
+        assert_eq!(v, vec![Ok((&b"lo"[..], 3193, 29, 3193, 29)), Ok((&b"eth0"[..], 148479399, 6513, 470808, 4721))]);
+        // A line cut short is an error, not a row of zeros.
+        let short = b"h1\nh2\n  eth0: 1 2 3 4 5 6 7 8 9 10\n";
+        assert!(parse_net_dev(short).next().unwrap().is_err());
     }
 
     proptest! {

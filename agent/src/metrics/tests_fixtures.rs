@@ -101,7 +101,7 @@ fn v2_nested_path_comes_from_pid() {
 fn v2_systemd_reads_every_metric() {
     let layout = detect(&systemd_root());
     let mut cg = ContainerCgroup::open(&layout, &proc_root(), &id(SYSTEMD_ID), Some(4242));
-    assert_eq!(cg.open_files().len(), 11, "{cg:?}");
+    assert_eq!(cg.open_files().len(), 12, "{cg:?}");
     let out = read_all(&mut cg);
     let want: &[(&str, f64)] = &[
         ("container_cpu_usage_seconds_total", 7.435125),
@@ -121,6 +121,11 @@ fn v2_systemd_reads_every_metric() {
         ("container_fs_reads_bytes_total", (1459200 + 90430464) as f64),
         ("container_fs_writes_bytes_total", (314773504 + 299008000) as f64),
         ("container_processes", 7.0),
+        ("container_threads", 7.0),
+        ("container_threads_max", 4096.0),
+        ("container_memory_mapped_file", 5636096.0),
+        // memory.events "max": how often usage hit memory.max, cAdvisor's failcnt on v2.
+        ("container_memory_failcnt", 12.0),
         ("container_pressure_cpu_waiting_seconds_total", 3.125),
         ("container_pressure_cpu_stalled_seconds_total", 2.5),
         ("container_pressure_memory_waiting_seconds_total", 0.000042),

@@ -112,16 +112,47 @@ fn fixture_proc() {
 
     let read = labelled(&out, "node_disk_read_bytes_total", "device");
     let names: Vec<&str> = read.iter().map(|(d, _)| *d).collect();
-    assert_eq!(names, ["sda", "nvme0n1", "vda", "dm-0", "mmcblk0p1"]);
-    assert_eq!(read[0].1, 3462402.0 * 512.0);
-    assert_eq!(labelled(&out, "node_disk_written_bytes_total", "device")[0].1, 2864368.0 * 512.0);
+    // zram is a disk to node_exporter 1.5 (its default exclusion is `^(ram|loop|fd|...)\d+$`).
+    assert_eq!(names, ["zram0", "sda", "nvme0n1", "vda", "dm-0", "mmcblk0p1"]);
+    assert_eq!(read[1].1, 3462402.0 * 512.0);
+    assert_eq!(labelled(&out, "node_disk_written_bytes_total", "device")[1].1, 2864368.0 * 512.0);
 
-    // Of the fixture's mounts only "/" and /var/lib/docker are real filesystems; the unmounted xfs
+    // Of the fixture's mounts "/", /run (tmpfs, kept by node_exporter 1.5) and /var/lib/docker are
+    // filesystems it reports; /dev/shm and the overlay are excluded by mount point, the unmounted xfs
     // cannot be statted and is skipped. /var/lib/docker need not exist on every machine.
     let fs: Vec<&str> =
         labelled(&out, "node_filesystem_size_bytes", "mountpoint").into_iter().map(|(m, _)| m).collect();
-    assert!(fs.contains(&"/"), "{fs:?}");
-    assert!(fs.iter().all(|m| *m == "/" || *m == "/var/lib/docker"), "{fs:?}");
+    assert!(fs.contains(&"/") && fs.contains(&"/run"), "{fs:?}");
+    assert!(fs.iter().all(|m| ["/", "/run", "/var/lib/docker"].contains(m)), "{fs:?}");
+    let root = out.iter().find(|s| s.name == "node_filesystem_size_bytes" && s.labels.iter().any(|l| l.1 == "/"));
+    let root_labels: Vec<(&str, &str)> = root.unwrap().labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(root_labels, [("device", "/dev/root"), ("fstype", "ext4"), ("mountpoint", "/")]);
+    assert_eq!(labelled(&out, "node_filesystem_readonly", "mountpoint")[0].1, 0.0);
+
+    // Every column of diskstats, not just bytes: sda's I/O time is 5400 ms.
+    let io_time = labelled(&out, "node_disk_io_time_seconds_total", "device");
+    assert_eq!(io_time.iter().find(|(d, _)| *d == "sda").map(|d| d.1), Some(5.4));
+    assert_eq!(labelled(&out, "node_disk_reads_completed_total", "device")[1], ("sda", 48769.0));
+    assert!(out.iter().any(|s| s.name == "node_disk_info" && s.labels.iter().any(|l| l.1 == "sda")));
+
+    // The other collectors, each read from its own fixture file.
+    for (name, want) in [
+        ("node_pressure_cpu_waiting_seconds_total", 14.269266),
+        ("node_filefd_allocated", 502.0),
+        ("node_filefd_maximum", 2466290.0),
+        ("node_entropy_available_bits", 256.0),
+        ("node_nf_conntrack_entries", 183.0),
+        ("node_nf_conntrack_entries_limit", 262144.0),
+        ("node_sockstat_sockets_used", 31.0),
+        ("node_netstat_Tcp_ActiveOpens", 184.0),
+    ] {
+        assert_eq!(value(&out, name), Some(want), "{name}");
+    }
+    // /sys/class/net: speed -1 (unknown) stays as node_exporter 1.5 reports it, in bytes.
+    assert_eq!(labelled(&out, "node_network_speed_bytes", "device"), [("eth0", -125000.0)]);
+    assert_eq!(labelled(&out, "node_network_mtu_bytes", "device")[0], ("eth0", 1400.0));
+    assert!(labelled(&out, "node_network_up", "device").contains(&("eth0", 1.0)));
+    assert!(value(&out, "machine_cpu_cores").is_some_and(|v| v >= 1.0));
     let avail = labelled(&out, "node_filesystem_avail_bytes", "mountpoint");
     let size = labelled(&out, "node_filesystem_size_bytes", "mountpoint");
     assert!(avail.iter().zip(&size).all(|(a, s)| a.0 == s.0 && a.1 <= s.1 && s.1 > 0.0));
@@ -133,7 +164,11 @@ fn missing_files_are_skipped() {
     let mut host = HostReader::new(tmp.path());
     let mut out = Vec::new();
     host.read(&mut out);
-    assert!(out.iter().all(|s| s.name == "node_time_seconds"), "only the clock without files: {out:?}");
+    // The clock comes from system calls, not files.
+    assert!(
+        out.iter().all(|s| s.name == "node_time_seconds" || s.name.starts_with("node_timex_")),
+        "only the clock without files: {out:?}"
+    );
     assert!(host.last_errors().is_empty(), "{:?}", host.last_errors());
     out.clear();
     // A garbled file is skipped and reported; the others still count.
@@ -149,10 +184,12 @@ fn missing_files_are_skipped() {
 
 #[test]
 fn disk_exclusion_follows_node_exporter() {
-    for name in ["loop0", "ram12", "zram0", "fd0", "sda1", "hdb2", "vda15", "xvdf1", "nvme0n1p1", "nvme10n2p3"] {
+    for name in ["loop0", "ram12", "fd0", "sda1", "hdb2", "vda15", "xvdf1", "nvme0n1p1", "nvme10n2p3"] {
         assert!(excluded_disk(name), "{name} should be excluded");
     }
-    for name in ["sda", "sdaa1", "vda", "xvdf", "nvme0n1", "dm-0", "md0", "mmcblk0", "mmcblk0p1", "loop", "sr0"] {
+    for name in
+        ["sda", "sdaa1", "vda", "xvdf", "nvme0n1", "dm-0", "md0", "mmcblk0", "mmcblk0p1", "loop", "sr0", "zram0"]
+    {
         assert!(!excluded_disk(name), "{name} should be kept");
     }
 }

@@ -1,9 +1,19 @@
-//! node_exporter's collectors that each read one small /proc file, one module per collector: pure
-//! parsers from the file's bytes to samples under node_exporter 1.x's names, labels and units.
+//! node_exporter's collectors, one module per collector: pure parsers from a /proc or /sys file's
+//! bytes to samples under node_exporter 1.x's names, labels and units.
 //!
 //! [`super::host::HostReader`] reads the files from its proc root and hands their bytes here.
 
+pub mod conntrack;
+pub mod diskstats;
+pub mod entropy;
+pub mod filefd;
 pub mod meminfo;
+pub mod netclass;
+pub mod netmisc;
+pub mod netstat;
+pub mod pressure;
+pub mod sockstat;
 pub mod stat;
+pub mod timex;
 pub mod uname;
 pub mod vmstat;
