@@ -71,6 +71,7 @@ pub fn probes(containers: usize, interval: Duration, duration: Duration, kind: &
                 address: Some(std::net::IpAddr::from([127, 0, 0, 1])),
                 healthcheck: None,
                 finished_at: None,
+                upper_dir: None,
             };
             s.insert(id, Arc::new(c));
         }

@@ -48,8 +48,15 @@ pub fn parse(json: &Value) -> Result<Dashboard, String> {
         });
     }
     let mut targets = Vec::new();
-    for p in json["panels"].as_array().ok_or("no panels")? {
+    let top = json["panels"].as_array().ok_or("no panels")?;
+    // A collapsed row keeps its panels inside it.
+    let panels = top.iter().flat_map(|p| std::iter::once(p).chain(p["panels"].as_array().into_iter().flatten()));
+    for p in panels {
         for t in p["targets"].as_array().into_iter().flatten() {
+            // A hidden target is not run by Grafana.
+            if t["hide"].as_bool() == Some(true) {
+                continue;
+            }
             targets.push(Target {
                 panel: p["title"].as_str().unwrap_or("").to_string(),
                 ref_id: t["refId"].as_str().unwrap_or("").to_string(),

@@ -8,6 +8,7 @@ mod bench_export;
 mod bench_fleet;
 mod bench_gates;
 mod bench_logs;
+mod bench_panels;
 mod bench_probes;
 
 use std::path::{Path, PathBuf};
@@ -153,6 +154,25 @@ pub enum Bench {
         #[arg(long, default_value = "/usr/bin/prometheus")]
         prometheus: String,
     },
+    /// Grafana dashboards' panel queries with data on lookout and on a Prometheus beside it (scraping
+    /// node_exporter or cAdvisor on the same host): variables resolved through each one's API.
+    Panels {
+        /// Dashboard JSON files (Grafana's export format).
+        #[arg(required = true)]
+        dashboards: Vec<PathBuf>,
+        /// lookout's collector HTTP API.
+        #[arg(long, default_value = "http://127.0.0.1:9470")]
+        lookout: String,
+        /// The Prometheus to compare with.
+        #[arg(long)]
+        prometheus: Option<String>,
+        /// The time range every panel shows.
+        #[arg(long, default_value = "30m", value_parser = humantime_duration)]
+        range: Duration,
+        /// List the queries with no data on lookout that have data on the peer.
+        #[arg(long)]
+        verbose: bool,
+    },
     /// The agent's log reading path on one core: tail, parse and join a json-file log of 100-byte
     /// lines, beside reading the file and a serde_json parse of every line.
     Logread {
@@ -270,6 +290,9 @@ pub fn run(what: Bench) -> std::process::ExitCode {
         }
         Bench::Query { containers, hours, runs } => query(containers, hours, runs),
         Bench::Grpc { containers, ticks, rounds } => grpc(containers, ticks, rounds),
+        Bench::Panels { dashboards, lookout, prometheus, range, verbose } => {
+            crate::bench_panels::run(&dashboards, &lookout, prometheus.as_deref(), range.as_secs(), verbose)
+        }
         Bench::Logread { lines } => crate::bench_logs::run(lines),
         Bench::Logstore { gib, runs } => crate::bench_logs::store(gib, runs),
         Bench::Logship { lines, rate, seconds } => crate::bench_logs::ship(lines, rate, seconds),
