@@ -133,6 +133,8 @@ const NET_DEV_FAMILIES: [&str; 16] = [
 pub struct HostReader {
     proc_root: PathBuf,
     sys_root: PathBuf,
+    /// udev's database of device properties, for `node_disk_info`'s model, serial and path.
+    udev_data: PathBuf,
     page_size: u64,
     buf: Vec<u8>,
     errors: Vec<HostError>,
@@ -141,9 +143,11 @@ pub struct HostReader {
 impl HostReader {
     pub fn new(proc_root: &Path) -> Self {
         let sys_root = proc_root.parent().unwrap_or(Path::new("/")).join("sys");
+        let udev_data = proc_root.parent().unwrap_or(Path::new("/")).join("run/udev/data");
         HostReader {
             proc_root: proc_root.to_path_buf(),
             sys_root,
+            udev_data,
             page_size: rustix::param::page_size() as u64,
             buf: Vec::new(),
             errors: Vec::new(),
@@ -164,7 +168,12 @@ impl HostReader {
         self.read_vmstat(out);
         out.extend(node::uname::read(&self.proc_root));
         // node_exporter's `time` collector: the host's clock as it reads it.
-        out.push(Sample::new("node_time_seconds", crate::clock::now_ns() as f64 / 1e9));
+        let now_s = crate::clock::now_ns() as f64 / 1e9;
+        out.push(Sample::new("node_time_seconds", now_s));
+        if let Some((zone, offset)) = node::timex::zone(now_s as i64) {
+            out.push(Sample::with("node_time_zone_offset_seconds", vec![("time_zone", zone)], offset as f64));
+        }
+        node::clocksource::read(&self.sys_root.join("devices/system/clocksource"), out);
         // The clock and its discipline are the kernel's, whatever the proc root (no namespace has
         // its own wall clock).
         if let Some(t) = node::timex::read() {
@@ -181,6 +190,19 @@ impl HostReader {
         self.read_diskstats(out);
         self.read_filesystems(out);
         self.read_machine(out);
+        self.read_os(out);
+        out.push(node::os::selinux(&self.sys_root));
+    }
+
+    /// `os-release` of the root the proc root belongs to (`/etc`, then `/usr/lib`, as node_exporter).
+    fn read_os(&mut self, out: &mut Vec<Sample>) {
+        let root = self.proc_root.parent().unwrap_or(Path::new("/"));
+        for rel in ["etc/os-release", "usr/lib/os-release"] {
+            if let Ok(text) = std::fs::read_to_string(root.join(rel)) {
+                node::os::parse(&text, out);
+                return;
+            }
+        }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -309,6 +331,12 @@ impl HostReader {
             for (family, v) in NET_DEV_FAMILIES.iter().zip(fields) {
                 out.push(Sample::with(family, vec![("device", device.clone())], v as f64));
             }
+            // Packets dropped for want of a protocol handler: not in net/dev, but in the device's
+            // statistics (node_exporter 1.5 reads it over netlink).
+            let nohandler = self.sys_root.join("class/net").join(&device).join("statistics/rx_nohandler");
+            if let Some(v) = std::fs::read(&nohandler).ok().and_then(|b| parse::parse_single_u64(&b)) {
+                out.push(Sample::with("node_network_receive_nohandler_total", vec![("device", device)], v as f64));
+            }
         }
         if let Some((line, text)) = bad {
             self.errors.push(HostError::Parse { path: self.path("net/dev"), line, text });
@@ -374,6 +402,12 @@ impl HostReader {
                 None => self.bad_whole_file("sys/fs/file-nr"),
             }
         }
+        if self.read_file("net/stat/nf_conntrack") {
+            match node::conntrack::parse_stat(&self.buf) {
+                Some(samples) => out.extend(samples),
+                None => self.bad_whole_file("net/stat/nf_conntrack"),
+            }
+        }
         for (rel, family) in node::entropy::FILES.into_iter().chain(node::conntrack::FILES) {
             if self.read_file(rel) {
                 match parse::parse_single_u64(&self.buf) {
@@ -420,11 +454,14 @@ impl HostReader {
             match d {
                 Ok(d) if !excluded_disk(d.name) => {
                     d.samples(out);
-                    let info = vec![
+                    let udev_file = self.udev_data.join(format!("b{}:{}", d.major, d.minor));
+                    let udev = std::fs::read_to_string(udev_file).unwrap_or_default();
+                    let mut info = vec![
                         ("device", d.name.to_string()),
                         ("major", d.major.to_string()),
                         ("minor", d.minor.to_string()),
                     ];
+                    info.extend(node::diskstats::udev_labels(&udev));
                     out.push(Sample::with("node_disk_info", info, 1.0));
                 }
                 Ok(_) => {}

@@ -133,7 +133,27 @@ fn fixture_proc() {
     let io_time = labelled(&out, "node_disk_io_time_seconds_total", "device");
     assert_eq!(io_time.iter().find(|(d, _)| *d == "sda").map(|d| d.1), Some(5.4));
     assert_eq!(labelled(&out, "node_disk_reads_completed_total", "device")[1], ("sda", 48769.0));
-    assert!(out.iter().any(|s| s.name == "node_disk_info" && s.labels.iter().any(|l| l.1 == "sda")));
+    // With udev's record of sda (fixture run/udev/data/b8:0) its model, path and serial; others empty.
+    let info = |dev: &str| -> Vec<(&str, String)> {
+        let s = out.iter().find(|s| s.name == "node_disk_info" && s.labels[0].1 == dev).unwrap();
+        s.labels.iter().map(|(k, v)| (*k, v.clone())).collect()
+    };
+    let sda = info("sda");
+    let sda: Vec<(&str, &str)> = sda.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        sda,
+        [
+            ("device", "sda"),
+            ("major", "8"),
+            ("minor", "0"),
+            ("model", "QEMU_HARDDISK"),
+            ("path", "pci-0000:00:01.1-ata-1"),
+            ("revision", "2.5+"),
+            ("serial", "QM00001"),
+            ("wwn", "")
+        ]
+    );
+    assert!(info("vda")[3..].iter().all(|(_, v)| v.is_empty()));
 
     // The other collectors, each read from its own fixture file.
     for (name, want) in [
@@ -145,6 +165,9 @@ fn fixture_proc() {
         ("node_nf_conntrack_entries_limit", 262144.0),
         ("node_sockstat_sockets_used", 31.0),
         ("node_netstat_Tcp_ActiveOpens", 184.0),
+        ("node_nf_conntrack_stat_found", 28.0),
+        ("node_os_version", 12.0),
+        ("node_selinux_enabled", 0.0),
     ] {
         assert_eq!(value(&out, name), Some(want), "{name}");
     }
@@ -153,6 +176,8 @@ fn fixture_proc() {
     assert_eq!(labelled(&out, "node_network_mtu_bytes", "device")[0], ("eth0", 1400.0));
     assert!(labelled(&out, "node_network_up", "device").contains(&("eth0", 1.0)));
     assert!(value(&out, "machine_cpu_cores").is_some_and(|v| v >= 1.0));
+    assert_eq!(labelled(&out, "node_network_receive_nohandler_total", "device"), [("eth0", 0.0)]);
+    assert_eq!(labelled(&out, "node_time_clocksource_current_info", "clocksource"), [("tsc", 1.0)]);
     let avail = labelled(&out, "node_filesystem_avail_bytes", "mountpoint");
     let size = labelled(&out, "node_filesystem_size_bytes", "mountpoint");
     assert!(avail.iter().zip(&size).all(|(a, s)| a.0 == s.0 && a.1 <= s.1 && s.1 > 0.0));
@@ -164,9 +189,11 @@ fn missing_files_are_skipped() {
     let mut host = HostReader::new(tmp.path());
     let mut out = Vec::new();
     host.read(&mut out);
-    // The clock comes from system calls, not files.
+    // The clock comes from system calls, not files; SELinux is off where selinuxfs is not there.
     assert!(
-        out.iter().all(|s| s.name == "node_time_seconds" || s.name.starts_with("node_timex_")),
+        out.iter().all(|s| s.name.starts_with("node_time_")
+            || s.name.starts_with("node_timex_")
+            || (s.name, s.value) == ("node_selinux_enabled", 0.0)),
         "only the clock without files: {out:?}"
     );
     assert!(host.last_errors().is_empty(), "{:?}", host.last_errors());

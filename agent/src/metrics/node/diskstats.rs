@@ -60,6 +60,25 @@ pub fn parse(buf: &[u8]) -> impl Iterator<Item = Result<Disk<'_>, (usize, String
     })
 }
 
+/// `node_disk_info`'s labels from a device's udev record (`E:KEY=value` lines of
+/// `/run/udev/data/b<major>:<minor>`), each empty where udev has no such property, as node_exporter.
+pub fn udev_labels(record: &str) -> [(&'static str, String); 5] {
+    let get = |key: &str| {
+        record
+            .lines()
+            .find_map(|l| l.strip_prefix("E:")?.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or("")
+            .to_string()
+    };
+    [
+        ("model", get("ID_MODEL")),
+        ("path", get("ID_PATH")),
+        ("revision", get("ID_REVISION")),
+        ("serial", get("ID_SERIAL_SHORT")),
+        ("wwn", get("ID_WWN")),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +103,17 @@ mod tests {
         assert_eq!(out[16].name, "node_disk_flush_requests_time_seconds_total");
         assert_eq!(out[16].value, 0.017);
         assert_eq!(disks[3].as_ref().err().map(|e| e.0), Some(4));
+    }
+
+    #[test]
+    fn udev_properties_become_info_labels() {
+        let record =
+            "S:disk/by-id/ata-X\nE:ID_MODEL=Samsung_SSD\nE:ID_SERIAL_SHORT=S3Z\nE:ID_PATH=pci-0000:00:17.0-ata-1\n";
+        let labels = udev_labels(record);
+        assert_eq!(labels[0], ("model", "Samsung_SSD".to_string()));
+        assert_eq!(labels[1], ("path", "pci-0000:00:17.0-ata-1".to_string()));
+        assert_eq!(labels[3], ("serial", "S3Z".to_string()));
+        assert_eq!(labels[4], ("wwn", String::new()));
+        assert!(udev_labels("").iter().all(|(_, v)| v.is_empty()));
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! [`super::host::HostReader`] reads the files from its proc root and hands their bytes here.
 
+pub mod clocksource;
 pub mod conntrack;
 pub mod diskstats;
 pub mod entropy;
@@ -11,6 +12,7 @@ pub mod meminfo;
 pub mod netclass;
 pub mod netmisc;
 pub mod netstat;
+pub mod os;
 pub mod pressure;
 pub mod sockstat;
 pub mod stat;

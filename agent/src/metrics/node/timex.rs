@@ -1,8 +1,9 @@
 //! node_exporter's `timex` collector: the kernel clock's discipline state (offset, frequency
-//! adjustment, error bounds, PPS counters) as `adjtimex(2)` reads it, with node_exporter's units.
+//! adjustment, error bounds, PPS counters) as `adjtimex(2)` reads it, with node_exporter's units;
+//! and the local time zone (`localtime_r(3)`) for the `time` collector.
 //!
-//! The one place in lookout with `unsafe`: neither rustix nor std binds `adjtimex`, and the call
-//! with `modes = 0` only reads. Everything else here is safe arithmetic on the copy it fills in.
+//! The one place in lookout with `unsafe`: neither rustix nor std binds `adjtimex` or
+//! `localtime_r`, and both only read. Everything else here is safe arithmetic on what they fill in.
 #![allow(unsafe_code)]
 
 use crate::model::Sample;
@@ -67,6 +68,23 @@ pub fn read() -> Option<Timex> {
     })
 }
 
+/// The local time zone's abbreviation and offset east of UTC in seconds at `unix_s`, as the C
+/// library resolves it (`TZ`, else `/etc/localtime`); `None` if it cannot.
+pub fn zone(unix_s: i64) -> Option<(String, i64)> {
+    let t: libc::time_t = unix_s;
+    // SAFETY: `tm` is a plain C struct for which all-zero bytes are valid; `localtime_r` is the
+    // reentrant form, writing only into our local. `tm_zone` then points at a NUL-terminated string
+    // in the C library's static zone table (never freed), read at once and copied.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() || tm.tm_zone.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr(tm.tm_zone).to_string_lossy().into_owned();
+        Some((name, tm.tm_gmtoff))
+    }
+}
+
 /// node_exporter's 17 families from one reading.
 pub fn samples(t: &Timex, out: &mut Vec<Sample>) {
     let per_s = if t.status & STA_NANO != 0 { 1e9 } else { 1e6 };
@@ -125,6 +143,13 @@ mod tests {
         samples(&nano, &mut out);
         assert_eq!(out.iter().find(|s| s.name == "node_timex_offset_seconds").unwrap().value, 0.002);
         assert_eq!(out[0].value, 1.0);
+    }
+
+    #[test]
+    fn the_local_zone_reads() {
+        let (name, offset) = zone(1_700_000_000).expect("a zone, UTC at least");
+        assert!(!name.is_empty());
+        assert!(offset.abs() <= 14 * 3600, "{name} {offset}");
     }
 
     #[test]
