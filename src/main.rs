@@ -57,29 +57,39 @@ fn read_token(file: Option<&std::path::Path>) -> Result<Option<String>, String> 
     Ok(std::env::var("LOOKOUT_TOKEN").ok().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
 }
 
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Where the collector keeps its database and the agent its state.
+    #[arg(long, default_value = "./lookout-data")]
+    data_dir: PathBuf,
+    /// The Prometheus-compatible HTTP API.
+    #[arg(long, default_value = "127.0.0.1:9470")]
+    http: SocketAddr,
+    /// The agents' gRPC ingest.
+    #[arg(long, default_value = "127.0.0.1:9471")]
+    grpc: SocketAddr,
+    /// The agent's own /metrics.
+    #[arg(long, default_value = "127.0.0.1:9472")]
+    agent_metrics: SocketAddr,
+    /// How often container and host metrics are read.
+    #[arg(long, default_value = "10s", value_parser = humantime_duration)]
+    interval: Duration,
+    /// Docker's API socket.
+    #[arg(long, default_value = "/var/run/docker.sock")]
+    docker_socket: String,
+    /// A container label to copy onto that container's series (as itself and as cAdvisor's
+    /// `container_label_<key>`); repeat for several.
+    #[arg(long = "include-label", value_name = "KEY")]
+    include_labels: Vec<String>,
+    /// How often each container's writable layer is walked for `container_fs_usage_bytes`.
+    #[arg(long, default_value = "60s", value_parser = humantime_duration)]
+    fs_usage_refresh: Duration,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a collector and this host's agent in one process.
-    Up {
-        /// Where the collector keeps its database and the agent its state.
-        #[arg(long, default_value = "./lookout-data")]
-        data_dir: PathBuf,
-        /// The Prometheus-compatible HTTP API.
-        #[arg(long, default_value = "127.0.0.1:9470")]
-        http: SocketAddr,
-        /// The agents' gRPC ingest.
-        #[arg(long, default_value = "127.0.0.1:9471")]
-        grpc: SocketAddr,
-        /// The agent's own /metrics.
-        #[arg(long, default_value = "127.0.0.1:9472")]
-        agent_metrics: SocketAddr,
-        /// How often container and host metrics are read.
-        #[arg(long, default_value = "10s", value_parser = humantime_duration)]
-        interval: Duration,
-        /// Docker's API socket.
-        #[arg(long, default_value = "/var/run/docker.sock")]
-        docker_socket: String,
-    },
+    Up(UpArgs),
     /// Run only the agent, as `lookout-agent --config FILE` does.
     Agent {
         #[arg(long, default_value = "/etc/lookout/agent.toml")]
@@ -332,15 +342,13 @@ fn main() -> ExitCode {
         Cmd::Logs { collector, query, since, limit, follow } => {
             runtime().block_on(logs_cmd(&collector, &query, since, limit, follow))
         }
-        Cmd::Up { data_dir, http, grpc, agent_metrics, interval, docker_socket } => {
-            match runtime().block_on(up(data_dir, http, grpc, agent_metrics, interval, docker_socket)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
+        Cmd::Up(args) => match runtime().block_on(up(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
             }
-        }
+        },
     }
 }
 
@@ -412,14 +420,9 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("a tokio runtime starts")
 }
 
-async fn up(
-    data_dir: PathBuf,
-    http: SocketAddr,
-    grpc: SocketAddr,
-    agent_metrics: SocketAddr,
-    interval: Duration,
-    docker_socket: String,
-) -> anyhow::Result<()> {
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let UpArgs { data_dir, http, grpc, agent_metrics, interval, docker_socket, include_labels, fs_usage_refresh } =
+        args;
     let shutdown = CancellationToken::new();
     let collector_cfg = lookout_collector::CollectorConfig {
         data_dir: data_dir.clone(),
@@ -436,6 +439,8 @@ async fn up(
         state_dir: data_dir.join("agent"),
         metrics_listen: agent_metrics,
         docker_socket,
+        fs_usage_refresh,
+        labels: lookout_agent::config::LabelsConfig { include: include_labels, ..Default::default() },
         ..Default::default()
     };
     let problems = agent_cfg.validate();

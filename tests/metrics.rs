@@ -446,3 +446,52 @@ fn a_collector_with_tokens_refuses_agents_without_one_and_agents_speaking_for_an
     assert!(log.contains("token friend speaks for hosts friend, not for host"), "the impostor says why:\n{log}");
     assert!(!collector.log().contains(token) && !collector.log().contains(reader), "no token is ever logged");
 }
+
+#[test]
+fn container_series_carry_cadvisors_labels_and_their_layers_disk_usage() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // Writes 50 MiB into its writable layer once /go exists, so the test sees the usage before and after.
+    let c = TestContainer::run(
+        "fsuse",
+        &["--label", "com.example.team=payments", "--label", "com.example.unlisted=x"],
+        &[
+            "sh",
+            "-c",
+            "while [ ! -e /go ]; do sleep 0.2; done; dd if=/dev/zero of=/fill bs=1M count=50; sync; sleep 100000",
+        ],
+    );
+    let lookout = Lookout::up(dir.path(), &["--include-label", "com.example.team", "--fs-usage-refresh", "2s"]);
+    let base = lookout.url();
+    let q = format!("container_cpu_usage_seconds_total{{name=\"{}\"}}", c.name);
+    let r = eventually(Duration::from_secs(20), "the container's cpu series by cAdvisor's name", || {
+        let r = instant(&base, &q);
+        (!r.is_empty()).then_some(r)
+    });
+    let m = &r[0]["metric"];
+    assert_eq!(m["id"], format!("/docker/{}", c.id), "{m}");
+    assert_eq!(m["image"], IMAGE, "{m}");
+    assert_eq!(m["job"], "cadvisor", "{m}");
+    assert_eq!(m["instance"], m["host"], "{m}");
+    assert_eq!(m["container_label_com_example_team"], "payments", "{m}");
+    assert!(m.get("container_label_com_example_unlisted").is_none(), "not in the allowlist: {m}");
+    // The host's own series look like a scrape of node_exporter.
+    let load = instant(&base, "node_load1");
+    assert_eq!(load.len(), 1, "{load:?}");
+    assert_eq!(load[0]["metric"]["job"], "node");
+    assert_eq!(load[0]["metric"]["instance"], m["host"]);
+
+    let usage_q = format!("container_fs_usage_bytes{{name=\"{}\"}}", c.name);
+    let before = eventually(Duration::from_secs(20), "a first disk usage of the layer", || one(&base, &usage_q));
+    let limit = one(&base, &format!("container_fs_limit_bytes{{name=\"{}\"}}", c.name));
+    assert!(limit.is_some_and(|l| l > before + 50.0 * 1048576.0), "the layer's filesystem size: {limit:?}");
+    let out = std::process::Command::new("docker").args(["exec", &c.name, "touch", "/go"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Refresh 2 s plus one interval of delivery; 50 MiB of blocks, plus at most a few of ext4's
+    // indirect blocks.
+    let after = eventually(Duration::from_secs(15), "the usage to grow by 50 MiB", || {
+        one(&base, &usage_q).filter(|v| v - before >= 50.0 * 1048576.0)
+    });
+    let grown = after - before;
+    assert!(grown < 51.0 * 1048576.0, "grew by {grown} bytes for 50 MiB written");
+}
