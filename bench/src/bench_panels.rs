@@ -13,8 +13,13 @@ struct Answers {
     with_data: Vec<Result<bool, String>>,
 }
 
+/// A query API call: POSTed as Grafana posts queries; label values by GET, the only method
+/// Prometheus takes for them.
 fn api(client: &reqwest::blocking::Client, base: &str, path: &str, form: &[(&str, String)]) -> Result<Value, String> {
-    let resp = client.post(format!("{base}{path}")).form(form).send().map_err(|e| e.to_string())?;
+    let url = format!("{base}{path}");
+    let req =
+        if path.starts_with("/api/v1/label/") { client.get(url).query(form) } else { client.post(url).form(form) };
+    let resp = req.send().map_err(|e| e.to_string())?;
     let status = resp.status();
     let body: Value = resp.json().map_err(|e| format!("{status}: not JSON: {e}"))?;
     if body["status"] == "success" {

@@ -32,7 +32,8 @@ pub struct Dashboard {
 }
 
 pub fn parse(json: &Value) -> Result<Dashboard, String> {
-    let uid = json["uid"].as_str().ok_or("no uid")?.to_string();
+    // Exported dashboards may have no uid; the title then names it.
+    let uid = json["uid"].as_str().or(json["title"].as_str()).ok_or("neither uid nor title")?.to_string();
     let mut variables = Vec::new();
     for v in json["templating"]["list"].as_array().ok_or("no templating.list")? {
         if v["type"] != "query" {
@@ -48,8 +49,9 @@ pub fn parse(json: &Value) -> Result<Dashboard, String> {
         });
     }
     let mut targets = Vec::new();
-    let top = json["panels"].as_array().ok_or("no panels")?;
-    // A collapsed row keeps its panels inside it.
+    // Dashboards before schema 16 keep their panels in `rows`; later ones in `panels`, where a
+    // collapsed row keeps its panels inside it.
+    let top = json["panels"].as_array().or(json["rows"].as_array()).ok_or("neither panels nor rows")?;
     let panels = top.iter().flat_map(|p| std::iter::once(p).chain(p["panels"].as_array().into_iter().flatten()));
     for p in panels {
         for t in p["targets"].as_array().into_iter().flatten() {
