@@ -1,6 +1,8 @@
 //! The dashboards under dashboards/ work: every template variable and every panel query, with
 //! variables substituted as Grafana substitutes them, answers without error and with data wherever
-//! the metrics it reads exist, against `lookout up` watching real containers.
+//! the metrics it reads exist, against `lookout up` watching real containers. The two written with
+//! node_exporter's and cAdvisor's names and idioms must have data in every panel, and their container
+//! panels one line per container.
 
 mod support;
 
@@ -37,7 +39,7 @@ fn post(base: &str, path: &str, form: &[(&str, &str)]) -> Result<Value, String> 
 
 /// Metric names an expression reads: the identifiers lookout's agents name metrics with.
 fn metric_names(expr: &str) -> BTreeSet<String> {
-    let re = regex::Regex::new(r"\b((?:container|node|lookout)_[a-zA-Z0-9_]+)").unwrap();
+    let re = regex::Regex::new(r"\b((?:container|node|machine|lookout)_[a-zA-Z0-9_]+)").unwrap();
     // `container_id` is a label, not a metric.
     re.captures_iter(expr).map(|c| c[1].to_string()).filter(|m| m != "container_id").collect()
 }
@@ -84,7 +86,76 @@ const AGENT_METRICS: &[&str] = &[
     "node_filesystem_avail_bytes",
     "node_disk_read_bytes_total",
     "node_disk_written_bytes_total",
+    // node_exporter's and cAdvisor's, as the compatibility dashboards read them.
+    "container_spec_cpu_shares",
+    "container_memory_swap",
+    "container_memory_mapped_file",
+    "container_memory_failcnt",
+    "container_network_receive_packets_total",
+    "container_network_transmit_packets_total",
+    "container_network_receive_errors_total",
+    "container_network_transmit_errors_total",
+    "container_network_receive_packets_dropped_total",
+    "container_network_transmit_packets_dropped_total",
+    "container_fs_usage_bytes",
+    "container_fs_limit_bytes",
+    "container_threads",
+    "container_threads_max",
+    "machine_cpu_cores",
+    "machine_memory_bytes",
+    "node_time_seconds",
+    "node_boot_time_seconds",
+    "node_memory_MemFree_bytes",
+    "node_memory_Cached_bytes",
+    "node_memory_Buffers_bytes",
+    "node_memory_SReclaimable_bytes",
+    "node_memory_SwapTotal_bytes",
+    "node_memory_SwapFree_bytes",
+    "node_vmstat_pgpgin",
+    "node_vmstat_pgpgout",
+    "node_vmstat_pgmajfault",
+    "node_context_switches_total",
+    "node_intr_total",
+    "node_forks_total",
+    "node_procs_running",
+    "node_procs_blocked",
+    "node_disk_io_time_seconds_total",
+    "node_disk_reads_completed_total",
+    "node_disk_writes_completed_total",
+    "node_filesystem_files_free",
+    "node_filesystem_readonly",
+    "node_network_receive_packets_total",
+    "node_network_transmit_packets_total",
+    "node_network_receive_errs_total",
+    "node_network_transmit_errs_total",
+    "node_network_receive_drop_total",
+    "node_network_transmit_drop_total",
+    "node_network_up",
+    "node_network_mtu_bytes",
+    "node_netstat_Tcp_CurrEstab",
+    "node_netstat_Tcp_InSegs",
+    "node_netstat_Tcp_OutSegs",
+    "node_netstat_Tcp_RetransSegs",
+    "node_netstat_Udp_InDatagrams",
+    "node_netstat_Udp_OutDatagrams",
+    "node_sockstat_TCP_inuse",
+    "node_sockstat_TCP_tw",
+    "node_sockstat_sockets_used",
+    "node_filefd_allocated",
+    "node_filefd_maximum",
+    "node_entropy_available_bits",
+    "node_timex_offset_seconds",
+    "node_timex_maxerror_seconds",
+    "node_timex_sync_status",
+    "node_pressure_cpu_waiting_seconds_total",
+    "node_pressure_memory_waiting_seconds_total",
+    "node_pressure_io_waiting_seconds_total",
+    "node_uname_info",
 ];
+
+/// The dashboards written in node_exporter's and cAdvisor's idioms: every metric they read exists on
+/// any Linux host with Docker, so a panel without data is a failure, not a skip.
+const COMPATIBILITY: &[&str] = &["cadvisor-style.json", "node-exporter-style.json"];
 
 fn load_dashboards() -> Vec<(String, dashboard::Dashboard)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards");
@@ -100,7 +171,7 @@ fn load_dashboards() -> Vec<(String, dashboard::Dashboard)> {
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(out.len() >= 3, "hosts, containers and service dashboards");
+    assert!(out.len() >= 5, "hosts, containers, service and the two compatibility dashboards");
     out
 }
 
@@ -166,7 +237,7 @@ fn every_dashboard_query_answers_with_data_from_real_containers() {
                 }
                 let ours: Vec<String> = match var.name.as_str() {
                     "service" => vec![SERVICE.to_string()],
-                    "container" => vec![a.name.clone(), b.name.clone()],
+                    "container" | "name" => vec![a.name.clone(), b.name.clone()],
                     "version" => vec!["1.0".to_string(), "1.1".to_string()],
                     _ => Vec::new(),
                 };
@@ -203,6 +274,8 @@ fn every_dashboard_query_answers_with_data_from_real_containers() {
                         if let Some(m) = metric_names(&expr).into_iter().find(|m| !AGENT_METRICS.contains(&m.as_str()))
                         {
                             failures.push(format!("{file}: panel {:?}: {m} is not a metric lookout produces", t.panel));
+                        } else if !missing.is_empty() && COMPATIBILITY.contains(&file.as_str()) {
+                            failures.push(format!("{file}: panel {:?}: no {missing:?} on this host", t.panel));
                         } else if !missing.is_empty() {
                             skipped.insert(format!("{file}: panel {:?}: this host produces no {missing:?}", t.panel));
                         } else if empty {
@@ -210,6 +283,20 @@ fn every_dashboard_query_answers_with_data_from_real_containers() {
                                 "{file}: panel {:?} {}: empty, though its metrics exist: {expr}",
                                 t.panel, t.ref_id
                             ));
+                        } else if expr.contains("by (name)") {
+                            // One line per container, as cAdvisor's `name` gives it.
+                            let names: BTreeSet<&str> = data["result"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .filter_map(|r| r["metric"]["name"].as_str())
+                                .collect();
+                            if !names.contains(a.name.as_str()) || !names.contains(b.name.as_str()) {
+                                failures.push(format!(
+                                    "{file}: panel {:?} {}: not one line per container: {names:?}",
+                                    t.panel, t.ref_id
+                                ));
+                            }
                         }
                     }
                 }
