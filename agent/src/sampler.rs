@@ -159,6 +159,7 @@ impl Sampler {
             tick.readings.extend(self.buf.drain(..).map(|sample| Reading { identity: w.identity.clone(), sample }));
         }
         self.host.read(&mut self.buf);
+        crate::metrics::own_process::read(&mut self.buf);
         tick.readings.extend(self.buf.drain(..).map(|sample| Reading { identity: self.host_identity.clone(), sample }));
         self.metrics.containers.set(self.watched.len() as i64);
         tick

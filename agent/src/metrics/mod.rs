@@ -23,6 +23,7 @@ pub mod fsusage;
 pub mod host;
 pub mod net;
 pub mod node;
+pub mod own_process;
 pub mod parse;
 
 pub use cgroup::{detect, resolve, CgroupDirs, CgroupError, ContainerCgroup, Layout};
