@@ -32,7 +32,22 @@ pub struct Running {
 }
 
 /// Starts discovery, sampling, shipping and the /metrics endpoint; they run until `shutdown`.
+/// Stat and attribute files stay open between ticks (a dozen per container, twenty per network
+/// interface), so the soft limit on open files is raised to the hard one, as Go programs such as
+/// node_exporter do at start; a shell's 1024 would not hold 100 containers.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::debug!(error = %e, "could not raise the open files limit");
+        }
+    }
+}
+
 pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    raise_open_files_limit();
     let host = cfg.host_name();
     let agent_id = agent_id(&cfg.state_dir, &host)?;
     let mut registry = Registry::default();

@@ -133,6 +133,7 @@ const NET_DEV_FAMILIES: [&str; 16] = [
 pub struct HostReader {
     proc_root: PathBuf,
     sys_root: PathBuf,
+    netclass: node::netclass::NetClass,
     /// udev's database of device properties, for `node_disk_info`'s model, serial and path.
     udev_data: PathBuf,
     page_size: u64,
@@ -146,6 +147,7 @@ impl HostReader {
         let udev_data = proc_root.parent().unwrap_or(Path::new("/")).join("run/udev/data");
         HostReader {
             proc_root: proc_root.to_path_buf(),
+            netclass: node::netclass::NetClass::new(&sys_root.join("class/net")),
             sys_root,
             udev_data,
             page_size: rustix::param::page_size() as u64,
@@ -181,7 +183,7 @@ impl HostReader {
         }
         self.read_loadavg(out);
         self.read_net_dev(out);
-        node::netclass::read(&self.sys_root.join("class/net"), out);
+        self.netclass.read(out);
         self.read_netstat(out);
         self.read_sockstat(out);
         self.read_netmisc(out);
@@ -330,12 +332,6 @@ impl HostReader {
             let device = String::from_utf8_lossy(name).into_owned();
             for (family, v) in NET_DEV_FAMILIES.iter().zip(fields) {
                 out.push(Sample::with(family, vec![("device", device.clone())], v as f64));
-            }
-            // Packets dropped for want of a protocol handler: not in net/dev, but in the device's
-            // statistics (node_exporter 1.5 reads it over netlink).
-            let nohandler = self.sys_root.join("class/net").join(&device).join("statistics/rx_nohandler");
-            if let Some(v) = std::fs::read(&nohandler).ok().and_then(|b| parse::parse_single_u64(&b)) {
-                out.push(Sample::with("node_network_receive_nohandler_total", vec![("device", device)], v as f64));
             }
         }
         if let Some((line, text)) = bad {

@@ -2,7 +2,10 @@
 //! from `/sys/class/net/<device>/`, a file per value; a file that is absent or refuses to be read
 //! (`speed` of a virtual device answers EINVAL) leaves its family out for that device.
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use crate::model::Sample;
 
@@ -26,9 +29,8 @@ const NUMBERS: [(&str, &str); 16] = [
     ("tx_queue_len", "node_network_transmit_queue_length"),
 ];
 
-fn text(dir: &Path, file: &str) -> Option<String> {
-    std::fs::read_to_string(dir.join(file)).ok().map(|s| s.trim_end_matches('\n').to_string())
-}
+/// The text files read besides [`NUMBERS`], in this order after them.
+const TEXTS: [&str; 7] = ["speed", "operstate", "address", "broadcast", "duplex", "ifalias", "statistics/rx_nohandler"];
 
 fn number(s: &str) -> Option<f64> {
     match s.strip_prefix("0x") {
@@ -37,38 +39,91 @@ fn number(s: &str) -> Option<f64> {
     }
 }
 
-/// Appends the samples of every interface under `class_net` (`<sys>/class/net`), in name order.
-pub fn read(class_net: &Path, out: &mut Vec<Sample>) {
-    let Ok(entries) = std::fs::read_dir(class_net) else {
-        return;
-    };
-    // `bonding_masters` is a file beside the interfaces' directories (symlinks).
-    let mut devices: Vec<_> = entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name()).collect();
-    devices.sort();
-    for name in devices {
-        let dir = class_net.join(&name);
-        let device = name.to_string_lossy().into_owned();
-        let label = || vec![("device", device.clone())];
-        for (file, family) in NUMBERS {
-            if let Some(v) = text(&dir, file).as_deref().and_then(number) {
-                out.push(Sample::with(family, label(), v));
+/// One interface's attribute files, opened once: a sysfs attribute read again from offset 0 gives
+/// its current value, so each tick costs a `pread` per value instead of an open, read and close
+/// (2,300 of them a tick on a host with 100 containers' veths). `None` where the file is absent.
+#[derive(Debug)]
+struct Device {
+    files: Vec<Option<File>>,
+}
+
+impl Device {
+    fn open(dir: &Path) -> Device {
+        let names = NUMBERS.iter().map(|(f, _)| *f).chain(TEXTS);
+        Device { files: names.map(|f| File::open(dir.join(f)).ok()).collect() }
+    }
+}
+
+/// Reads every interface under `<sys>/class/net` each tick, keeping their files open.
+#[derive(Debug)]
+pub struct NetClass {
+    dir: PathBuf,
+    devices: BTreeMap<String, Device>,
+    buf: Vec<u8>,
+}
+
+impl NetClass {
+    pub fn new(class_net: &Path) -> NetClass {
+        NetClass { dir: class_net.to_path_buf(), devices: BTreeMap::new(), buf: vec![0; 4096] }
+    }
+
+    /// `i`'s current value, trimmed; `None` if the file is absent or refuses to be read (the
+    /// `speed` of a virtual device answers EINVAL).
+    fn text(buf: &mut [u8], dev: &Device, i: usize) -> Option<String> {
+        let n = dev.files[i].as_ref()?.read_at(buf, 0).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).trim_end_matches('\n').to_string())
+    }
+
+    /// Appends the samples of every interface, in name order.
+    pub fn read(&mut self, out: &mut Vec<Sample>) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            self.devices.clear();
+            return;
+        };
+        let mut present = BTreeSet::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // `bonding_masters` is a file beside the interfaces' directories (symlinks).
+            if self.devices.contains_key(&name) || e.path().is_dir() {
+                present.insert(name);
             }
         }
-        // Mbit/s in the file; -1 (unknown) is passed on as node_exporter does by default.
-        if let Some(v) = text(&dir, "speed").as_deref().and_then(number) {
-            out.push(Sample::with("node_network_speed_bytes", label(), v * 125_000.0));
+        self.devices.retain(|name, _| present.contains(name));
+        for name in present {
+            let dev = self.devices.entry(name.clone()).or_insert_with(|| Device::open(&self.dir.join(&name)));
+            // A device gone and back under the same name leaves stale files: open them again.
+            if dev.files[8].as_ref().is_some_and(|f| f.read_at(&mut self.buf, 0).is_err()) {
+                *dev = Device::open(&self.dir.join(&name));
+            }
+            let dev = &self.devices[&name];
+            let label = || vec![("device", name.clone())];
+            for (i, (_, family)) in NUMBERS.iter().enumerate() {
+                if let Some(v) = Self::text(&mut self.buf, dev, i).as_deref().and_then(number) {
+                    out.push(Sample::with(family, label(), v));
+                }
+            }
+            let mut text = |j: usize| Self::text(&mut self.buf, dev, NUMBERS.len() + j);
+            // Mbit/s in the file; -1 (unknown) is passed on as node_exporter does by default.
+            if let Some(v) = text(0).as_deref().and_then(number) {
+                out.push(Sample::with("node_network_speed_bytes", label(), v * 125_000.0));
+            }
+            let operstate = text(1).unwrap_or_default();
+            out.push(Sample::with("node_network_up", label(), if operstate == "up" { 1.0 } else { 0.0 }));
+            let info = vec![
+                ("address", text(2).unwrap_or_default()),
+                ("broadcast", text(3).unwrap_or_default()),
+                ("device", name.clone()),
+                ("duplex", text(4).unwrap_or_default()),
+                ("ifalias", text(5).unwrap_or_default()),
+                ("operstate", operstate),
+            ];
+            out.push(Sample::with("node_network_info", info, 1.0));
+            // Packets dropped for want of a protocol handler: not in net/dev, but in the device's
+            // statistics (node_exporter 1.5 reads it over netlink).
+            if let Some(v) = text(6).as_deref().and_then(number) {
+                out.push(Sample::with("node_network_receive_nohandler_total", label(), v));
+            }
         }
-        let operstate = text(&dir, "operstate").unwrap_or_default();
-        out.push(Sample::with("node_network_up", label(), if operstate == "up" { 1.0 } else { 0.0 }));
-        let info = vec![
-            ("address", text(&dir, "address").unwrap_or_default()),
-            ("broadcast", text(&dir, "broadcast").unwrap_or_default()),
-            ("device", device.clone()),
-            ("duplex", text(&dir, "duplex").unwrap_or_default()),
-            ("ifalias", text(&dir, "ifalias").unwrap_or_default()),
-            ("operstate", operstate),
-        ];
-        out.push(Sample::with("node_network_info", info, 1.0));
     }
 }
 
@@ -79,7 +134,8 @@ mod tests {
     #[test]
     fn a_real_interface_and_one_without_speed() {
         let mut out = Vec::new();
-        read(&crate::metrics::testdata().join("sys/class/net"), &mut out);
+        let mut reader = NetClass::new(&crate::metrics::testdata().join("sys/class/net"));
+        reader.read(&mut out);
         let get = |name: &str, dev: &str| {
             out.iter()
                 .find(|s| s.name == name && s.labels.iter().any(|(k, v)| *k == "device" && v == dev))
@@ -105,5 +161,33 @@ mod tests {
                 ("operstate", "up".to_string()),
             ]
         );
+        assert_eq!(get("node_network_receive_nohandler_total", "eth0"), Some(0.0));
+        // Read again through the files kept open: the same values.
+        let first = out.clone();
+        out.clear();
+        reader.read(&mut out);
+        assert_eq!(out, first);
+    }
+
+    #[test]
+    fn kept_files_follow_changes_and_devices_come_and_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dev = tmp.path().join("veth0");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("mtu"), "1500\n").unwrap();
+        std::fs::write(dev.join("ifindex"), "7\n").unwrap();
+        let mut reader = NetClass::new(tmp.path());
+        let mtu = |reader: &mut NetClass| {
+            let mut out = Vec::new();
+            reader.read(&mut out);
+            out.iter().find(|s| s.name == "node_network_mtu_bytes").map(|s| s.value)
+        };
+        assert_eq!(mtu(&mut reader), Some(1500.0));
+        // Rewritten in place, as the kernel regenerates an attribute: the open file sees it.
+        std::fs::OpenOptions::new().write(true).open(dev.join("mtu")).unwrap().write_all_at(b"9000\n", 0).unwrap();
+        assert_eq!(mtu(&mut reader), Some(9000.0));
+        std::fs::remove_dir_all(&dev).unwrap();
+        assert_eq!(mtu(&mut reader), None);
+        assert!(reader.devices.is_empty());
     }
 }
