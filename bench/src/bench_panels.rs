@@ -118,7 +118,7 @@ pub fn run(
         if verbose {
             let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for (i, t) in d.targets.iter().enumerate() {
-                let peer_has = theirs.as_ref().map_or(true, |th| matches!(th.with_data[i], Ok(true)));
+                let peer_has = theirs.as_ref().is_none_or(|th| matches!(th.with_data[i], Ok(true)));
                 match &ours.with_data[i] {
                     Ok(true) => {}
                     other if peer_has => {

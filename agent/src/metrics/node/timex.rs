@@ -38,6 +38,8 @@ pub struct Timex {
 }
 
 /// Reads the kernel's clock state; `None` if the call fails (a seccomp filter may refuse it).
+// The casts widen C's `long`, which is 32 bits on 32-bit targets.
+#[allow(clippy::unnecessary_cast)]
 pub fn read() -> Option<Timex> {
     // SAFETY: `timex` is a plain C struct for which all-zero bytes are a valid value; `modes = 0`
     // asks adjtimex only to fill it in (it changes nothing), and the pointer is to our own local,
@@ -47,7 +49,7 @@ pub fn read() -> Option<Timex> {
         t.modes = 0;
         (libc::adjtimex(&mut t), t)
     };
-    (state >= 0).then(|| Timex {
+    (state >= 0).then_some(Timex {
         state,
         status: t.status,
         offset: t.offset as i64,
