@@ -29,6 +29,10 @@ const NUMBERS: [(&str, &str); 16] = [
     ("tx_queue_len", "node_network_transmit_queue_length"),
 ];
 
+/// `ifindex`'s place in [`NUMBERS`]: a file every interface has, so a failed read means the device
+/// behind the open files is gone.
+const IFINDEX: usize = 8;
+
 /// The text files read besides [`NUMBERS`], in this order after them.
 const TEXTS: [&str; 7] = ["speed", "operstate", "address", "broadcast", "duplex", "ifalias", "statistics/rx_nohandler"];
 
@@ -92,7 +96,7 @@ impl NetClass {
         for name in present {
             let dev = self.devices.entry(name.clone()).or_insert_with(|| Device::open(&self.dir.join(&name)));
             // A device gone and back under the same name leaves stale files: open them again.
-            if dev.files[8].as_ref().is_some_and(|f| f.read_at(&mut self.buf, 0).is_err()) {
+            if dev.files[IFINDEX].as_ref().is_some_and(|f| f.read_at(&mut self.buf, 0).is_err()) {
                 *dev = Device::open(&self.dir.join(&name));
             }
             let dev = &self.devices[&name];
@@ -167,6 +171,11 @@ mod tests {
         out.clear();
         reader.read(&mut out);
         assert_eq!(out, first);
+    }
+
+    #[test]
+    fn ifindex_is_where_the_stale_check_looks() {
+        assert_eq!(NUMBERS[IFINDEX].0, "ifindex");
     }
 
     #[test]
