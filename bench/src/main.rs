@@ -10,6 +10,7 @@ mod bench_gates;
 mod bench_logs;
 mod bench_panels;
 mod bench_probes;
+mod bench_promqltest;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -173,6 +174,16 @@ pub enum Bench {
         #[arg(long)]
         verbose: bool,
     },
+    /// PromQL test files in Prometheus's `promqltest` format (Prometheus's own, or the engine's under
+    /// collector/testdata/promql): each evaluation's answer from lookout's engine against the file's.
+    Promqltest {
+        /// `.test` files, or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// List every evaluation that disagrees, with its line and why.
+        #[arg(long)]
+        verbose: bool,
+    },
     /// The agent's log reading path on one core: tail, parse and join a json-file log of 100-byte
     /// lines, beside reading the file and a serde_json parse of every line.
     Logread {
@@ -293,6 +304,7 @@ pub fn run(what: Bench) -> std::process::ExitCode {
         Bench::Panels { dashboards, lookout, prometheus, range, verbose } => {
             crate::bench_panels::run(&dashboards, &lookout, prometheus.as_deref(), range.as_secs(), verbose)
         }
+        Bench::Promqltest { paths, verbose } => crate::bench_promqltest::run(&paths, verbose),
         Bench::Logread { lines } => crate::bench_logs::run(lines),
         Bench::Logstore { gib, runs } => crate::bench_logs::store(gib, runs),
         Bench::Logship { lines, rate, seconds } => crate::bench_logs::ship(lines, rate, seconds),

@@ -85,6 +85,20 @@ pub(crate) fn eval_aggregate(ctx: &Ctx, a: &AggregateExpr) -> Result<Val, QueryE
                 top_bottom(ctx, op == "topk", &grouping, input, &p)
             }
         }
+        "limitk" | "limit_ratio" => {
+            let param = a.param.as_ref().ok_or_else(|| exec(format!("{op} needs a parameter")))?;
+            // Prometheus 3.0 takes these two's parameter at the first step for the whole range.
+            let mut p = ctx.eval_scalar(param)?;
+            if let Some(&first) = p.first() {
+                p.fill(first);
+            }
+            let input = ctx.eval_vector(&a.expr)?;
+            if op == "limitk" {
+                limitk(ctx, &grouping, input, &p)
+            } else {
+                limit_ratio(ctx, input, &p)
+            }
+        }
         "count_values" => {
             let param = a.param.as_ref().ok_or_else(|| exec("count_values needs a label name"))?;
             let label = ctx.eval_string(param)?;
@@ -271,6 +285,63 @@ fn top_bottom(ctx: &Ctx, top: bool, grouping: &Grouping, input: Vec<Series>, k: 
         }
     }
     Ok(Val::Vector(out.into_iter().filter(|s| s.vals.iter().any(Option::is_some)).collect()))
+}
+
+/// `limitk(k, v)`: the first k series of each group (in label order), with their labels and values.
+fn limitk(ctx: &Ctx, grouping: &Grouping, input: Vec<Series>, k: &[f64]) -> Result<Val, QueryError> {
+    let (member, labels) = groups(grouping, &input);
+    let mut by_group = members(&member, labels.len());
+    for ms in &mut by_group {
+        ms.sort_by(|a, b| input[*a].labels.cmp(&input[*b].labels));
+    }
+    let mut out: Vec<Series> =
+        input.iter().map(|s| Series { labels: s.labels.clone(), vals: vec![None; ctx.n] }).collect();
+    for (i, &k) in k.iter().enumerate() {
+        if k.is_nan() {
+            return Err(exec("Parameter value is NaN"));
+        }
+        let kk = if k >= usize::MAX as f64 { usize::MAX } else { k.max(0.0) as usize };
+        for ms in &by_group {
+            for &s in ms.iter().filter(|&&s| input[s].vals[i].is_some()).take(kk) {
+                out[s].vals[i] = input[s].vals[i];
+            }
+        }
+    }
+    Ok(Val::Vector(out.into_iter().filter(|s| s.vals.iter().any(Option::is_some)).collect()))
+}
+
+/// `limit_ratio(r, v)`: a deterministic sample of about r of the series, chosen by where the hash of
+/// each one's labels falls in [0, 1) (Prometheus's labels hash, so both keep the same series);
+/// a negative r keeps the complement of -r's choice. |r| is capped at 1.
+fn limit_ratio(ctx: &Ctx, input: Vec<Series>, r: &[f64]) -> Result<Val, QueryError> {
+    let offsets: Vec<f64> = input.iter().map(|s| label_hash(&s.labels) as f64 / u64::MAX as f64).collect();
+    let mut out: Vec<Series> =
+        input.iter().map(|s| Series { labels: s.labels.clone(), vals: vec![None; ctx.n] }).collect();
+    for (i, &r) in r.iter().enumerate() {
+        if r.is_nan() {
+            return Err(exec("Ratio value is NaN"));
+        }
+        let r = r.clamp(-1.0, 1.0);
+        for (s, &offset) in offsets.iter().enumerate() {
+            let keep = (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r);
+            if keep && r != 0.0 {
+                out[s].vals[i] = input[s].vals[i];
+            }
+        }
+    }
+    Ok(Val::Vector(out.into_iter().filter(|s| s.vals.iter().any(Option::is_some)).collect()))
+}
+
+/// Prometheus's `labels.Hash`: xxHash64 of every name and value, each followed by 0xff, in name order.
+fn label_hash(l: &LabelSet) -> u64 {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    for (k, v) in l.iter() {
+        h.update(k.as_bytes());
+        h.update(&[0xff]);
+        h.update(v.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
 }
 
 fn count_values(ctx: &Ctx, grouping: &Grouping, label: &str, input: Vec<Series>) -> Result<Val, QueryError> {

@@ -134,7 +134,12 @@ pub(crate) fn eval_call(ctx: &Ctx, c: &Call) -> Result<Val, QueryError> {
             Ok(Val::Vector(merge_series(out, false)?))
         }
         // Ordering only matters for an instant query's output, which `Engine::instant` sorts.
-        "sort" | "sort_desc" => Ok(Val::Vector(ctx.eval_vector(arg(args, 0, name)?)?)),
+        "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
+            for a in args.iter().skip(1) {
+                ctx.eval_string(a)?;
+            }
+            Ok(Val::Vector(ctx.eval_vector(arg(args, 0, name)?)?))
+        }
         "histogram_quantile" => super::histogram::histogram_quantile(ctx, args),
         "label_replace" => label_replace(ctx, args),
         "label_join" => label_join(ctx, args),
@@ -243,6 +248,13 @@ fn map_values(input: Vec<Series>, f: impl Fn(usize, f64) -> Option<f64>) -> Resu
     Ok(Val::Vector(merge_series(out, false)?))
 }
 
+/// `[a-zA-Z_][a-zA-Z0-9_]*`: the names label_replace and label_join may write (Prometheus 3 checks
+/// their destination against this, whatever its name validation scheme).
+fn legacy_label_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
 fn label_replace(ctx: &Ctx, args: &[Box<Expr>]) -> Result<Val, QueryError> {
     let name = "label_replace";
     let dst = ctx.eval_string(arg(args, 1, name)?)?;
@@ -251,7 +263,7 @@ fn label_replace(ctx: &Ctx, args: &[Box<Expr>]) -> Result<Val, QueryError> {
     let re_str = ctx.eval_string(arg(args, 4, name)?)?;
     let re = regex::Regex::new(&format!("^(?s:{re_str})$"))
         .map_err(|_| exec(format!("invalid regular expression in label_replace(): {re_str}")))?;
-    if dst.is_empty() {
+    if !legacy_label_name(&dst) {
         return Err(exec(format!("invalid destination label name in label_replace(): {dst}")));
     }
     let mut input = ctx.eval_vector(arg(args, 0, name)?)?;
@@ -271,7 +283,7 @@ fn label_join(ctx: &Ctx, args: &[Box<Expr>]) -> Result<Val, QueryError> {
     let dst = ctx.eval_string(arg(args, 1, name)?)?;
     let sep = ctx.eval_string(arg(args, 2, name)?)?;
     let srcs = args[3.min(args.len())..].iter().map(|a| ctx.eval_string(a)).collect::<Result<Vec<_>, _>>()?;
-    if dst.is_empty() {
+    if !legacy_label_name(&dst) {
         return Err(exec(format!("invalid destination label name in label_join(): {dst}")));
     }
     if let Some(bad) = srcs.iter().find(|s| s.is_empty()) {

@@ -18,45 +18,31 @@ pub(crate) fn histogram_quantile(ctx: &Ctx, args: &[Box<Expr>]) -> Result<Val, Q
     };
     let q = ctx.eval_scalar(q)?;
     let input = ctx.eval_vector(v)?;
-    // Group the bucket series by their labels without `le` and the name; skip those whose `le` is not a
-    // number (Prometheus only warns about them).
+    // Group the bucket series by their labels without `le` (the name is part of a histogram's
+    // identity); skip those whose `le` is not a number (Prometheus only warns about them). Buckets of
+    // one group with the same bound in different spellings (`0.2`, `2e-1`) are coalesced.
     let mut index: HashMap<LabelSet, usize> = HashMap::new();
     let mut groups: Vec<(LabelSet, Vec<(f64, usize)>)> = Vec::new();
     for (k, s) in input.iter().enumerate() {
         let Some(le) = s.labels.get("le").and_then(parse_go_float) else {
             continue;
         };
-        let key = s.labels.filtered(|l| l != METRIC_NAME && l != "le");
+        let key = s.labels.filtered(|l| l != "le");
         let g = *index.entry(key.clone()).or_insert_with(|| {
             groups.push((key, Vec::new()));
             groups.len() - 1
         });
         groups[g].1.push((le, k));
     }
-    // Two bucket series of one group with the same `le` (two histograms whose names differ only)
-    // cannot be told apart once the name is dropped: Prometheus refuses the query, and so do we.
-    let twice: Vec<bool> = groups
-        .iter()
-        .map(|(_, m)| {
-            let mut les: Vec<u64> = m.iter().map(|(le, _)| le.to_bits()).collect();
-            les.sort_unstable();
-            les.windows(2).any(|w| w[0] == w[1])
-        })
-        .collect();
+    // Each answer drops the name: two histograms whose names differ only answer under one label
+    // set, which `Out` refuses as Prometheus does ("same labelset").
     let mut out = Out::new(ctx.n);
-    let idx: Vec<usize> = groups.iter().map(|(l, _)| out.idx(l.clone())).collect();
+    let idx: Vec<usize> = groups.iter().map(|(l, _)| out.idx(l.filtered(|l| l != METRIC_NAME))).collect();
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for (i, &q) in q.iter().enumerate() {
-        for (((_, members), &o), &twice) in groups.iter().zip(&idx).zip(&twice) {
+        for ((_, members), &o) in groups.iter().zip(&idx) {
             buckets.clear();
             buckets.extend(members.iter().filter_map(|&(le, k)| input[k].vals[i].map(|c| (le, c))));
-            if twice {
-                let mut les: Vec<u64> = buckets.iter().map(|b| b.0.to_bits()).collect();
-                les.sort_unstable();
-                if les.windows(2).any(|w| w[0] == w[1]) {
-                    return Err(exec("vector cannot contain metrics with the same labelset"));
-                }
-            }
             if !buckets.is_empty() {
                 out.put(o, i, bucket_quantile(q, &mut buckets))?;
             }

@@ -8,6 +8,7 @@ mod functions;
 mod histogram;
 mod range_fns;
 mod subquery;
+pub mod testfile;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -392,6 +393,43 @@ fn thousands(n: i64) -> String {
     out
 }
 
+/// Natural order, as `sort_by_label` compares label values: runs of digits by their number, the rest
+/// byte by byte (`cpu2` before `cpu10`).
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn chunks(s: &str) -> impl Iterator<Item = &str> {
+        let mut rest = s;
+        std::iter::from_fn(move || {
+            let first = rest.bytes().next()?;
+            let digit = first.is_ascii_digit();
+            let n = rest.bytes().take_while(|b| b.is_ascii_digit() == digit).count();
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            Some(chunk)
+        })
+    }
+    let (mut x, mut y) = (chunks(a), chunks(b));
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(p), Some(q)) => {
+                let numeric = p.as_bytes()[0].is_ascii_digit() && q.as_bytes()[0].is_ascii_digit();
+                let o = if numeric {
+                    let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
+                    p.len().cmp(&q.len()).then_with(|| p.cmp(q))
+                } else {
+                    p.cmp(q)
+                };
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+        }
+    }
+}
+
 /// Orders an instant vector: by value where the outermost operation is `sort`, `sort_desc`, `topk` or
 /// `bottomk` (as Prometheus returns them), otherwise by labels so that answers are stable.
 fn sort_instant(expr: &Expr, out: &mut [InstantSample]) {
@@ -410,6 +448,31 @@ fn sort_instant(expr: &Expr, out: &mut [InstantSample]) {
     match unwrap_parens(expr) {
         Expr::Call(c) if c.func.name == "sort" => out.sort_by(by_value(false)),
         Expr::Call(c) if c.func.name == "sort_desc" => out.sort_by(by_value(true)),
+        Expr::Call(c) if c.func.name == "sort_by_label" || c.func.name == "sort_by_label_desc" => {
+            let names: Vec<&str> = c
+                .args
+                .args
+                .iter()
+                .skip(1)
+                .filter_map(|a| match unwrap_parens(a) {
+                    Expr::StringLiteral(s) => Some(s.val.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let desc = c.func.name == "sort_by_label_desc";
+            out.sort_by(|a, b| {
+                let by_labels = names
+                    .iter()
+                    .map(|n| natural_cmp(a.labels.get(n).unwrap_or(""), b.labels.get(n).unwrap_or("")))
+                    .find(|o| o.is_ne())
+                    .unwrap_or_else(|| a.labels.cmp(&b.labels));
+                if desc {
+                    by_labels.reverse()
+                } else {
+                    by_labels
+                }
+            });
+        }
         Expr::Aggregate(a) if a.op.to_string() == "topk" => out.sort_by(by_value(true)),
         Expr::Aggregate(a) if a.op.to_string() == "bottomk" => out.sort_by(by_value(false)),
         _ => {}

@@ -31,6 +31,8 @@ pub(crate) fn is_range_fn(name: &str) -> bool {
             | "stddev_over_time"
             | "stdvar_over_time"
             | "quantile_over_time"
+            | "mad_over_time"
+            | "double_exponential_smoothing"
             | "absent_over_time"
     )
 }
@@ -38,13 +40,27 @@ pub(crate) fn is_range_fn(name: &str) -> bool {
 pub(crate) fn eval_range_fn(ctx: &Ctx, name: &str, args: &[Box<Expr>]) -> Result<Val, QueryError> {
     let (marg, scalar_arg) = match name {
         "quantile_over_time" => (1, Some(0)),
-        "predict_linear" => (0, Some(1)),
+        "predict_linear" | "double_exponential_smoothing" => (0, Some(1)),
         _ => (0, None),
     };
     let range_arg = args.get(marg).ok_or_else(|| exec(format!("{name} needs a range vector")))?;
     let param = match scalar_arg {
         Some(i) => ctx.eval_scalar(args.get(i).ok_or_else(|| exec(format!("{name} needs a scalar")))?)?,
         None => Vec::new(),
+    };
+    // double_exponential_smoothing's trend factor; both factors must lie in (0, 1).
+    let trend = match name {
+        "double_exponential_smoothing" => {
+            let tf = ctx.eval_scalar(args.get(2).ok_or_else(|| exec(format!("{name} needs a trend factor")))?)?;
+            if let Some(sf) = param.iter().find(|f| !(**f > 0.0 && **f < 1.0)) {
+                return Err(exec(format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}")));
+            }
+            if let Some(tf) = tf.iter().find(|f| !(**f > 0.0 && **f < 1.0)) {
+                return Err(exec(format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}")));
+            }
+            tf
+        }
+        _ => Vec::new(),
     };
     let rd = ctx.range_arg(range_arg)?;
     if name == "absent_over_time" {
@@ -96,6 +112,11 @@ pub(crate) fn eval_range_fn(ctx: &Ctx, name: &str, args: &[Box<Expr>]) -> Result
                 "stdvar_over_time" => Some(variance(vs)),
                 "stddev_over_time" => Some(variance(vs).sqrt()),
                 "quantile_over_time" => Some(quantile(param[i], &mut vs.to_vec())),
+                "mad_over_time" => {
+                    let median = quantile(0.5, &mut vs.to_vec());
+                    Some(quantile(0.5, &mut vs.iter().map(|v| (v - median).abs()).collect::<Vec<_>>()))
+                }
+                "double_exponential_smoothing" => double_exponential_smoothing(vs, param[i], trend[i]),
                 _ => None,
             };
         });
@@ -103,6 +124,23 @@ pub(crate) fn eval_range_fn(ctx: &Ctx, name: &str, args: &[Box<Expr>]) -> Result
         out.push(Series { labels, vals });
     }
     Ok(Val::Vector(merge_series(out, true)?))
+}
+
+/// Holt's linear smoothing of a window's values with smoothing factor `sf` and trend factor `tf`,
+/// as Prometheus 3's double_exponential_smoothing (formerly holt_winters): the last smoothed value.
+fn double_exponential_smoothing(vs: &[f64], sf: f64, tf: f64) -> Option<f64> {
+    if vs.len() < 2 {
+        return None;
+    }
+    let (mut s0, mut s1, mut b) = (0.0, vs[0], vs[1] - vs[0]);
+    for (i, &v) in vs.iter().enumerate().skip(1) {
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let next = sf * v + (1.0 - sf) * (s1 + b);
+        (s0, s1) = (s1, next);
+    }
+    Some(s1)
 }
 
 /// Prometheus's extrapolatedRate for `rate`, `increase` (counters) and `delta` (gauges), over the samples
