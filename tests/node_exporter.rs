@@ -99,10 +99,12 @@ impl NodeExporter {
         );
         let addr = free_addr();
         // Debian's build changes two defaults (it leaves out `lo` and every mount under /run);
-        // lookout follows upstream's, so the comparison runs with those.
+        // lookout follows upstream's, so the comparison runs with those. Both leave the host ends of
+        // containers' veths out, as lookout does by default (`[node] net_device_exclude`).
         let child = Command::new(NODE_EXPORTER)
             .arg(format!("--web.listen-address={addr}"))
-            .arg("--collector.netdev.device-exclude=")
+            .arg("--collector.netdev.device-exclude=^veth")
+            .arg("--collector.netclass.ignored-devices=^veth")
             .arg("--collector.filesystem.mount-points-exclude=^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -44,6 +44,9 @@ pub struct AgentConfig {
     pub proc_root: PathBuf,
     #[serde(default)]
     pub labels: LabelsConfig,
+    /// `[node]`: what the host's node_exporter families leave out.
+    #[serde(default)]
+    pub node: NodeConfig,
     #[serde(default)]
     pub queue: QueueConfig,
     #[serde(default)]
@@ -99,6 +102,32 @@ fn selects(rule_service: Option<&str>, rule_image: Option<&str>, service: &str, 
             || i == crate::discover::identity::split_image(image).0
     });
     service_ok && image_ok
+}
+
+/// `[node]`: the host's node_exporter families.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Interfaces left out of `node_network_*` (node_exporter's netdev `device-exclude` and netclass
+    /// `ignored-devices`). By default the host ends of containers' veths, as kube-prometheus runs
+    /// node_exporter: each is one container's traffic, which `container_network_*` already carries
+    /// under the container's name, and 100 containers would add 4,000 host series. `""` keeps all.
+    #[serde(default = "defaults::net_device_exclude")]
+    pub net_device_exclude: Pattern,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig { net_device_exclude: defaults::net_device_exclude() }
+    }
+}
+
+impl NodeConfig {
+    /// The exclusion as the readers take it: `None` keeps every interface.
+    pub fn net_device_exclude(&self) -> Option<regex::Regex> {
+        let r = &self.net_device_exclude.0;
+        (!r.as_str().is_empty()).then(|| r.clone())
+    }
 }
 
 /// `[labels]`: what the series carry beside the identity labels.
@@ -240,6 +269,9 @@ impl<'de> Deserialize<'de> for Pattern {
 
 mod defaults {
     use super::*;
+    pub fn net_device_exclude() -> Pattern {
+        Pattern(regex::Regex::new("^veth").expect("a valid pattern"))
+    }
     pub fn fs_usage_refresh() -> Duration {
         Duration::from_secs(60)
     }
@@ -476,6 +508,18 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("probes[0].interval=\"soon\": not a duration"), "{err}");
+    }
+
+    #[test]
+    fn container_veths_are_left_out_unless_the_pattern_is_emptied() {
+        let default = AgentConfig::parse(Path::new("a.toml"), "").unwrap().node.net_device_exclude().unwrap();
+        assert!(default.is_match("veth03013e5") && !default.is_match("eth0") && !default.is_match("docker0"));
+        let all = AgentConfig::parse(Path::new("a.toml"), "[node]\nnet_device_exclude = \"\"\n").unwrap();
+        assert!(all.node.net_device_exclude().is_none());
+        let err = AgentConfig::parse(Path::new("a.toml"), "[node]\nnet_device_exclude = \"^(veth\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("net_device_exclude"), "{err}");
     }
 
     #[test]

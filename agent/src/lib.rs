@@ -152,6 +152,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
             include_labels: cfg.labels.include.clone(),
             scrape: cfg.labels.scrape(),
             fs_usage_refresh: cfg.fs_usage_refresh,
+            net_device_exclude: cfg.node.net_device_exclude(),
         },
         containers,
         metrics.clone(),

@@ -43,6 +43,8 @@ pub struct SamplerConfig {
     pub scrape: ScrapeLabels,
     /// How often each container's writable layer is walked for its disk usage.
     pub fs_usage_refresh: Duration,
+    /// Interfaces the host's `node_network_*` families leave out.
+    pub net_device_exclude: Option<regex::Regex>,
 }
 
 struct Watched {
@@ -74,7 +76,7 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(cfg: SamplerConfig, containers: ContainerSet, metrics: AgentMetrics) -> Self {
         let layout = cgroup::detect(&cfg.cgroup_root);
-        let host = HostReader::new(&cfg.proc_root);
+        let host = HostReader::new(&cfg.proc_root).excluding_net_devices(cfg.net_device_exclude.clone());
         let host_identity = Arc::new(host_metric_labels(&cfg.host, &cfg.scrape));
         let layers = LayerUsage::new(cfg.fs_usage_refresh);
         Sampler {
@@ -166,7 +168,12 @@ impl Sampler {
     }
 
     /// Samples at every multiple of the interval until `shutdown`, handing each tick to `deliver`.
-    pub fn run(mut self, shutdown: CancellationToken, latest: Arc<RwLock<Arc<Tick>>>, mut deliver: impl FnMut(Tick)) {
+    pub fn run(
+        mut self,
+        shutdown: CancellationToken,
+        latest: Arc<RwLock<Arc<Tick>>>,
+        mut deliver: impl FnMut(Arc<Tick>),
+    ) {
         let interval_ms = self.cfg.interval.as_millis().max(1) as i64;
         // The first tick comes at the next whole second, so that a rate has its two samples one
         // interval after start; the rest fall on multiples of the interval.
@@ -185,9 +192,11 @@ impl Sampler {
                 return;
             }
             let started = std::time::Instant::now();
-            let tick = self.sample(next);
+            // One tick, shared by /metrics and shipping: a copy of 8,000 readings costs as much as
+            // reading them.
+            let tick = Arc::new(self.sample(next));
             self.metrics.tick_seconds.set(started.elapsed().as_secs_f64());
-            *latest.write().expect("latest tick lock poisoned") = Arc::new(tick.clone());
+            *latest.write().expect("latest tick lock poisoned") = tick.clone();
             deliver(tick);
             // A tick that overran skips the grid points it missed rather than bunching up.
             next = (now_ms() / interval_ms + 1) * interval_ms;

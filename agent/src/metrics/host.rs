@@ -134,6 +134,8 @@ pub struct HostReader {
     proc_root: PathBuf,
     sys_root: PathBuf,
     netclass: node::netclass::NetClass,
+    /// Interfaces left out of netdev's and netclass's families.
+    net_exclude: Option<regex::Regex>,
     /// udev's database of device properties, for `node_disk_info`'s model, serial and path.
     udev_data: PathBuf,
     page_size: u64,
@@ -149,11 +151,19 @@ impl HostReader {
             proc_root: proc_root.to_path_buf(),
             netclass: node::netclass::NetClass::new(&sys_root.join("class/net")),
             sys_root,
+            net_exclude: None,
             udev_data,
             page_size: rustix::param::page_size() as u64,
             buf: Vec::new(),
             errors: Vec::new(),
         }
+    }
+
+    /// Leaves the interfaces `exclude` matches out of `node_network_*`.
+    pub fn excluding_net_devices(mut self, exclude: Option<regex::Regex>) -> Self {
+        self.netclass.exclude(exclude.clone());
+        self.net_exclude = exclude;
+        self
     }
 
     /// The files that failed in the last [`Self::read`] (missing files do not count).
@@ -317,8 +327,12 @@ impl HostReader {
         if !self.read_file("net/dev") {
             return;
         }
-        // node_exporter keeps every device, lo included. Sorted for a stable order.
-        let mut devs: Vec<_> = parse::parse_net_dev(&self.buf).collect();
+        // Every device but the excluded ones, lo included, as node_exporter. Sorted for a stable order.
+        let excluded = |name: &[u8]| {
+            self.net_exclude.as_ref().is_some_and(|r| std::str::from_utf8(name).is_ok_and(|n| r.is_match(n)))
+        };
+        let mut devs: Vec<_> =
+            parse::parse_net_dev(&self.buf).filter(|d| d.as_ref().map_or(true, |d| !excluded(d.0))).collect();
         devs.sort_by(|a, b| a.as_ref().ok().map(|d| d.0).cmp(&b.as_ref().ok().map(|d| d.0)));
         let mut bad = None;
         for d in devs {

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::host::{excluded_disk, HostReader};
 use super::testdata;
+use crate::config::{NodeConfig, Pattern};
 use crate::model::Sample;
 
 fn labelled<'a>(out: &'a [Sample], name: &str, key: &str) -> Vec<(&'a str, f64)> {
@@ -68,7 +69,9 @@ fn real_proc() {
 
 #[test]
 fn fixture_proc() {
-    let mut host = HostReader::new(&testdata().join("proc"));
+    // As the agent reads by default: the host ends of containers' veths left out.
+    let mut host =
+        HostReader::new(&testdata().join("proc")).excluding_net_devices(NodeConfig::default().net_device_exclude());
     let mut out = Vec::new();
     host.read(&mut out);
     assert!(host.last_errors().is_empty(), "{:?}", host.last_errors());
@@ -181,6 +184,30 @@ fn fixture_proc() {
     let avail = labelled(&out, "node_filesystem_avail_bytes", "mountpoint");
     let size = labelled(&out, "node_filesystem_size_bytes", "mountpoint");
     assert!(avail.iter().zip(&size).all(|(a, s)| a.0 == s.0 && a.1 <= s.1 && s.1 > 0.0));
+}
+
+#[test]
+fn container_veths_are_host_interfaces_only_when_asked_for() {
+    let read = |exclude| {
+        let mut host = HostReader::new(&testdata().join("proc")).excluding_net_devices(exclude);
+        let mut out = Vec::new();
+        host.read(&mut out);
+        out
+    };
+    let families = ["node_network_receive_bytes_total", "node_network_mtu_bytes", "node_network_info"];
+    let by_default = read(NodeConfig::default().net_device_exclude());
+    let everything =
+        read(NodeConfig { net_device_exclude: Pattern(regex::Regex::new("").unwrap()) }.net_device_exclude());
+    for family in families {
+        let devices =
+            |out: &[Sample]| labelled(out, family, "device").iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>();
+        let (default, all) = (devices(&by_default), devices(&everything));
+        assert!(
+            default.contains(&"eth0".to_string()) && !default.iter().any(|d| d.starts_with("veth")),
+            "{family}: {default:?}"
+        );
+        assert!(all.contains(&"eth0".to_string()) && all.contains(&"veth03013e5".to_string()), "{family}: {all:?}");
+    }
 }
 
 #[test]

@@ -39,7 +39,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// What the readers hand to shipping.
 #[derive(Debug)]
 pub enum Outgoing {
-    Tick(Tick),
+    Tick(Arc<Tick>),
     Change(ContainerChange),
     Logs(LogBatch),
     Probe(crate::probe::ProbeEvent),

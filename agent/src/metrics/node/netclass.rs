@@ -63,12 +63,19 @@ impl Device {
 pub struct NetClass {
     dir: PathBuf,
     devices: BTreeMap<String, Device>,
+    exclude: Option<regex::Regex>,
     buf: Vec<u8>,
 }
 
 impl NetClass {
     pub fn new(class_net: &Path) -> NetClass {
-        NetClass { dir: class_net.to_path_buf(), devices: BTreeMap::new(), buf: vec![0; 4096] }
+        NetClass { dir: class_net.to_path_buf(), devices: BTreeMap::new(), exclude: None, buf: vec![0; 4096] }
+    }
+
+    /// Leaves the interfaces `exclude` matches out (their files are not even opened).
+    pub fn exclude(&mut self, exclude: Option<regex::Regex>) {
+        self.exclude = exclude;
+        self.devices.clear();
     }
 
     /// `i`'s current value, trimmed; `None` if the file is absent or refuses to be read (the
@@ -87,6 +94,9 @@ impl NetClass {
         let mut present = BTreeSet::new();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            if self.exclude.as_ref().is_some_and(|r| r.is_match(&name)) {
+                continue;
+            }
             // `bonding_masters` is a file beside the interfaces' directories (symlinks).
             if self.devices.contains_key(&name) || e.path().is_dir() {
                 present.insert(name);
