@@ -192,19 +192,36 @@ async fn exec(docker: &Docker, container: &str, command: &str, timeout: Duration
         Ok(Ok(o) | Err(o)) => o,
         Err(_) => {
             // Docker leaves an exec that overran running (its own HEALTHCHECK does too), so a probe
-            // stuck every interval would pile up processes: end it and what it started.
-            match tokio::time::timeout(Duration::from_secs(2), docker.inspect_exec(&created.id)).await {
-                Ok(Ok(i)) => match i.pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) {
-                    Some(pid) => {
-                        let n = kill_tree(proc_root, pid);
-                        tracing::debug!(container, command, pid, killed = n, "ended a timed-out exec probe");
+            // stuck every interval would pile up processes: end it and what it started. On a busy
+            // host dockerd may start it only after the deadline (the start request was already
+            // sent), so its process is looked for a little longer than the moment of the timeout.
+            let running_pid = async {
+                loop {
+                    let i = docker.inspect_exec(&created.id).await?;
+                    match (i.running, i.pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0)) {
+                        (Some(true), Some(pid)) => return Ok::<_, bollard::errors::Error>(Some(pid)),
+                        // Ended (or never to start): nothing to end, and its old pid may be reused.
+                        _ if i.exit_code.is_some() => return Ok(None),
+                        _ => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
-                    None => tracing::debug!(container, command, "a timed-out exec probe had already ended"),
-                },
-                _ => tracing::warn!(
+                }
+            };
+            match tokio::time::timeout(Duration::from_secs(2), running_pid).await {
+                Ok(Ok(Some(pid))) => {
+                    let n = kill_tree(proc_root, pid);
+                    tracing::debug!(container, command, pid, killed = n, "ended a timed-out exec probe");
+                }
+                Ok(Ok(None)) => tracing::debug!(container, command, "a timed-out exec probe had already ended"),
+                Ok(Err(e)) => tracing::warn!(
                     container,
                     command,
+                    error = %e,
                     "a timed-out exec probe could not be inspected; it may still run"
+                ),
+                Err(_) => tracing::warn!(
+                    container,
+                    command,
+                    "a timed-out exec probe did not start in 2 s; it may start later"
                 ),
             }
             timed_out()
