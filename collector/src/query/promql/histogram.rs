@@ -132,7 +132,7 @@ fn ensure_monotonic(buckets: &mut [(f64, f64)]) {
 }
 
 /// Prometheus's util/almost.Equal.
-fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
+pub(super) fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
     let min_normal = f64::from_bits(0x0010_0000_0000_0000);
     if a.is_nan() && b.is_nan() {
         return true;

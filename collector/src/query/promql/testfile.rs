@@ -479,19 +479,7 @@ fn parse_expected(l: &str) -> Result<Expected, String> {
 /// Prometheus's comparison of expected and computed values: NaNs are equal, others within a
 /// relative 1e-6.
 fn almost_equal(a: f64, b: f64) -> bool {
-    const EPSILON: f64 = 1e-6;
-    if a.is_nan() && b.is_nan() {
-        return true;
-    }
-    if a == b {
-        return true;
-    }
-    let abs_sum = a.abs() + b.abs();
-    let diff = (a - b).abs();
-    if a == 0.0 || b == 0.0 || abs_sum < f64::MIN_POSITIVE {
-        return diff < EPSILON * f64::MIN_POSITIVE;
-    }
-    diff / abs_sum.min(f64::MAX) < EPSILON
+    super::histogram::almost_equal(a, b, 1e-6)
 }
 
 fn check(
