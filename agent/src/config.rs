@@ -111,7 +111,7 @@ pub struct NodeConfig {
     /// Interfaces left out of `node_network_*` (node_exporter's netdev `device-exclude` and netclass
     /// `ignored-devices`). By default the host ends of containers' veths, as kube-prometheus runs
     /// node_exporter: each is one container's traffic, which `container_network_*` already carries
-    /// under the container's name, and 100 containers would add 4,000 host series. `""` keeps all.
+    /// under the container's name, and 100 containers would add 3,600 host series. `""` keeps all.
     #[serde(default = "defaults::net_device_exclude")]
     pub net_device_exclude: Pattern,
 }

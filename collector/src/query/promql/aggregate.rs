@@ -252,6 +252,14 @@ fn quantile_agg(ctx: &Ctx, grouping: &Grouping, input: Vec<Series>, phi: &[f64])
 /// `topk`/`bottomk`: per step and group the k largest (smallest) elements, keeping their labels. NaN is
 /// never preferred over a number; among equal values the smaller label set wins, so that an instant
 /// query and the same step of a range query pick the same series.
+/// The count a `topk`, `bottomk` or `limitk` parameter asks for: below 1 none, NaN an error.
+fn k_param(k: f64) -> Result<usize, QueryError> {
+    if k.is_nan() {
+        return Err(exec("Parameter value is NaN"));
+    }
+    Ok(if k >= usize::MAX as f64 { usize::MAX } else { k.max(0.0) as usize })
+}
+
 fn top_bottom(ctx: &Ctx, top: bool, grouping: &Grouping, input: Vec<Series>, k: &[f64]) -> Result<Val, QueryError> {
     let (member, labels) = groups(grouping, &input);
     let by_group = members(&member, labels.len());
@@ -259,10 +267,7 @@ fn top_bottom(ctx: &Ctx, top: bool, grouping: &Grouping, input: Vec<Series>, k: 
         input.iter().map(|s| Series { labels: s.labels.clone(), vals: vec![None; ctx.n] }).collect();
     let mut buf: Vec<(f64, usize)> = Vec::new();
     for (i, &k) in k.iter().enumerate() {
-        if k.is_nan() {
-            return Err(exec("Parameter value is NaN"));
-        }
-        let kk = if k >= usize::MAX as f64 { usize::MAX } else { k.max(0.0) as usize };
+        let kk = k_param(k)?;
         if kk == 0 {
             continue;
         }
@@ -297,10 +302,7 @@ fn limitk(ctx: &Ctx, grouping: &Grouping, input: Vec<Series>, k: &[f64]) -> Resu
     let mut out: Vec<Series> =
         input.iter().map(|s| Series { labels: s.labels.clone(), vals: vec![None; ctx.n] }).collect();
     for (i, &k) in k.iter().enumerate() {
-        if k.is_nan() {
-            return Err(exec("Parameter value is NaN"));
-        }
-        let kk = if k >= usize::MAX as f64 { usize::MAX } else { k.max(0.0) as usize };
+        let kk = k_param(k)?;
         for ms in &by_group {
             for &s in ms.iter().filter(|&&s| input[s].vals[i].is_some()).take(kk) {
                 out[s].vals[i] = input[s].vals[i];
