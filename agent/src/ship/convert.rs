@@ -8,14 +8,14 @@ use lookout_proto::v1::{container_event::Kind, ContainerEvent, Label, SeriesGrou
 use crate::discover::{ChangeKind, ContainerChange};
 use crate::sampler::Tick;
 
-/// One group per identity (a container, or the host): its labels travel once, each series carries
-/// only its name and its own labels.
-pub fn tick_groups(tick: &Tick, out: &mut Vec<SeriesGroup>) {
+/// One group per identity (a container, or the host), handed to `out` one at a time: its labels
+/// travel once, each series carries only its name and its own labels.
+pub fn tick_groups(tick: &Tick, mut out: impl FnMut(SeriesGroup)) {
     let mut current: Option<(&Arc<Vec<(String, String)>>, SeriesGroup)> = None;
     for r in &tick.readings {
         if !current.as_ref().is_some_and(|(id, _)| Arc::ptr_eq(id, &r.identity)) {
             if let Some((_, g)) = current.take() {
-                out.push(g);
+                out(g);
             }
             let labels = r.identity.iter().map(|(k, v)| Label { name: k.clone(), value: v.clone() }).collect();
             current = Some((&r.identity, SeriesGroup { labels, series: Vec::new() }));
@@ -27,7 +27,7 @@ pub fn tick_groups(tick: &Tick, out: &mut Vec<SeriesGroup>) {
         group.series.push(SeriesSamples { labels, timestamps_ms: vec![tick.ts_ms], values: vec![r.sample.value] });
     }
     if let Some((_, g)) = current {
-        out.push(g);
+        out(g);
     }
 }
 

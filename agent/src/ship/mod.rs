@@ -9,9 +9,7 @@ pub mod spool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lookout_proto::v1::{
-    agent_message, collector_message, ingest_client::IngestClient, AgentMessage, Batch, CommandResult, Hello,
-};
+use lookout_proto::v1::{agent_message, collector_message, AgentMessage, CollectorMessage, CommandResult, Hello};
 use prost::Message;
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -25,7 +23,7 @@ use crate::discover::ContainerChange;
 use crate::logs::reader::{LogAck, LogBatch};
 use crate::sampler::Tick;
 use crate::telemetry::AgentMetrics;
-pub use queue::Queue;
+pub use queue::{OpenBatch, Queue, Sealed};
 
 /// A batch is sealed when it reaches this size...
 pub const SEAL_BYTES: usize = 1 << 20;
@@ -125,7 +123,7 @@ pub fn spawn(
 }
 
 async fn batcher(cfg: ShipConfig, mut rx: mpsc::Receiver<Outgoing>, queue: Arc<Queue>, shutdown: CancellationToken) {
-    let mut open = Batch::default();
+    let mut open = OpenBatch::default();
     let mut logs: Option<LogAck> = None;
     let mut bytes = 0usize;
     let mut opened: Option<Instant> = None;
@@ -135,31 +133,31 @@ async fn batcher(cfg: ShipConfig, mut rx: mpsc::Receiver<Outgoing>, queue: Arc<Q
         tokio::select! {
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
-                let before = open.groups.len();
-                let events_before = open.container_events.len();
-                let streams_before = open.log_streams.len();
-                let probes_before = open.probe_results.len();
+                let rest = &mut open.rest;
+                let events_before = rest.container_events.len();
+                let streams_before = rest.log_streams.len();
+                let probes_before = rest.probe_results.len();
                 match msg {
-                    Outgoing::Tick(t) => convert::tick_groups(&t, &mut open.groups),
-                    Outgoing::Change(c) => open.container_events.push(convert::change_event(&cfg.host, &cfg.include_labels, &c)),
+                    Outgoing::Tick(t) => convert::tick_groups(&t, |g| bytes += open.add_group(&g)),
+                    Outgoing::Change(c) => rest.container_events.push(convert::change_event(&cfg.host, &cfg.include_labels, &c)),
                     Outgoing::Logs(b) => {
-                        convert::log_streams(b.streams, &mut open.log_streams);
+                        convert::log_streams(b.streams, &mut rest.log_streams);
                         logs.get_or_insert_with(LogAck::default).merge(b.ack);
                     }
                     Outgoing::Probe(crate::probe::ProbeEvent::Run(r)) => {
                         // A change of health, and the first failure of a streak, go out at once: the
                         // collector may act on them (and weighs a service's failing containers together).
                         urgent |= r.previous.is_some() || (!r.success && r.failing_streak == 1);
-                        open.probe_results.push(convert::probe_result(r));
+                        rest.probe_results.push(convert::probe_result(r));
                     }
                     Outgoing::Probe(crate::probe::ProbeEvent::ConfigProblem { container, message, time_ms }) => {
-                        open.container_events.push(convert::config_event(&cfg.host, &cfg.include_labels, &container, message, time_ms));
+                        rest.container_events.push(convert::config_event(&cfg.host, &cfg.include_labels, &container, message, time_ms));
                     }
                 }
-                bytes += open.groups[before..].iter().map(|g| g.encoded_len() + 4).sum::<usize>()
-                    + open.container_events[events_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>()
-                    + open.log_streams[streams_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>()
-                    + open.probe_results[probes_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>();
+                let rest = &open.rest;
+                bytes += rest.container_events[events_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>()
+                    + rest.log_streams[streams_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>()
+                    + rest.probe_results[probes_before..].iter().map(|e| e.encoded_len() + 4).sum::<usize>();
                 opened.get_or_insert_with(Instant::now);
                 if bytes >= SEAL_BYTES || std::mem::take(&mut urgent) {
                     seal(&queue, &mut open, &mut logs, &mut bytes, &mut opened);
@@ -177,20 +175,80 @@ async fn batcher(cfg: ShipConfig, mut rx: mpsc::Receiver<Outgoing>, queue: Arc<Q
     queue.close();
 }
 
-fn seal(queue: &Queue, open: &mut Batch, logs: &mut Option<LogAck>, bytes: &mut usize, opened: &mut Option<Instant>) {
+fn seal(
+    queue: &Queue,
+    open: &mut OpenBatch,
+    logs: &mut Option<LogAck>,
+    bytes: &mut usize,
+    opened: &mut Option<Instant>,
+) {
     if let Some(ack) = logs.as_ref() {
         // Committed with the lines, so a restarted agent learns from the collector where it stands.
         for (source, resume) in &ack.checkpoints {
             let state = serde_json::to_vec(resume).expect("checkpoints serialize");
-            open.log_resume.push(lookout_proto::v1::LogResume { source: source.clone(), state });
+            open.rest.log_resume.push(lookout_proto::v1::LogResume { source: source.clone(), state });
         }
     }
     // What was given up since the last batch travels with this one, so the collector shows the gap.
-    open.losses = queue.take_losses();
+    open.rest.losses = queue.take_losses();
     let batch = std::mem::take(open);
     queue.push(batch, *bytes, logs.take());
     *bytes = 0;
     *opened = None;
+}
+
+/// What the stream carries: `AgentMessage`s, with batches as the queue holds them, already encoded
+/// (a batch of 100 containers' tick is 4,000 series; sending one is a copy of its bytes, not of
+/// its series). Encodes exactly as the `AgentMessage` it stands for.
+#[derive(Debug)]
+enum Outbound {
+    Message(AgentMessage),
+    Batch(Sealed),
+}
+
+/// `AgentMessage.batch`'s field number (proto/lookout/v1/ingest.proto).
+const BATCH_FIELD: u32 = 2;
+
+impl Message for Outbound {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        match self {
+            Outbound::Message(m) => m.encode_raw(buf),
+            Outbound::Batch(b) => {
+                prost::encoding::encode_key(BATCH_FIELD, prost::encoding::WireType::LengthDelimited, buf);
+                prost::encoding::encode_varint(b.encoded_len() as u64, buf);
+                b.encode_raw(buf);
+            }
+        }
+    }
+
+    /// Never decoded: the agent only sends these.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        match self {
+            Outbound::Message(m) => m.encoded_len(),
+            Outbound::Batch(b) => {
+                let len = b.encoded_len();
+                prost::encoding::key_len(BATCH_FIELD) + prost::encoding::encoded_len_varint(len as u64) + len
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Outbound::Message(AgentMessage::default());
+    }
+}
+
+fn message(msg: agent_message::Msg) -> Outbound {
+    Outbound::Message(AgentMessage { msg: Some(msg) })
 }
 
 /// How a stream ended.
@@ -306,24 +364,27 @@ async fn session(
         .map(|t| format!("Bearer {t}").parse::<tonic::metadata::MetadataValue<_>>())
         .transpose()
         .map_err(|e| fail(anyhow::anyhow!("the token is not a valid header value: {e}")))?;
-    let mut client = IngestClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-        if let Some(v) = &auth {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    })
-    .send_compressed(CompressionEncoding::Gzip)
-    .accept_compressed(CompressionEncoding::Gzip);
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
 
-    let (tx, rx) = mpsc::channel::<AgentMessage>(WINDOW as usize);
+    let (tx, rx) = mpsc::channel::<Outbound>(WINDOW as usize);
     let hello = Hello {
         agent_id: cfg.agent_id.clone(),
         host: cfg.host.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         resume_from_seq: queue.oldest_unacked(),
     };
-    tx.send(AgentMessage { msg: Some(agent_message::Msg::Hello(hello)) }).await.map_err(|e| fail(e.into()))?;
-    let mut inbound = client.stream(ReceiverStream::new(rx)).await.map_err(|e| fail(e.into()))?.into_inner();
+    tx.send(message(agent_message::Msg::Hello(hello))).await.map_err(|e| fail(e.into()))?;
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(v) = auth {
+        request.metadata_mut().insert("authorization", v);
+    }
+    grpc.ready().await.map_err(|e| fail(e.into()))?;
+    // The generated `IngestClient::stream`, but sending `Outbound` (see there).
+    let codec = tonic_prost::ProstCodec::<Outbound, CollectorMessage>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/lookout.v1.Ingest/Stream");
+    let mut inbound = grpc.streaming(request, path, codec).await.map_err(|e| fail(e.into()))?.into_inner();
     let (committed, welcome_resume) = match inbound.message().await.map_err(|e| fail(e.into()))? {
         Some(m) => match m.msg {
             Some(collector_message::Msg::Welcome(w)) => {
@@ -348,7 +409,7 @@ async fn session(
             let Some(batch) = queue.next_to_send(last_sent) else { break };
             last_sent = batch.seq;
             metrics.sent_batches.inc();
-            if tx.send(AgentMessage { msg: Some(agent_message::Msg::Batch(batch)) }).await.is_err() {
+            if tx.send(Outbound::Batch(batch)).await.is_err() {
                 return Ok((End::Closed, true));
             }
         }
@@ -370,7 +431,7 @@ async fn session(
                         let (tx, docker) = (tx.clone(), cfg.docker.clone());
                         tokio::spawn(async move {
                             let result = carry_out(docker.as_ref(), c).await;
-                            let _ = tx.send(AgentMessage { msg: Some(agent_message::Msg::CommandResult(result)) }).await;
+                            let _ = tx.send(message(agent_message::Msg::CommandResult(result))).await;
                         });
                     }
                     _ => {}
@@ -415,6 +476,25 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn an_encoded_batch_goes_out_as_the_agent_message_it_stands_for() {
+        let q = Queue::new(1 << 20, crate::telemetry::AgentMetrics::register(&mut Default::default()));
+        let event = lookout_proto::v1::ContainerEvent { container_id: "c1".into(), ..Default::default() };
+        q.committed(299);
+        q.push(lookout_proto::v1::Batch { container_events: vec![event.clone()], ..Default::default() }, 10, None);
+        let sealed = q.next_to_send(0).unwrap();
+        let out = Outbound::Batch(sealed.clone());
+        let bytes = out.encode_to_vec();
+        assert_eq!(bytes.len(), out.encoded_len());
+        let msg = AgentMessage::decode(&bytes[..]).unwrap();
+        let Some(agent_message::Msg::Batch(b)) = msg.msg else { panic!("{msg:?}") };
+        assert_eq!((b.seq, b.container_events), (300, vec![event]));
+        assert_eq!(sealed.decode().seq, 300);
+        let hello = message(agent_message::Msg::Hello(Hello { agent_id: "a".into(), ..Default::default() }));
+        let m = AgentMessage::decode(&hello.encode_to_vec()[..]).unwrap();
+        assert!(matches!(m.msg, Some(agent_message::Msg::Hello(h)) if h.agent_id == "a"));
+    }
 
     #[tokio::test]
     async fn a_restart_docker_refuses_is_answered_with_dockers_message() {

@@ -7,7 +7,9 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Mutex;
 
-use lookout_proto::v1::{Batch, Loss};
+use lookout_proto::v1::{Batch, Loss, SeriesGroup};
+use prost::bytes::{BufMut, Bytes};
+use prost::Message;
 use tokio::sync::Notify;
 
 use super::spool::{Lost, Record, Spool};
@@ -18,8 +20,9 @@ struct Entry {
     /// Given when sealed, kept in the spool: a batch is resent with the same number after a
     /// reconnect and after a restart, so the collector commits it once.
     seq: u64,
-    /// `None` once it is on disk only (the memory bound).
-    batch: Option<Batch>,
+    /// The batch without its seq, encoded once when sealed; `None` once it is on disk only (the
+    /// memory bound).
+    batch: Option<Bytes>,
     /// Bytes it holds in memory.
     bytes: usize,
     /// What the batch's log lines make safe once acknowledged. Such a batch stays in memory (its
@@ -54,6 +57,68 @@ pub struct Queue {
     /// Where the log positions a collector's Welcome carries are reported.
     log_resume: Mutex<Option<std::sync::mpsc::Sender<Vec<(String, Vec<u8>)>>>>,
 }
+
+/// A sealed batch as the stream sends it: its number, and the protobuf encoding of the rest of it.
+/// The queue holds batches encoded (a third of the memory of the decoded form for a tick of 100
+/// containers, and no copy of every series at each send).
+#[derive(Clone, Debug)]
+pub struct Sealed {
+    pub seq: u64,
+    /// `Batch` encoded without its seq, which a renumbering may still change.
+    body: Bytes,
+}
+
+impl Sealed {
+    /// The batch itself, as the collector will decode it.
+    pub fn decode(&self) -> Batch {
+        let mut b = Batch::decode(&self.body[..]).expect("the queue encoded it");
+        b.seq = self.seq;
+        b
+    }
+
+    /// The length of the encoded `Batch`, seq included.
+    pub fn encoded_len(&self) -> usize {
+        prost::encoding::uint64::encoded_len(1, &self.seq) + self.body.len()
+    }
+
+    /// Writes the encoded `Batch`: its seq field, then the rest (protobuf merges a message's fields in
+    /// any order, so this decodes as one `Batch`).
+    pub fn encode_raw(&self, buf: &mut impl BufMut) {
+        prost::encoding::uint64::encode(1, &self.seq, buf);
+        buf.put_slice(&self.body);
+    }
+}
+
+/// A batch being filled: its series encoded as they come (a tick of 100 containers is 1 MB as
+/// messages, 350 KB encoded), everything else as messages in `rest`.
+#[derive(Debug, Default)]
+pub struct OpenBatch {
+    pub rest: Batch,
+    /// `Batch.groups`, encoded (field, length and group, one after another).
+    groups: Vec<u8>,
+    /// The time those series cover, in ms.
+    span: Option<(i64, i64)>,
+}
+
+impl OpenBatch {
+    /// Adds one group of series; returns the bytes it adds.
+    pub fn add_group(&mut self, g: &SeriesGroup) -> usize {
+        let before = self.groups.len();
+        prost::encoding::message::encode(GROUPS_FIELD, g, &mut self.groups);
+        let times = g.series.iter().flat_map(|s| s.timestamps_ms.iter().copied());
+        self.span = times.fold(self.span, |acc, t| Some(acc.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t)))));
+        self.groups.len() - before
+    }
+}
+
+impl From<Batch> for OpenBatch {
+    fn from(rest: Batch) -> Self {
+        OpenBatch { rest, ..Default::default() }
+    }
+}
+
+/// `Batch.groups`'s field number (proto/lookout/v1/ingest.proto).
+const GROUPS_FIELD: u32 = 6;
 
 /// The time a batch's readings cover (its samples, events and probe results), in ms.
 fn span(b: &Batch) -> Option<(i64, i64)> {
@@ -154,21 +219,33 @@ impl Queue {
     }
 
     /// Queues a sealed batch. Only one task pushes (the batcher), so numbers follow the order.
-    pub fn push(&self, mut batch: Batch, bytes: usize, logs: Option<LogAck>) {
-        let (first_ms, last_ms) = span(&batch).unwrap_or_else(|| {
+    pub fn push(&self, batch: impl Into<OpenBatch>, bytes: usize, logs: Option<LogAck>) {
+        let OpenBatch { rest: mut batch, groups, span: groups_span } = batch.into();
+        let spans = [span(&batch), groups_span].into_iter().flatten();
+        let (first_ms, last_ms) = spans.reduce(|(a, b), (c, d)| (a.min(c), b.max(d))).unwrap_or_else(|| {
             let now = crate::clock::now_ms();
             (now, now)
         });
         let spooled = self.inner.lock().expect("queue lock poisoned").spool.is_some();
-        // Compressed outside the lock; the log lines stay out of the spool.
-        let mut record = spooled.then(|| {
-            let streams = std::mem::take(&mut batch.log_streams);
-            let resume = std::mem::take(&mut batch.log_resume);
-            let r = Spool::encode(first_ms, last_ms, &batch);
-            batch.log_streams = streams;
-            batch.log_resume = resume;
-            r
-        });
+        // Encoded and compressed outside the lock. The log lines stay out of the spool: the batch is
+        // encoded without them, and they are encoded after it (a message's encodings concatenated
+        // decode as their merge).
+        let lines = Batch {
+            log_streams: std::mem::take(&mut batch.log_streams),
+            log_resume: std::mem::take(&mut batch.log_resume),
+            ..Default::default()
+        };
+        // The seq goes in front at each send (see `Sealed`).
+        batch.seq = 0;
+        let mut body = Vec::with_capacity(batch.encoded_len() + groups.len() + lines.encoded_len());
+        batch.encode(&mut body).expect("a Vec grows");
+        drop(batch);
+        body.extend_from_slice(&groups);
+        drop(groups);
+        let mut record = spooled.then(|| Spool::encode(first_ms, last_ms, &body));
+        lines.encode(&mut body).expect("a Vec grows");
+        drop(lines);
+        let batch = Bytes::from(body);
         let mut q = self.inner.lock().expect("queue lock poisoned");
         let seq = q.next_seq;
         q.next_seq += 1;
@@ -299,23 +376,20 @@ impl Queue {
         self.gauges(&q);
     }
 
-    /// A copy of the first batch after `after` (a seq already sent on this connection, 0 for
-    /// none), read back from the spool when it is on disk only.
-    pub fn next_to_send(&self, after: u64) -> Option<Batch> {
+    /// The first batch after `after` (a seq already sent on this connection, 0 for none), read back
+    /// from the spool when it is on disk only.
+    pub fn next_to_send(&self, after: u64) -> Option<Sealed> {
         let mut q = self.inner.lock().expect("queue lock poisoned");
         loop {
             let i = q.entries.iter().position(|e| e.seq > after)?;
             let e = &q.entries[i];
             let read = match (&e.batch, &e.record, &q.spool) {
                 (Some(b), _, _) => Ok(b.clone()),
-                (None, Some(r), Some(s)) => s.read(r),
+                (None, Some(r), Some(s)) => s.read(r).map(Bytes::from),
                 _ => Err(std::io::Error::other("neither in memory nor in the spool")),
             };
             match read {
-                Ok(mut b) => {
-                    b.seq = e.seq;
-                    return Some(b);
-                }
+                Ok(body) => return Some(Sealed { seq: e.seq, body }),
                 Err(err) => {
                     let e = q.entries.remove(i).expect("index from position");
                     self.metrics.spool_errors.inc();
@@ -430,7 +504,11 @@ mod tests {
         let q = spooled(dir.path(), 1 << 20, 1 << 30);
         assert_eq!(q.len(), 3);
         let b = q.next_to_send(0).unwrap();
-        assert_eq!((b.seq, b.groups[0].series[0].values[0]), (3, 3.0), "the oldest unacknowledged first, as it was");
+        assert_eq!(
+            (b.seq, b.decode().groups[0].series[0].values[0]),
+            (3, 3.0),
+            "the oldest unacknowledged first, as it was"
+        );
         q.push(tick(6), 100, None);
         let seqs: Vec<u64> =
             std::iter::successors(q.next_to_send(0), |b| q.next_to_send(b.seq)).map(|b| b.seq).collect();
@@ -448,7 +526,7 @@ mod tests {
         assert!(q.inner.lock().unwrap().bytes <= 250);
         assert_eq!(q.metrics.dropped_batches.get(), 0);
         let values: Vec<f64> = std::iter::successors(q.next_to_send(0), |b| q.next_to_send(b.seq))
-            .map(|b| b.groups[0].series[0].values[0])
+            .map(|b| b.decode().groups[0].series[0].values[0])
             .collect();
         assert_eq!(values, (1..=10).map(|n| n as f64).collect::<Vec<_>>());
         assert!(q.take_losses().is_empty());
@@ -494,6 +572,39 @@ mod tests {
         drop(q);
         let q = spooled(dir.path(), 1 << 20, 1 << 30);
         assert_eq!(q.next_to_send(0).unwrap().seq, 501, "the renumbering survives a restart");
+    }
+
+    #[test]
+    fn a_sealed_batch_decodes_as_what_was_pushed_and_the_spool_keeps_it_without_its_lines() {
+        use lookout_proto::v1::{ContainerEvent, LogLine, LogResume, LogStream};
+        let dir = tempfile::tempdir().unwrap();
+        let q = spooled(dir.path(), 1 << 20, 1 << 30);
+        let event = ContainerEvent { container_id: "c1".into(), time_ms: 5_000, ..Default::default() };
+        let mut open = OpenBatch::from(Batch { container_events: vec![event.clone()], ..Default::default() });
+        let groups: Vec<_> = [7, 8].into_iter().flat_map(|n| tick(n).groups).collect();
+        for g in &groups {
+            open.add_group(g);
+        }
+        let line = LogLine { time_ns: 9, text: "hello".into(), flags: 0 };
+        open.rest.log_streams.push(LogStream { labels: vec![], lines: vec![line] });
+        open.rest.log_resume.push(LogResume { source: "c1".into(), state: b"{}".to_vec() });
+        q.push(open, 100, None);
+        {
+            let e = &q.inner.lock().unwrap().entries[0];
+            assert_eq!((e.first_ms, e.last_ms), (5_000, 8_000), "the span covers the encoded series too");
+        }
+        let sent = q.next_to_send(0).unwrap().decode();
+        assert_eq!(sent.seq, 1);
+        assert_eq!(sent.groups, groups);
+        assert_eq!(sent.container_events, vec![event.clone()]);
+        assert_eq!(sent.log_streams[0].lines[0].text, "hello");
+        assert_eq!(sent.log_resume[0].source, "c1");
+        drop(q);
+        // After a restart: from the spool, with the same number, and no lines (the log files hold them).
+        let q = spooled(dir.path(), 1 << 20, 1 << 30);
+        let again = q.next_to_send(0).unwrap().decode();
+        assert_eq!((again.seq, again.groups, again.container_events), (1, groups, vec![event]));
+        assert!(again.log_streams.is_empty() && again.log_resume.is_empty());
     }
 
     #[test]

@@ -161,12 +161,12 @@ impl Spool {
         self.segments.front().map(|s| s.first_ms)
     }
 
-    /// A record for `batch`, compressed (so that callers can do it outside a lock); `append` gives it
-    /// its seq.
-    pub fn encode(first_ms: i64, last_ms: i64, batch: &Batch) -> Vec<u8> {
+    /// A record for an encoded `Batch`, compressed (so that callers can do it outside a lock);
+    /// `append` gives it its seq.
+    pub fn encode(first_ms: i64, last_ms: i64, batch: &[u8]) -> Vec<u8> {
         let mut out = vec![0u8; HEADER];
         let mut z = DeflateEncoder::new(out, flate2::Compression::fast());
-        z.write_all(&batch.encode_to_vec()).expect("writing to a Vec cannot fail");
+        z.write_all(batch).expect("writing to a Vec cannot fail");
         out = z.finish().expect("writing to a Vec cannot fail");
         let len = (out.len() - HEADER) as u32;
         out[0..4].copy_from_slice(&len.to_le_bytes());
@@ -230,8 +230,8 @@ impl Spool {
         Ok((Record { seq, first_ms, last_ms, segment: seg.id, offset, len }, dropped))
     }
 
-    /// The batch a record holds.
-    pub fn read(&self, r: &Record) -> std::io::Result<Batch> {
+    /// The encoded batch a record holds.
+    pub fn read(&self, r: &Record) -> std::io::Result<Vec<u8>> {
         let mut f = File::open(self.path(r.segment))?;
         f.seek(SeekFrom::Start(r.offset))?;
         let mut buf = vec![0u8; HEADER + r.len as usize];
@@ -294,8 +294,9 @@ fn scan(path: &Path, segment: u64, shift: u64) -> std::io::Result<(Vec<Record>, 
     Ok((records, at as u64, cut))
 }
 
-/// A whole record's batch, or `None` when it is not one.
-pub fn decode(record: &[u8]) -> Option<Batch> {
+/// A whole record's encoded batch, or `None` when it is not one (its CRC, its compression or the
+/// batch itself is broken: the collector must never be sent what it cannot decode).
+pub fn decode(record: &[u8]) -> Option<Vec<u8>> {
     let head = record.get(..HEADER)?;
     let len = u32::from_le_bytes(head[0..4].try_into().ok()?) as usize;
     let whole = record.get(..HEADER + len)?;
@@ -305,7 +306,8 @@ pub fn decode(record: &[u8]) -> Option<Batch> {
     let mut raw = Vec::new();
     // A batch is at most tens of MiB; a record claiming more is not ours.
     DeflateDecoder::new(&whole[HEADER..]).take(256 << 20).read_to_end(&mut raw).ok()?;
-    Batch::decode(raw.as_slice()).ok()
+    Batch::decode(raw.as_slice()).ok()?;
+    Some(raw)
 }
 
 #[cfg(test)]
@@ -326,9 +328,9 @@ pub(crate) mod tests {
             .collect()
     }
 
-    fn batch(n: u64) -> Batch {
+    fn batch(n: u64) -> Vec<u8> {
         let event = ContainerEvent { container_id: format!("c{n}"), ..Default::default() };
-        Batch { container_events: vec![event], ..Default::default() }
+        Batch { container_events: vec![event], ..Default::default() }.encode_to_vec()
     }
 
     fn put(s: &mut Spool, seq: u64) -> Vec<(u64, u64)> {
@@ -380,7 +382,11 @@ pub(crate) mod tests {
         let big = |seq: u64| {
             let text = noise(seq, 20_000);
             let event = ContainerEvent { container_id: text, ..Default::default() };
-            Spool::encode(seq as i64, seq as i64, &Batch { container_events: vec![event], ..Default::default() })
+            Spool::encode(
+                seq as i64,
+                seq as i64,
+                &Batch { container_events: vec![event], ..Default::default() }.encode_to_vec(),
+            )
         };
         let mut dropped = Vec::new();
         for seq in 1..=40 {
@@ -433,9 +439,13 @@ pub(crate) mod tests {
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap().spool;
         let mut r = Spool::encode(0, 0, &batch(1));
         s.append(1, &mut r).unwrap();
-        assert!(decode(&r).is_some());
+        assert_eq!(decode(&r), Some(batch(1)));
         let last = r.len() - 1;
         r[last] ^= 1;
+        assert!(decode(&r).is_none());
+        // Whole and checksummed, but not a batch: never handed on to be sent.
+        let mut r = Spool::encode(0, 0, &[0xff, 0xff, 0xff]);
+        s.append(2, &mut r).unwrap();
         assert!(decode(&r).is_none());
     }
 }
