@@ -52,8 +52,6 @@ struct Watched {
     identity: Arc<Vec<(String, String)>>,
     cgroup: ContainerCgroup,
     net: Option<ContainerNet>,
-    /// What the last tick read, so that a container that goes away can end its series.
-    last: Vec<Sample>,
 }
 
 /// Prometheus's stale marker: a NaN with this exact bit pattern ends a series at its timestamp, so
@@ -71,6 +69,8 @@ pub struct Sampler {
     metrics: AgentMetrics,
     buf: Vec<Sample>,
     probe_problems: crate::probe::ConfigProblems,
+    /// The last tick, so that a container that goes away can end the series it had there.
+    last: Arc<Tick>,
 }
 
 impl Sampler {
@@ -90,6 +90,7 @@ impl Sampler {
             metrics,
             buf: Vec::new(),
             probe_problems: Default::default(),
+            last: Default::default(),
         }
     }
 
@@ -100,15 +101,19 @@ impl Sampler {
     }
 
     /// Reads everything once, for the tick scheduled at `ts_ms`.
-    pub fn sample(&mut self, ts_ms: i64) -> Tick {
+    pub fn sample(&mut self, ts_ms: i64) -> Arc<Tick> {
         let current: Vec<Arc<Container>> =
             self.containers.read().expect("container set lock poisoned").values().cloned().collect();
         let mut tick = Tick { ts_ms, readings: Vec::with_capacity(self.watched.len() * 30 + 64) };
+        let last = &self.last;
         self.watched.retain(|id, w| {
             let keep = current.iter().any(|c| &c.id == id);
             if !keep {
-                let ended = w.last.drain(..).map(|s| Sample { value: f64::from_bits(STALE_NAN), ..s });
-                tick.readings.extend(ended.map(|sample| Reading { identity: w.identity.clone(), sample }));
+                let ended = last.readings.iter().filter(|r| Arc::ptr_eq(&r.identity, &w.identity)).map(|r| Reading {
+                    identity: r.identity.clone(),
+                    sample: Sample { value: f64::from_bits(STALE_NAN), ..r.sample.clone() },
+                });
+                tick.readings.extend(ended);
             }
             keep
         });
@@ -129,7 +134,6 @@ impl Sampler {
                         cgroup,
                         net: c.pid.map(|pid| ContainerNet::new(&self.cfg.proc_root, pid)),
                         container: c.clone(),
-                        last: Vec::new(),
                     };
                     self.watched.insert(c.id.clone(), w);
                     self.watched.get_mut(&c.id).expect("just inserted")
@@ -157,14 +161,14 @@ impl Sampler {
             if let Some(n) = self.probe_problems.read().expect("config problems poisoned").get(&c.id) {
                 self.buf.push(Sample::new("lookout_probe_config_problems", *n as f64));
             }
-            w.last.clone_from(&self.buf);
             tick.readings.extend(self.buf.drain(..).map(|sample| Reading { identity: w.identity.clone(), sample }));
         }
         self.host.read(&mut self.buf);
         crate::metrics::own_process::read(&mut self.buf);
         tick.readings.extend(self.buf.drain(..).map(|sample| Reading { identity: self.host_identity.clone(), sample }));
         self.metrics.containers.set(self.watched.len() as i64);
-        tick
+        self.last = Arc::new(tick);
+        self.last.clone()
     }
 
     /// Samples at every multiple of the interval until `shutdown`, handing each tick to `deliver`.
@@ -194,7 +198,7 @@ impl Sampler {
             let started = std::time::Instant::now();
             // One tick, shared by /metrics and shipping: a copy of 8,000 readings costs as much as
             // reading them.
-            let tick = Arc::new(self.sample(next));
+            let tick = self.sample(next);
             self.metrics.tick_seconds.set(started.elapsed().as_secs_f64());
             *latest.write().expect("latest tick lock poisoned") = tick.clone();
             deliver(tick);

@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use super::cgroup_stats::{Acc, Kind, PSI_FILES, V1_FILES, V2_FILES};
 use super::parse::BadLine;
@@ -163,17 +164,25 @@ const MAX_FILE: usize = 1 << 20;
 
 struct StatFile {
     kind: Kind,
-    path: PathBuf,
+    /// Its directory, shared by the files under it, and its name (a path of its own cost 180 bytes
+    /// a file, 14 files a container).
+    dir: Arc<Path>,
+    name: &'static str,
     file: Option<File>,
 }
 
 impl StatFile {
+    fn path(&self) -> PathBuf {
+        self.dir.join(self.name)
+    }
+
     /// Reads the whole file into `buf` from offset 0; `Ok(None)` when it is not open or has vanished.
     fn fill(&mut self, buf: &mut Vec<u8>, reopen: bool) -> io::Result<Option<usize>> {
         let Some(file) = &self.file else {
             return Ok(None);
         };
-        let res = if reopen { File::open(&self.path).and_then(|f| read_whole(&f, buf)) } else { read_whole(file, buf) };
+        let res =
+            if reopen { File::open(self.path()).and_then(|f| read_whole(&f, buf)) } else { read_whole(file, buf) };
         match res {
             Ok(n) => Ok(Some(n)),
             // A removed cgroup's open files answer ENODEV forever: close ours.
@@ -212,7 +221,6 @@ fn read_whole(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
 pub struct ContainerCgroup {
     dirs: CgroupDirs,
     files: Vec<StatFile>,
-    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for ContainerCgroup {
@@ -231,32 +239,35 @@ impl ContainerCgroup {
     /// controller is not enabled there, the kernel lacks PSI, ...) is left out for good.
     pub fn from_dirs(dirs: CgroupDirs) -> Self {
         let mut files = Vec::new();
-        let mut add = |dir: &Option<PathBuf>, name: &str, kind: Kind| {
+        let shared = |dir: &Option<PathBuf>| dir.as_deref().map(Arc::<Path>::from);
+        let mut add = |dir: &Option<Arc<Path>>, name: &'static str, kind: Kind| {
             if let Some(dir) = dir {
-                let path = dir.join(name);
-                files.push(StatFile { kind, file: File::open(&path).ok(), path });
+                let file = File::open(dir.join(name)).ok();
+                files.push(StatFile { kind, dir: dir.clone(), name, file });
             }
         };
         match &dirs {
             CgroupDirs::V1 { cpu, cpuacct, memory, blkio, pids, unified } => {
-                let by_index = [cpu, cpuacct, memory, blkio, pids];
+                let by_index = [cpu, cpuacct, memory, blkio, pids].map(shared);
                 for &(i, name, kind) in V1_FILES {
-                    add(by_index[i], name, kind);
+                    add(&by_index[i], name, kind);
                 }
-                for (i, name) in PSI_FILES.iter().enumerate() {
-                    add(unified, name, Kind::Pressure(i));
+                let unified = shared(unified);
+                for (i, &name) in PSI_FILES.iter().enumerate() {
+                    add(&unified, name, Kind::Pressure(i));
                 }
             }
             CgroupDirs::V2 { dir } => {
+                let dir = shared(dir);
                 for &(name, kind) in V2_FILES {
-                    add(dir, name, kind);
+                    add(&dir, name, kind);
                 }
-                for (i, name) in PSI_FILES.iter().enumerate() {
-                    add(dir, name, Kind::Pressure(i));
+                for (i, &name) in PSI_FILES.iter().enumerate() {
+                    add(&dir, name, Kind::Pressure(i));
                 }
             }
         }
-        ContainerCgroup { dirs, files, buf: vec![0; 4096] }
+        ContainerCgroup { dirs, files }
     }
 
     pub fn dirs(&self) -> &CgroupDirs {
@@ -264,8 +275,8 @@ impl ContainerCgroup {
     }
 
     /// Paths of the files still held open. Empty once the container's cgroup is gone.
-    pub fn open_files(&self) -> Vec<&Path> {
-        self.files.iter().filter(|f| f.file.is_some()).map(|f| f.path.as_path()).collect()
+    pub fn open_files(&self) -> Vec<PathBuf> {
+        self.files.iter().filter(|f| f.file.is_some()).map(StatFile::path).collect()
     }
 
     /// True once every file has vanished (or none could be opened): the container is gone.
@@ -288,19 +299,22 @@ impl ContainerCgroup {
     }
 
     fn read_impl(&mut self, out: &mut Vec<Sample>, reopen: bool) -> Result<(), CgroupError> {
-        let ContainerCgroup { files, buf, .. } = self;
+        super::with_scratch(|buf| self.read_into(buf, out, reopen))
+    }
+
+    fn read_into(&mut self, buf: &mut Vec<u8>, out: &mut Vec<Sample>, reopen: bool) -> Result<(), CgroupError> {
         let mut acc = Acc::default();
         let mut first_err = None;
-        for f in files.iter_mut() {
+        for f in self.files.iter_mut() {
             match f.fill(buf, reopen) {
                 Ok(None) => {}
                 Ok(Some(n)) => {
                     if let Err(bad) = acc.take(f.kind, &buf[..n]) {
-                        first_err.get_or_insert_with(|| CgroupError::parse(&f.path, bad));
+                        first_err.get_or_insert_with(|| CgroupError::parse(&f.path(), bad));
                     }
                 }
                 Err(source) => {
-                    first_err.get_or_insert_with(|| CgroupError::Io { path: f.path.clone(), source });
+                    first_err.get_or_insert_with(|| CgroupError::Io { path: f.path(), source });
                 }
             }
         }

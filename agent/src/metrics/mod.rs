@@ -31,6 +31,23 @@ pub use fsusage::LayerUsage;
 pub use host::{HostError, HostReader};
 pub use net::{ContainerNet, NetError};
 
+thread_local! {
+    /// The buffer files are read into on this thread: one for every container's files (the sampler
+    /// reads them all on its one thread), where a buffer each cost 8 KiB per container.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 4096]);
+}
+
+/// Runs `f` with this thread's read buffer, as long as it has ever grown (4 KiB at first), so a
+/// `pread` into all of it reads a whole file in one call.
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|b| {
+        let mut b = b.borrow_mut();
+        let len = b.capacity();
+        b.resize(len, 0);
+        f(&mut b)
+    })
+}
+
 /// The agent's `testdata` directory: `$LOOKOUT_AGENT_TESTDATA` when set (a crate built elsewhere
 /// from these sources), else `<CARGO_MANIFEST_DIR>/testdata`.
 #[cfg(test)]

@@ -38,13 +38,12 @@ pub enum NetError {
 #[derive(Debug)]
 pub struct ContainerNet {
     path: PathBuf,
-    buf: Vec<u8>,
 }
 
 impl ContainerNet {
     /// `pid` is the container's main process as seen from `proc_root`.
     pub fn new(proc_root: &Path, pid: u32) -> Self {
-        ContainerNet { path: proc_root.join(pid.to_string()).join("net/dev"), buf: Vec::with_capacity(4096) }
+        ContainerNet { path: proc_root.join(pid.to_string()).join("net/dev") }
     }
 
     pub fn path(&self) -> &Path {
@@ -55,8 +54,12 @@ impl ContainerNet {
     /// interface but `lo`. A process that has gone is skipped
     /// (`Ok` with nothing appended); a malformed line is skipped and reported after the others.
     pub fn read(&mut self, out: &mut Vec<Sample>) -> Result<(), NetError> {
-        self.buf.clear();
-        let res = File::open(&self.path).and_then(|mut f| f.read_to_end(&mut self.buf));
+        super::with_scratch(|buf| self.read_into(buf, out))
+    }
+
+    fn read_into(&self, buf: &mut Vec<u8>, out: &mut Vec<Sample>) -> Result<(), NetError> {
+        buf.clear();
+        let res = File::open(&self.path).and_then(|mut f| f.read_to_end(buf));
         match res {
             Ok(_) => {}
             Err(e)
@@ -68,7 +71,7 @@ impl ContainerNet {
             Err(source) => return Err(NetError::Io { path: self.path.clone(), source }),
         }
         let mut first_err = None;
-        for r in parse::parse_net_dev(&self.buf) {
+        for r in parse::parse_net_dev(buf) {
             match r {
                 Ok((b"lo", _)) => {}
                 Ok((name, f)) => {
