@@ -33,7 +33,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    one_malloc_arena();
+    tune_malloc();
     let cli = Cli::parse();
     let file = match &cli.cmd {
         Some(Cmd::Validate { file }) => file.clone(),
@@ -68,16 +68,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// One malloc arena for the whole process. glibc gives each thread that allocates an arena of its
-/// own (up to eight per core), and memory freed in one is never reused by another: at 100
-/// containers that held 1.5 MB of the agent's 7.5 MB of heap. The agent's few threads seldom
-/// allocate at the same moment, so sharing one arena costs no measurable CPU (docs/performance.md).
+/// glibc's allocator, set for a process that holds little and builds a few large buffers each
+/// tick (docs/performance.md, "Agent memory"):
+/// - one arena for the whole process: glibc gives each thread that allocates an arena of its own
+///   (up to eight per core), and memory freed in one is never reused by another; at 100 containers
+///   that held 1.5 MB of 7.5. The agent's few threads seldom allocate at the same moment.
+/// - buffers of 128 KiB and more (a tick's readings, an encoded batch) mapped on their own and
+///   given back when freed, and the heap's free top given back past 128 KiB: glibc raises both
+///   thresholds after the first large free, so those buffers' pages stayed (1 MB at 100 containers).
+///
+/// Neither costs measurable CPU: a tick makes a handful of such buffers and reads 1,500 files.
 #[allow(unsafe_code)]
-fn one_malloc_arena() {
+fn tune_malloc() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets a parameter of glibc's allocator, and no other thread exists yet.
+    // SAFETY: mallopt only sets parameters of glibc's allocator, and no other thread exists yet.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 10);
     }
 }
 
