@@ -485,6 +485,12 @@ fn container_series_carry_cadvisors_labels_and_their_layers_disk_usage() {
     let before = eventually(Duration::from_secs(20), "a first disk usage of the layer", || one(&base, &usage_q));
     let limit = one(&base, &format!("container_fs_limit_bytes{{name=\"{}\"}}", c.name));
     assert!(limit.is_some_and(|l| l > before + 50.0 * 1048576.0), "the layer's filesystem size: {limit:?}");
+    // Its processes' open files, counted from /proc without entering it: the shell's standard three
+    // at least, and no socket.
+    let fds_q = format!("container_file_descriptors{{name=\"{}\"}}", c.name);
+    let fds = eventually(Duration::from_secs(20), "its open files", || one(&base, &fds_q));
+    assert!(fds >= 3.0, "container_file_descriptors {fds}");
+    assert_eq!(one(&base, &format!("container_sockets{{name=\"{}\"}}", c.name)), Some(0.0));
     let out = std::process::Command::new("docker").args(["exec", &c.name, "touch", "/go"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Refresh 2 s plus one interval of delivery; 50 MiB of blocks, plus at most a few of ext4's

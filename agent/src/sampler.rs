@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::clock::now_ms;
 use crate::discover::{host_metric_labels, metric_labels, Container, ContainerSet, ScrapeLabels};
 use crate::metrics::cgroup::{self, ContainerCgroup, Layout};
+use crate::metrics::fds::FdCounts;
 use crate::metrics::fsusage::LayerUsage;
 use crate::metrics::host::HostReader;
 use crate::metrics::net::ContainerNet;
@@ -51,6 +52,8 @@ struct Watched {
     container: Arc<Container>,
     identity: Arc<Vec<(String, String)>>,
     cgroup: ContainerCgroup,
+    /// Its `cgroup.procs`, for the open-file counts.
+    procs: Option<PathBuf>,
     net: Option<ContainerNet>,
 }
 
@@ -65,6 +68,7 @@ pub struct Sampler {
     watched: HashMap<ContainerId, Watched>,
     host: HostReader,
     layers: LayerUsage,
+    fds: FdCounts,
     host_identity: Arc<Vec<(String, String)>>,
     metrics: AgentMetrics,
     buf: Vec<Sample>,
@@ -79,6 +83,7 @@ impl Sampler {
         let host = HostReader::new(&cfg.proc_root).excluding_net_devices(cfg.net_device_exclude.clone());
         let host_identity = Arc::new(host_metric_labels(&cfg.host, &cfg.scrape));
         let layers = LayerUsage::new(cfg.fs_usage_refresh);
+        let fds = FdCounts::new(cfg.fs_usage_refresh);
         Sampler {
             cfg,
             layout,
@@ -86,6 +91,7 @@ impl Sampler {
             watched: HashMap::new(),
             host,
             layers,
+            fds,
             host_identity,
             metrics,
             buf: Vec::new(),
@@ -117,6 +123,7 @@ impl Sampler {
             }
             keep
         });
+        self.fds.retain(|id| current.iter().any(|c| &c.id == id));
         let now_s = ts_ms as f64 / 1000.0;
         self.layers.tick(current.iter().filter_map(|c| Some((&c.id, c.upper_dir.as_ref()?))));
         for c in current {
@@ -131,6 +138,7 @@ impl Sampler {
                         metric_labels(&self.cfg.host, &c, &self.cfg.include_labels, &self.cfg.scrape, &cgroup_id);
                     let w = Watched {
                         identity: Arc::new(identity),
+                        procs: cgroup.dirs().procs_file(),
                         cgroup,
                         net: c.pid.map(|pid| ContainerNet::new(&self.cfg.proc_root, pid)),
                         container: c.clone(),
@@ -154,6 +162,7 @@ impl Sampler {
                 continue; // gone between discovery and now
             }
             self.layers.samples(&c.id, &mut self.buf);
+            self.fds.samples(&c.id, w.procs.as_deref(), &self.cfg.proc_root, &mut self.buf);
             self.buf.push(Sample::new("container_last_seen", now_s));
             if let Some(t) = c.started_at {
                 self.buf.push(Sample::new("container_start_time_seconds", t));

@@ -139,6 +139,16 @@ pub fn resolve(layout: &Layout, proc_root: &Path, id: &ContainerId, pid: Option<
 }
 
 impl CgroupDirs {
+    /// The container's `cgroup.procs` (its processes' pids): the v2 group's, or the first v1
+    /// controller's found (every controller's group lists the same processes).
+    pub fn procs_file(&self) -> Option<PathBuf> {
+        let dir = match self {
+            CgroupDirs::V2 { dir } => dir.as_deref(),
+            CgroupDirs::V1 { pids, memory, cpu, .. } => pids.as_deref().or(memory.as_deref()).or(cpu.as_deref()),
+        };
+        dir.map(|d| d.join("cgroup.procs"))
+    }
+
     /// The container's cgroup as cAdvisor names it in its `id` label: the path below the hierarchy's
     /// root, with a leading `/` (`/docker/<id>` with the cgroupfs driver,
     /// `/system.slice/docker-<id>.scope` with systemd's). `None` when no directory was found.

@@ -7,6 +7,7 @@
 //!   reused buffer.
 //! - [`net`]: a container's interfaces from `/proc/<pid>/net/dev` ([`ContainerNet`]).
 //! - [`fsusage`]: each container's writable-layer disk usage, walked at a bounded pace ([`LayerUsage`]).
+//! - [`fds`]: each container's open files and sockets from `/proc/<pid>/fd`, at the same pace.
 //! - [`host`]: node_exporter's host families and cAdvisor's `machine_*` ([`HostReader`]), reading
 //!   `/proc` and `/sys`; [`node`] holds the collectors, one module each (cpu and filesystem aside).
 //! - [`parse`]: the pure, allocation-free parsers behind them.
@@ -19,6 +20,7 @@
 
 pub mod cgroup;
 mod cgroup_stats;
+pub mod fds;
 pub mod fsusage;
 pub mod host;
 pub mod net;

@@ -280,3 +280,23 @@ fn timing_real_container_open_kept_vs_reopen() {
         reopen / kept
     );
 }
+
+#[test]
+fn open_files_and_sockets_of_a_real_containers_processes() {
+    use super::fds::count;
+    let _l = lock();
+    // Two processes (the shell and nc, or sleep if the shell execs it): each has stdin, stdout and
+    // stderr, and nc a listening socket.
+    let c = Container::run("fds", &[], "nc -l -p 8080 & sleep 600");
+    let procs = c.cgroup().dirs().procs_file().expect("the container's cgroup.procs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let counts = loop {
+        let counts = count(&procs, Path::new("/proc")).expect("cgroup.procs is readable");
+        if counts.sockets >= 1 || Instant::now() > deadline {
+            break counts;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(counts.sockets, 1, "nc's listening socket: {counts:?}");
+    assert!(counts.fds >= 7, "three standard files per process and the socket: {counts:?}");
+}
