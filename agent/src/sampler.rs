@@ -111,10 +111,11 @@ impl Sampler {
         let current: Vec<Arc<Container>> =
             self.containers.read().expect("container set lock poisoned").values().cloned().collect();
         let mut tick = Tick { ts_ms, readings: Vec::with_capacity(self.watched.len() * 30 + 64) };
-        let last = &self.last;
+        let (last, fds) = (&self.last, &mut self.fds);
         self.watched.retain(|id, w| {
             let keep = current.iter().any(|c| &c.id == id);
             if !keep {
+                fds.forget(id);
                 let ended = last.readings.iter().filter(|r| Arc::ptr_eq(&r.identity, &w.identity)).map(|r| Reading {
                     identity: r.identity.clone(),
                     sample: Sample { value: f64::from_bits(STALE_NAN), ..r.sample.clone() },
@@ -123,7 +124,6 @@ impl Sampler {
             }
             keep
         });
-        self.fds.retain(|id| current.iter().any(|c| &c.id == id));
         let now_s = ts_ms as f64 / 1000.0;
         self.layers.tick(current.iter().filter_map(|c| Some((&c.id, c.upper_dir.as_ref()?))));
         for c in current {

@@ -71,9 +71,9 @@ impl FdCounts {
         }
     }
 
-    /// Forgets the containers `keep` does not want.
-    pub fn retain(&mut self, keep: impl Fn(&ContainerId) -> bool) {
-        self.last.retain(|id, _| keep(id));
+    /// Forgets a container that is no longer watched.
+    pub fn forget(&mut self, id: &ContainerId) {
+        self.last.remove(id);
     }
 }
 

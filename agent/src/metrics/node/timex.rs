@@ -3,7 +3,8 @@
 //! and the local time zone (`localtime_r(3)`) for the `time` collector.
 //!
 //! One of the two places in lookout with `unsafe` (the other is the agent's `mallopt` at start):
-//! neither rustix nor std binds `adjtimex` or `localtime_r`, and both only read. Everything else here is safe arithmetic on what they fill in.
+//! neither rustix nor std binds `adjtimex` or `localtime_r`, and both only read. Everything else
+//! here is safe arithmetic on what they fill in.
 #![allow(unsafe_code)]
 
 use crate::model::Sample;
