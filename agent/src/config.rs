@@ -28,9 +28,9 @@ pub struct AgentConfig {
     pub tls: Option<crate::ship::ClientTls>,
     #[serde(default = "defaults::interval", with = "humantime_serde")]
     pub interval: Duration,
-    /// How often each container's writable layer is walked for `container_fs_usage_bytes` (cAdvisor's
-    /// default: 1m), and its processes' open files counted for `container_file_descriptors` and
-    /// `container_sockets`.
+    /// How often each container's writable layer and own volumes are walked for
+    /// `container_fs_usage_bytes` (cAdvisor's default: 1m), and its processes' open files counted for
+    /// `container_file_descriptors` and `container_sockets`.
     #[serde(default = "defaults::fs_usage_refresh", with = "humantime_serde")]
     pub fs_usage_refresh: Duration,
     #[serde(default = "defaults::state_dir")]

@@ -1,7 +1,7 @@
 //! Every interval, reads each running container's cgroup and network counters and the host's
 //! metrics, tags them with identity labels and hands one `Tick` on. Runs on its own thread: file IO only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -18,11 +18,15 @@ use crate::metrics::net::ContainerNet;
 use crate::model::{ContainerId, Sample};
 use crate::telemetry::AgentMetrics;
 
+/// The labels of where readings came from (host, container, image, ...), shared by all of one
+/// container's readings.
+pub type Identity = Vec<(String, String)>;
+
 /// One metric reading with the labels of where it came from.
 #[derive(Clone, Debug)]
 pub struct Reading {
     /// host, container, image, ... shared by all readings of one container.
-    pub identity: Arc<Vec<(String, String)>>,
+    pub identity: Arc<Identity>,
     pub sample: Sample,
 }
 
@@ -50,7 +54,7 @@ pub struct SamplerConfig {
 
 struct Watched {
     container: Arc<Container>,
-    identity: Arc<Vec<(String, String)>>,
+    identity: Arc<Identity>,
     cgroup: ContainerCgroup,
     /// Its `cgroup.procs`, for the open-file counts.
     procs: Option<PathBuf>,
@@ -69,7 +73,7 @@ pub struct Sampler {
     host: HostReader,
     layers: LayerUsage,
     fds: FdCounts,
-    host_identity: Arc<Vec<(String, String)>>,
+    host_identity: Arc<Identity>,
     metrics: AgentMetrics,
     buf: Vec<Sample>,
     probe_problems: crate::probe::ConfigProblems,
@@ -82,7 +86,7 @@ impl Sampler {
         let layout = cgroup::detect(&cfg.cgroup_root);
         let host = HostReader::new(&cfg.proc_root).excluding_net_devices(cfg.net_device_exclude.clone());
         let host_identity = Arc::new(host_metric_labels(&cfg.host, &cfg.scrape));
-        let layers = LayerUsage::new(cfg.fs_usage_refresh);
+        let layers = LayerUsage::new(cfg.fs_usage_refresh, &cfg.proc_root);
         let fds = FdCounts::new(cfg.fs_usage_refresh);
         Sampler {
             cfg,
@@ -125,7 +129,7 @@ impl Sampler {
             keep
         });
         let now_s = ts_ms as f64 / 1000.0;
-        self.layers.tick(current.iter().filter_map(|c| Some((&c.id, c.upper_dir.as_ref()?))));
+        self.layers.tick(disk_trees(&current));
         for c in current {
             let w = match self.watched.get_mut(&c.id) {
                 // A restarted or renamed container keeps its id but may have a new pid or name.
@@ -214,5 +218,60 @@ impl Sampler {
             // A tick that overran skips the grid points it missed rather than bunching up.
             next = (now_ms() / interval_ms + 1) * interval_ms;
         }
+    }
+}
+
+/// What each container's disk usage counts: its writable layer, and the local volumes that no other
+/// running container mounts (a shared volume is no one container's, and counting it for each would
+/// count it several times in a sum over containers).
+fn disk_trees(current: &[Arc<Container>]) -> impl Iterator<Item = (&ContainerId, Vec<PathBuf>)> {
+    let mut mounted: HashMap<&str, usize> = HashMap::new();
+    for c in current {
+        let names: HashSet<&str> = c.volumes.iter().map(|v| v.name.as_str()).collect();
+        for n in names {
+            *mounted.entry(n).or_default() += 1;
+        }
+    }
+    current.iter().filter_map(move |c| {
+        let own = c.volumes.iter().filter(|v| mounted.get(v.name.as_str()) == Some(&1)).map(|v| v.source.clone());
+        let mut roots: Vec<PathBuf> = c.upper_dir.iter().cloned().chain(own).collect();
+        // One volume mounted at two places is one tree.
+        roots.sort();
+        roots.dedup();
+        (!roots.is_empty()).then_some((&c.id, roots))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::Volume;
+
+    #[test]
+    fn a_container_counts_its_layer_and_the_volumes_only_it_mounts() {
+        let volume = |name: &str| Volume { name: name.into(), source: PathBuf::from(format!("/v/{name}/_data")) };
+        let container = |id: char, upper: Option<&str>, volumes: Vec<Volume>| {
+            Arc::new(Container {
+                id: ContainerId::parse(&id.to_string().repeat(64)).unwrap(),
+                upper_dir: upper.map(PathBuf::from),
+                volumes,
+                ..crate::discover::identity::tests::container("busybox", &[])
+            })
+        };
+        let current = [
+            container('a', Some("/l/a"), vec![volume("anon"), volume("shared")]),
+            container('b', Some("/l/b"), vec![volume("shared")]),
+            // The same volume at two places, and no layer that discovery could see.
+            container('c', None, vec![volume("twice"), volume("twice")]),
+            container('d', None, vec![volume("shared")]),
+            container('e', None, Vec::new()),
+        ];
+        let trees: Vec<(char, Vec<PathBuf>)> =
+            disk_trees(&current).map(|(id, roots)| (id.as_str().chars().next().unwrap(), roots)).collect();
+        let paths = |ps: &[&str]| ps.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            trees,
+            [('a', paths(&["/l/a", "/v/anon/_data"])), ('b', paths(&["/l/b"])), ('c', paths(&["/v/twice/_data"])),]
+        );
     }
 }

@@ -72,6 +72,7 @@ pub fn probes(containers: usize, interval: Duration, duration: Duration, kind: &
                 healthcheck: None,
                 finished_at: None,
                 upper_dir: None,
+                volumes: Vec::new(),
             };
             s.insert(id, Arc::new(c));
         }

@@ -76,8 +76,11 @@ impl TestContainer {
 
 impl Drop for TestContainer {
     fn drop(&mut self) {
-        let _ =
-            Command::new("docker").args(["rm", "-f", &self.id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

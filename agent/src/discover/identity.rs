@@ -155,6 +155,7 @@ pub(crate) mod tests {
             log_driver: "json-file".into(),
             started_at: None,
             upper_dir: None,
+            volumes: Vec::new(),
             address: None,
             healthcheck: None,
             finished_at: None,

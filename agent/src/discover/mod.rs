@@ -42,6 +42,16 @@ pub struct Container {
     pub finished_at: Option<f64>,
     /// Its writable layer on the host (overlay2's `UpperDir`), for its disk usage.
     pub upper_dir: Option<PathBuf>,
+    /// The local-driver volumes it mounts, for its disk usage where no other container mounts them.
+    pub volumes: Vec<Volume>,
+}
+
+/// A Docker volume of the `local` driver, as one container mounts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    pub name: String,
+    /// Its data directory on the host (`/var/lib/docker/volumes/NAME/_data`).
+    pub source: PathBuf,
 }
 
 /// The current set of running containers, shared with the readers.
@@ -399,6 +409,14 @@ fn from_inspect(id: &ContainerId, info: bollard::models::ContainerInspectRespons
         // Docker's default interval is 30 s; its value is in nanoseconds.
         .map(|h| std::time::Duration::from_nanos(h.interval.filter(|i| *i > 0).unwrap_or(30_000_000_000) as u64));
     let started_at = unix(state.and_then(|s| s.started_at.as_deref()));
+    // Other drivers keep their data elsewhere (often remote); bind mounts are the host's own files.
+    let volumes = info
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.typ.as_deref() == Some("volume") && m.driver.as_deref() == Some("local"))
+        .filter_map(|m| Some(Volume { name: m.name?, source: PathBuf::from(m.source.filter(|s| !s.is_empty())?) }))
+        .collect();
     Some(Container {
         id: id.clone(),
         name: info.name.unwrap_or_default().trim_start_matches('/').to_string(),
@@ -417,6 +435,7 @@ fn from_inspect(id: &ContainerId, info: bollard::models::ContainerInspectRespons
             .and_then(|mut g| g.data.remove("UpperDir"))
             .filter(|p| !p.is_empty())
             .map(PathBuf::from),
+        volumes,
     })
 }
 

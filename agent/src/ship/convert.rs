@@ -6,12 +6,13 @@ use std::sync::Arc;
 use lookout_proto::v1::{container_event::Kind, ContainerEvent, Label, SeriesGroup, SeriesSamples};
 
 use crate::discover::{ChangeKind, ContainerChange};
-use crate::sampler::Tick;
+use crate::sampler::{Identity, Tick};
 
 /// One group per identity (a container, or the host), handed to `out` one at a time: its labels
 /// travel once, each series carries only its name and its own labels.
 pub fn tick_groups(tick: &Tick, mut out: impl FnMut(SeriesGroup)) {
-    let mut current: Option<(&Arc<Vec<(String, String)>>, SeriesGroup)> = None;
+    // The identity of the group being filled, and the group.
+    let mut current: Option<(&Arc<Identity>, SeriesGroup)> = None;
     for r in &tick.readings {
         if !current.as_ref().is_some_and(|(id, _)| Arc::ptr_eq(id, &r.identity)) {
             if let Some((_, g)) = current.take() {
