@@ -197,9 +197,30 @@ fn every_family_both_export_agrees_with_node_exporter() {
             .then_some((before, ours, after))
     });
 
-    // process_* describe each exporter's own process, not the host.
-    let shared: BTreeSet<&String> =
-        ours.samples.keys().filter(|n| before.samples.contains_key(*n) && !n.starts_with("process_")).collect();
+    // process_* describe each exporter's own process, not the host; node_scrape_collector_* each
+    // one's own collectors (compared below).
+    let shared: BTreeSet<&String> = ours
+        .samples
+        .keys()
+        .filter(|n| before.samples.contains_key(*n) && !n.starts_with("process_") && !n.starts_with("node_scrape_"))
+        .collect();
+    // Every collector lookout reports on is one of node_exporter's, and they agree on its success.
+    let success = |e: &Exposition| -> BTreeMap<String, f64> {
+        e.samples["node_scrape_collector_success"]
+            .iter()
+            .map(|(labels, v)| (labels.iter().find(|(k, _)| k == "collector").unwrap().1.clone(), *v))
+            .collect()
+    };
+    let (ours_ok, theirs_ok) = (success(&ours), success(&before));
+    assert!(ours_ok.len() >= 20, "{ours_ok:?}");
+    for (collector, ok) in &ours_ok {
+        assert_eq!(
+            theirs_ok.get(collector),
+            Some(ok),
+            "collector {collector}: lookout {ours_ok:?}, node_exporter {theirs_ok:?}"
+        );
+    }
+    assert!(ours.samples["node_scrape_collector_duration_seconds"].values().all(|s| (0.0..1.0).contains(s)));
     let ours_node: Vec<&String> = ours.samples.keys().filter(|n| n.starts_with("node_")).collect();
     let theirs_node =
         before.samples.keys().filter(|n| n.starts_with("node_") && !n.starts_with("node_scrape_")).count();

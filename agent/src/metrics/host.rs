@@ -140,7 +140,14 @@ pub struct HostReader {
     udev_data: PathBuf,
     page_size: u64,
     buf: Vec<u8>,
+    /// `/proc/stat`, read once a tick for the `stat` and `cpu` collectors.
+    stat: Vec<u8>,
+    /// The cpus `/proc/stat` counted this tick.
+    online_cpus: usize,
     errors: Vec<HostError>,
+    /// Each collector's run this tick: its node_exporter name, seconds, and whether it gave samples
+    /// without an error.
+    runs: Vec<(&'static str, f64, bool)>,
 }
 
 impl HostReader {
@@ -155,7 +162,10 @@ impl HostReader {
             udev_data,
             page_size: rustix::param::page_size() as u64,
             buf: Vec::new(),
+            stat: Vec::new(),
+            online_cpus: 0,
             errors: Vec::new(),
+            runs: Vec::new(),
         }
     }
 
@@ -171,39 +181,64 @@ impl HostReader {
         &self.errors
     }
 
-    /// Appends this tick's host samples to `out`. A missing or unreadable file is skipped (and, unless
-    /// missing, noted in [`Self::last_errors`]); never panics.
+    /// Appends this tick's host samples to `out`, each of node_exporter's collectors timed as
+    /// `node_scrape_collector_duration_seconds` and `_success` (1 when it gave samples and no error, as
+    /// there: a collector with nothing to read, such as `conntrack` without netfilter, reports 0). A
+    /// missing or unreadable file is skipped (and, unless missing, noted in [`Self::last_errors`]);
+    /// never panics.
     pub fn read(&mut self, out: &mut Vec<Sample>) {
         self.errors.clear();
-        self.read_stat(out);
-        self.read_meminfo(out);
-        self.read_vmstat(out);
-        out.extend(node::uname::read(&self.proc_root));
-        // node_exporter's `time` collector: the host's clock as it reads it.
-        let now_s = crate::clock::now_ns() as f64 / 1e9;
-        out.push(Sample::new("node_time_seconds", now_s));
-        if let Some((zone, offset)) = node::timex::zone(now_s as i64) {
-            out.push(Sample::with("node_time_zone_offset_seconds", vec![("time_zone", zone)], offset as f64));
-        }
-        node::clocksource::read(&self.sys_root.join("devices/system/clocksource"), out);
+        self.runs.clear();
+        self.collect("stat", out, Self::read_stat);
+        self.collect("cpu", out, Self::read_cpu);
+        self.collect("meminfo", out, Self::read_meminfo);
+        self.collect("vmstat", out, Self::read_vmstat);
+        self.collect("uname", out, |r, out| out.extend(node::uname::read(&r.proc_root)));
+        self.collect("time", out, |r, out| {
+            let now_s = crate::clock::now_ns() as f64 / 1e9;
+            out.push(Sample::new("node_time_seconds", now_s));
+            if let Some((zone, offset)) = node::timex::zone(now_s as i64) {
+                out.push(Sample::with("node_time_zone_offset_seconds", vec![("time_zone", zone)], offset as f64));
+            }
+            node::clocksource::read(&r.sys_root.join("devices/system/clocksource"), out);
+        });
         // The clock and its discipline are the kernel's, whatever the proc root (no namespace has
         // its own wall clock).
-        if let Some(t) = node::timex::read() {
-            node::timex::samples(&t, out);
-        }
-        self.read_loadavg(out);
-        self.read_net_dev(out);
-        self.netclass.read(out);
-        self.read_netstat(out);
-        self.read_sockstat(out);
-        self.read_netmisc(out);
-        self.read_pressure(out);
-        self.read_small_files(out);
-        self.read_diskstats(out);
-        self.read_filesystems(out);
+        self.collect("timex", out, |_, out| {
+            if let Some(t) = node::timex::read() {
+                node::timex::samples(&t, out);
+            }
+        });
+        self.collect("loadavg", out, Self::read_loadavg);
+        self.collect("netdev", out, Self::read_net_dev);
+        self.collect("netclass", out, |r, out| r.netclass.read(out));
+        self.collect("netstat", out, Self::read_netstat);
+        self.collect("sockstat", out, Self::read_sockstat);
+        self.collect("arp", out, Self::read_arp);
+        self.collect("softnet", out, Self::read_softnet);
+        self.collect("udp_queues", out, Self::read_udp_queues);
+        self.collect("pressure", out, Self::read_pressure);
+        self.collect("filefd", out, Self::read_filefd);
+        self.collect("conntrack", out, Self::read_conntrack);
+        self.collect("entropy", out, Self::read_entropy);
+        self.collect("diskstats", out, Self::read_diskstats);
+        self.collect("filesystem", out, Self::read_filesystems);
+        self.collect("os", out, Self::read_os);
+        self.collect("selinux", out, |r, out| out.push(node::os::selinux(&r.sys_root)));
         self.read_machine(out);
-        self.read_os(out);
-        out.push(node::os::selinux(&self.sys_root));
+        for (collector, seconds, ok) in self.runs.drain(..) {
+            let labels = vec![("collector", collector.to_string())];
+            out.push(Sample::with("node_scrape_collector_duration_seconds", labels.clone(), seconds));
+            out.push(Sample::with("node_scrape_collector_success", labels, if ok { 1.0 } else { 0.0 }));
+        }
+    }
+
+    /// Runs one collector, timing it and judging its success.
+    fn collect(&mut self, name: &'static str, out: &mut Vec<Sample>, f: impl FnOnce(&mut Self, &mut Vec<Sample>)) {
+        let (start, samples, errors) = (std::time::Instant::now(), out.len(), self.errors.len());
+        f(self, out);
+        let ok = out.len() > samples && self.errors.len() == errors;
+        self.runs.push((name, start.elapsed().as_secs_f64(), ok));
     }
 
     /// `os-release` of the root the proc root belongs to (`/etc`, then `/usr/lib`, as node_exporter).
@@ -248,14 +283,21 @@ impl HostReader {
         }
     }
 
+    /// `/proc/stat`'s totals; keeps the file for [`Self::read_cpu`].
     fn read_stat(&mut self, out: &mut Vec<Sample>) {
-        let path = self.path("stat");
-        if !self.read_file("stat") {
-            return;
+        self.stat.clear();
+        if self.read_file("stat") {
+            std::mem::swap(&mut self.stat, &mut self.buf);
+            node::stat::parse(&self.stat, out);
         }
-        node::stat::parse(&self.buf, out);
+    }
+
+    /// The `cpuN` lines of the `/proc/stat` that [`Self::read_stat`] read.
+    fn read_cpu(&mut self, out: &mut Vec<Sample>) {
+        let path = self.path("stat");
         let mut bad = None;
-        for (n, line) in parse::lines(&self.buf) {
+        self.online_cpus = 0;
+        for (n, line) in parse::lines(&self.stat) {
             // `cpuN user nice system idle iowait irq softirq steal guest guest_nice`; skip the `cpu` total.
             let Some(rest) = line.strip_prefix(b"cpu") else {
                 continue;
@@ -266,6 +308,7 @@ impl HostReader {
             let Some(cpu) = parse::parse_u64(&rest[..sp]) else {
                 continue;
             };
+            self.online_cpus += 1;
             let mut fields = rest[sp..].split(|&b| b == b' ').filter(|f| !f.is_empty());
             let mut values = [0u64; 10];
             let mut ok = true;
@@ -364,13 +407,19 @@ impl HostReader {
         }
     }
 
-    fn read_netmisc(&mut self, out: &mut Vec<Sample>) {
+    fn read_arp(&mut self, out: &mut Vec<Sample>) {
         if self.read_file("net/arp") {
             node::netmisc::arp(&self.buf, out);
         }
+    }
+
+    fn read_softnet(&mut self, out: &mut Vec<Sample>) {
         if self.read_file("net/softnet_stat") {
             node::netmisc::softnet(&self.buf, out);
         }
+    }
+
+    fn read_udp_queues(&mut self, out: &mut Vec<Sample>) {
         for (rel, ip) in [("net/udp", "v4"), ("net/udp6", "v6")] {
             if self.read_file(rel) {
                 match node::netmisc::udp_queues(&self.buf) {
@@ -404,21 +453,32 @@ impl HostReader {
         }
     }
 
-    /// filefd, entropy and conntrack: one number (or three) per file.
-    fn read_small_files(&mut self, out: &mut Vec<Sample>) {
+    fn read_filefd(&mut self, out: &mut Vec<Sample>) {
         if self.read_file("sys/fs/file-nr") {
             match node::filefd::parse(&self.buf) {
                 Some(samples) => out.extend(samples),
                 None => self.bad_whole_file("sys/fs/file-nr"),
             }
         }
+    }
+
+    fn read_conntrack(&mut self, out: &mut Vec<Sample>) {
         if self.read_file("net/stat/nf_conntrack") {
             match node::conntrack::parse_stat(&self.buf) {
                 Some(samples) => out.extend(samples),
                 None => self.bad_whole_file("net/stat/nf_conntrack"),
             }
         }
-        for (rel, family) in node::entropy::FILES.into_iter().chain(node::conntrack::FILES) {
+        self.read_numbers(&node::conntrack::FILES, out);
+    }
+
+    fn read_entropy(&mut self, out: &mut Vec<Sample>) {
+        self.read_numbers(&node::entropy::FILES, out);
+    }
+
+    /// Files of one number each, as the families they stand for.
+    fn read_numbers(&mut self, files: &[(&str, &'static str)], out: &mut Vec<Sample>) {
+        for (rel, family) in files {
             if self.read_file(rel) {
                 match parse::parse_single_u64(&self.buf) {
                     Some(v) => out.push(Sample::new(family, v as f64)),
@@ -436,23 +496,12 @@ impl HostReader {
     /// cAdvisor's machine families, which its dashboards divide container usage by: the cpus the
     /// kernel counts online and the memory it manages.
     fn read_machine(&mut self, out: &mut Vec<Sample>) {
-        if let Some(cpus) = self.online_cpus() {
-            out.push(Sample::new("machine_cpu_cores", cpus as f64));
+        if self.online_cpus > 0 {
+            out.push(Sample::new("machine_cpu_cores", self.online_cpus as f64));
         }
         if let Some(total) = out.iter().find(|s| s.name == "node_memory_MemTotal_bytes").map(|s| s.value) {
             out.push(Sample::new("machine_memory_bytes", total));
         }
-    }
-
-    /// The number of cpus in `/proc/stat` (one `cpuN` line per online cpu).
-    fn online_cpus(&mut self) -> Option<usize> {
-        if !self.read_file("stat") {
-            return None;
-        }
-        let n = parse::lines(&self.buf)
-            .filter(|(_, l)| l.starts_with(b"cpu") && l.get(3).is_some_and(u8::is_ascii_digit))
-            .count();
-        (n > 0).then_some(n)
     }
 
     fn read_diskstats(&mut self, out: &mut Vec<Sample>) {

@@ -220,10 +220,22 @@ fn missing_files_are_skipped() {
     assert!(
         out.iter().all(|s| s.name.starts_with("node_time_")
             || s.name.starts_with("node_timex_")
+            || s.name.starts_with("node_scrape_collector_")
             || (s.name, s.value) == ("node_selinux_enabled", 0.0)),
         "only the clock without files: {out:?}"
     );
     assert!(host.last_errors().is_empty(), "{:?}", host.last_errors());
+    // Each collector reports on itself as node_exporter's do: those with nothing to read failed.
+    let success = |out: &[Sample]| -> Vec<(String, f64)> {
+        out.iter()
+            .filter(|s| s.name == "node_scrape_collector_success")
+            .map(|s| (s.labels[0].1.clone(), s.value))
+            .collect()
+    };
+    let ok: Vec<String> = success(&out).into_iter().filter(|(_, v)| *v == 1.0).map(|(c, _)| c).collect();
+    assert_eq!(ok, ["time", "timex", "selinux"], "{out:?}");
+    assert_eq!(success(&out).len(), 23, "{out:?}");
+    assert_eq!(out.iter().filter(|s| s.name == "node_scrape_collector_duration_seconds").count(), 23);
     out.clear();
     // A garbled file is skipped and reported; the others still count.
     std::fs::write(tmp.path().join("loadavg"), "not a load average\n").unwrap();
@@ -234,6 +246,9 @@ fn missing_files_are_skipped() {
     assert!(msg.contains("stat:2") && msg.contains("cpu0 1 2 x 4") && msg.contains("loadavg"), "{msg}");
     let cpu: Vec<_> = out.iter().filter(|s| s.name == "node_cpu_seconds_total").collect();
     assert_eq!(cpu.len(), 8, "cpu1's 8 modes: {out:?}");
+    // A collector whose file is garbled failed, though it gave what it could.
+    let failed: Vec<(String, f64)> = success(&out).into_iter().filter(|(c, _)| c == "cpu" || c == "loadavg").collect();
+    assert_eq!(failed, [("cpu".to_string(), 0.0), ("loadavg".to_string(), 0.0)], "{out:?}");
 }
 
 #[test]
