@@ -55,8 +55,11 @@ pub struct Queue {
     /// Where acknowledged log batches are reported (the log reader), if logs are read.
     log_acks: Mutex<Option<std::sync::mpsc::Sender<LogAck>>>,
     /// Where the log positions a collector's Welcome carries are reported.
-    log_resume: Mutex<Option<std::sync::mpsc::Sender<Vec<(String, Vec<u8>)>>>>,
+    log_resume: Mutex<Option<std::sync::mpsc::Sender<LogResumes>>>,
 }
+
+/// The log positions of a Welcome: each source and its reader's saved state.
+pub type LogResumes = Vec<(String, Vec<u8>)>;
 
 /// A sealed batch as the stream sends it: its number, and the protobuf encoding of the rest of it.
 /// The queue holds batches encoded (a third of the memory of the decoded form for a tick of 100
@@ -189,7 +192,7 @@ impl Queue {
     }
 
     /// The log positions of every Welcome will be reported to `tx`.
-    pub fn report_log_resume(&self, tx: std::sync::mpsc::Sender<Vec<(String, Vec<u8>)>>) {
+    pub fn report_log_resume(&self, tx: std::sync::mpsc::Sender<LogResumes>) {
         *self.log_resume.lock().expect("queue lock poisoned") = Some(tx);
     }
 
