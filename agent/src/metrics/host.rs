@@ -225,6 +225,19 @@ impl HostReader {
         self.collect("filesystem", out, Self::read_filesystems);
         self.collect("os", out, Self::read_os);
         self.collect("selinux", out, |r, out| out.push(node::os::selinux(&r.sys_root)));
+        // Present on hardware, seldom on virtual machines; node_exporter counts an empty cpufreq or
+        // thermal class as a success and a missing hwmon class as a failure, and so does this.
+        self.collect_any("cpufreq", out, |r, out| {
+            let bad = node::cpufreq::read(&r.sys_root.join("devices/system/cpu"), out);
+            r.note_bad(bad);
+            true
+        });
+        self.collect_any("thermal_zone", out, |r, out| {
+            let bad = node::thermal::read(&r.sys_root.join("class/thermal"), out);
+            r.note_bad(bad);
+            true
+        });
+        self.collect_any("hwmon", out, |r, out| node::hwmon::read(&r.sys_root.join("class/hwmon"), out));
         self.read_machine(out);
         for (collector, seconds, ok) in self.runs.drain(..) {
             let labels = vec![("collector", collector.to_string())];
@@ -233,12 +246,32 @@ impl HostReader {
         }
     }
 
-    /// Runs one collector, timing it and judging its success.
+    /// Runs one collector, timing it; it succeeded if it gave samples and noted no error.
     fn collect(&mut self, name: &'static str, out: &mut Vec<Sample>, f: impl FnOnce(&mut Self, &mut Vec<Sample>)) {
-        let (start, samples, errors) = (std::time::Instant::now(), out.len(), self.errors.len());
-        f(self, out);
-        let ok = out.len() > samples && self.errors.len() == errors;
+        self.collect_any(name, out, |r, out| {
+            let samples = out.len();
+            f(r, out);
+            out.len() > samples
+        });
+    }
+
+    /// Runs one collector, timing it; it succeeded if it says so (`true`: it found what it reads,
+    /// samples or not) and noted no error.
+    fn collect_any(
+        &mut self,
+        name: &'static str,
+        out: &mut Vec<Sample>,
+        f: impl FnOnce(&mut Self, &mut Vec<Sample>) -> bool,
+    ) {
+        let (start, errors) = (std::time::Instant::now(), self.errors.len());
+        let found = f(self, out);
+        let ok = found && self.errors.len() == errors;
         self.runs.push((name, start.elapsed().as_secs_f64(), ok));
+    }
+
+    /// Notes sysfs values that did not parse.
+    fn note_bad(&mut self, bad: Vec<node::sysfs::Bad>) {
+        self.errors.extend(bad.into_iter().map(|b| HostError::Parse { path: b.path, line: 1, text: b.text }));
     }
 
     /// `os-release` of the root the proc root belongs to (`/etc`, then `/usr/lib`, as node_exporter).

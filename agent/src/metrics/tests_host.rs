@@ -233,9 +233,9 @@ fn missing_files_are_skipped() {
             .collect()
     };
     let ok: Vec<String> = success(&out).into_iter().filter(|(_, v)| *v == 1.0).map(|(c, _)| c).collect();
-    assert_eq!(ok, ["time", "timex", "selinux"], "{out:?}");
-    assert_eq!(success(&out).len(), 23, "{out:?}");
-    assert_eq!(out.iter().filter(|s| s.name == "node_scrape_collector_duration_seconds").count(), 23);
+    assert_eq!(ok, ["time", "timex", "selinux", "cpufreq", "thermal_zone"], "{out:?}");
+    assert_eq!(success(&out).len(), 26, "{out:?}");
+    assert_eq!(out.iter().filter(|s| s.name == "node_scrape_collector_duration_seconds").count(), 26);
     out.clear();
     // A garbled file is skipped and reported; the others still count.
     std::fs::write(tmp.path().join("loadavg"), "not a load average\n").unwrap();

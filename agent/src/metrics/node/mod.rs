@@ -5,9 +5,11 @@
 
 pub mod clocksource;
 pub mod conntrack;
+pub mod cpufreq;
 pub mod diskstats;
 pub mod entropy;
 pub mod filefd;
+pub mod hwmon;
 pub mod meminfo;
 pub mod netclass;
 pub mod netmisc;
@@ -16,6 +18,8 @@ pub mod os;
 pub mod pressure;
 pub mod sockstat;
 pub mod stat;
+pub mod sysfs;
+pub mod thermal;
 pub mod timex;
 pub mod uname;
 pub mod vmstat;
