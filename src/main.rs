@@ -81,7 +81,7 @@ struct UpArgs {
     /// `container_label_<key>`); repeat for several.
     #[arg(long = "include-label", value_name = "KEY")]
     include_labels: Vec<String>,
-    /// How often each container's writable layer is walked for `container_fs_usage_bytes`.
+    /// How often each container's writable layer and own volumes are walked for `container_fs_usage_bytes`.
     #[arg(long, default_value = "60s", value_parser = humantime_duration)]
     fs_usage_refresh: Duration,
 }

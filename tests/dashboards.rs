@@ -151,6 +151,8 @@ const AGENT_METRICS: &[&str] = &[
     "node_pressure_memory_waiting_seconds_total",
     "node_pressure_io_waiting_seconds_total",
     "node_uname_info",
+    "node_scrape_collector_duration_seconds",
+    "node_scrape_collector_success",
 ];
 
 /// The dashboards written in node_exporter's and cAdvisor's idioms: every metric they read exists on

@@ -46,7 +46,7 @@ pub struct SamplerConfig {
     pub include_labels: Vec<String>,
     /// `job` and `instance`, as a scrape would give them.
     pub scrape: ScrapeLabels,
-    /// How often each container's writable layer is walked for its disk usage.
+    /// How often each container's writable layer and own volumes are walked for their disk usage.
     pub fs_usage_refresh: Duration,
     /// Interfaces the host's `node_network_*` families leave out.
     pub net_device_exclude: Option<regex::Regex>,
