@@ -37,7 +37,7 @@ pub fn run(paths: &[PathBuf], verbose: bool) -> anyhow::Result<()> {
         skipped += report.skipped;
     }
     println!("{:<28} {:>8} {:>8} {:>8} {:>8.1}%", "all", passed, failed, skipped, percent(passed, passed + failed));
-    println!("(skipped: evaluations that need native histograms; eval_warn and eval_info are compared on values only)");
+    println!("(skipped: evaluations that need native histograms; eval_warn must give a warning, eval_info an info, eval none)");
     Ok(())
 }
 

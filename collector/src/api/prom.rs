@@ -10,7 +10,7 @@ use super::params::Params;
 use super::{ApiError, AppState};
 use crate::clock::now_ms;
 use crate::model::{format_value, LabelSet, Matcher, SeriesData};
-use crate::query::promql::Value;
+use crate::query::promql::{Annotations, Value};
 
 /// The Prometheus version reported to clients; Grafana enables features by it.
 pub const PROMETHEUS_COMPAT_VERSION: &str = "3.0.0";
@@ -24,20 +24,26 @@ pub async fn query(State(s): State<AppState>, p: Params) -> Result<Response, Api
     let t = p.time_ms("time", now_ms())?;
     s.metrics.queries.inc();
     let (engine, store) = (s.engine.clone(), s.store.clone());
-    let value = s.queries.run(move |budget| engine.instant_within(store.as_ref(), &q, t, budget)).await?;
+    let (value, notes) = s.queries.run(move |budget| engine.instant_annotated(store.as_ref(), &q, t, budget)).await?;
     let data = match value {
         Value::Scalar { t_ms, v } => json!({"resultType": "scalar", "result": point(t_ms, v)}),
         Value::String { t_ms, s } => json!({"resultType": "string", "result": [secs(t_ms), s]}),
         Value::Vector(v) => {
-            return Ok(encode_result("vector", &v, |out, s| {
+            return Ok(encode_result("vector", &v, &notes, |out, s| {
                 write_labels(out, &s.labels);
                 out.push_str(",\"value\":");
                 write_point(out, s.t_ms, s.v);
             }))
         }
-        Value::Matrix(m) => return Ok(encode_matrix(&m)),
+        Value::Matrix(m) => return Ok(encode_matrix(&m, &notes)),
     };
-    Ok(success(data))
+    let mut body = json!({"status": "success", "data": data});
+    for (key, list) in [("warnings", &notes.warnings), ("infos", &notes.infos)] {
+        if !list.is_empty() {
+            body[key] = json!(list);
+        }
+    }
+    Ok(Json(body).into_response())
 }
 
 pub async fn query_range(State(s): State<AppState>, p: Params) -> Result<Response, ApiError> {
@@ -58,14 +64,15 @@ pub async fn query_range(State(s): State<AppState>, p: Params) -> Result<Respons
     }
     s.metrics.queries.inc();
     let (engine, store) = (s.engine.clone(), s.store.clone());
-    let m = s.queries.run(move |budget| engine.range_within(store.as_ref(), &q, start, end, step, budget)).await?;
-    Ok(encode_matrix(&m))
+    let (m, notes) =
+        s.queries.run(move |budget| engine.range_annotated(store.as_ref(), &q, start, end, step, budget)).await?;
+    Ok(encode_matrix(&m, &notes))
 }
 
 /// A vector or matrix answer written straight into one buffer: building a `serde_json::Value` per
 /// point cost more than evaluating the query (a 1 h dashboard query over 100 containers is 24,000
-/// points).
-fn encode_result<T>(kind: &str, items: &[T], mut item: impl FnMut(&mut String, &T)) -> Response {
+/// points). Annotations go beside `data` as Prometheus puts them, only when there are some.
+fn encode_result<T>(kind: &str, items: &[T], notes: &Annotations, mut item: impl FnMut(&mut String, &T)) -> Response {
     let mut out = String::with_capacity(64 + items.len() * 256);
     out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":\"");
     out.push_str(kind);
@@ -78,12 +85,21 @@ fn encode_result<T>(kind: &str, items: &[T], mut item: impl FnMut(&mut String, &
         item(&mut out, x);
         out.push('}');
     }
-    out.push_str("]}}");
+    out.push_str("]}");
+    for (key, list) in [("warnings", &notes.warnings), ("infos", &notes.infos)] {
+        if !list.is_empty() {
+            out.push_str(",\"");
+            out.push_str(key);
+            out.push_str("\":");
+            out.push_str(&serde_json::to_string(list).unwrap_or_else(|_| "[]".into()));
+        }
+    }
+    out.push('}');
     ([(axum::http::header::CONTENT_TYPE, "application/json")], out).into_response()
 }
 
-fn encode_matrix(m: &[SeriesData]) -> Response {
-    encode_result("matrix", m, |out, s| {
+fn encode_matrix(m: &[SeriesData], notes: &Annotations) -> Response {
+    encode_result("matrix", m, notes, |out, s| {
         write_labels(out, &s.labels);
         out.push_str(",\"values\":[");
         for (i, (&t, &v)) in s.samples.ts.iter().zip(&s.samples.values).enumerate() {

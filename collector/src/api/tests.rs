@@ -99,6 +99,39 @@ async fn rate_by_container_over_stored_samples() {
 }
 
 #[tokio::test]
+async fn warnings_and_infos_travel_beside_the_answer_as_in_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path());
+    seed(&st);
+    // A counter's rate: no annotations at all, not even empty lists.
+    let (_, body) =
+        call(&st, form("/api/v1/query", "query=rate(container_cpu_usage_seconds_total%5B1m%5D)&time=1600")).await;
+    assert!(body.get("warnings").is_none() && body.get("infos").is_none(), "{body}");
+    // A quantile outside [0, 1] warns, in instant and range answers alike.
+    let q = "query=quantile(1.5%2C%20container_cpu_usage_seconds_total)";
+    let (status, body) = call(&st, form("/api/v1/query", &format!("{q}&time=1600"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["result"][0]["value"][1], "+Inf");
+    assert_eq!(
+        body["warnings"],
+        serde_json::json!(["PromQL warning: quantile value should be between 0 and 1, got 1.5"])
+    );
+    let (_, body) = call(&st, get(&format!("/api/v1/query_range?{q}&start=1000&end=1600&step=60"))).await;
+    assert_eq!(body["data"]["resultType"], "matrix");
+    assert_eq!(body["warnings"].as_array().map(Vec::len), Some(1), "{body}");
+    // The rate of a series whose name is no counter's is an info.
+    let (_, body) = call(&st, form("/api/v1/query", "query=rate(label_replace(container_cpu_usage_seconds_total%2C%22__name__%22%2C%22cpu_level%22%2C%22%22%2C%22%22)%5B1m%3A10s%5D)&time=1600")).await;
+    assert_eq!(
+        body["infos"],
+        serde_json::json!([
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"cpu_level\""
+        ]),
+        "{body}"
+    );
+    assert!(body.get("warnings").is_none(), "{body}");
+}
+
+#[tokio::test]
 async fn range_query_returns_a_matrix_aligned_to_the_step() {
     let dir = tempfile::tempdir().unwrap();
     let st = state(dir.path());

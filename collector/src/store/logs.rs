@@ -379,7 +379,9 @@ pub fn read(
     blobs.sort_unstable_by_key(|&(i, id, _)| (i, id));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blobs.len().max(1));
     let per = blobs.len().div_ceil(threads).max(1);
-    let decoded: Vec<Result<Vec<(usize, Vec<LogLine>)>, String>> = std::thread::scope(|scope| {
+    // Per thread: each chunk's lines with the index of the request they answer, or why not.
+    type Decoded = Result<Vec<(usize, Vec<LogLine>)>, String>;
+    let decoded: Vec<Decoded> = std::thread::scope(|scope| {
         let handles: Vec<_> = blobs
             .chunks(per)
             .map(|part| {

@@ -80,6 +80,9 @@ pub(crate) fn eval_aggregate(ctx: &Ctx, a: &AggregateExpr) -> Result<Val, QueryE
             let p = ctx.eval_scalar(param)?;
             let input = ctx.eval_vector(&a.expr)?;
             if op == "quantile" {
+                for &q in &p {
+                    super::histogram::invalid_quantile(ctx, q);
+                }
                 quantile_agg(ctx, &grouping, input, &p)
             } else {
                 top_bottom(ctx, op == "topk", &grouping, input, &p)
@@ -323,7 +326,15 @@ fn limit_ratio(ctx: &Ctx, input: Vec<Series>, r: &[f64]) -> Result<Val, QueryErr
         if r.is_nan() {
             return Err(exec("Ratio value is NaN"));
         }
-        let r = r.clamp(-1.0, 1.0);
+        let capped = r.clamp(-1.0, 1.0);
+        if capped != r {
+            ctx.warn(format!(
+                "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}",
+                super::go_g(r),
+                super::go_g(capped)
+            ));
+        }
+        let r = capped;
         for (s, &offset) in offsets.iter().enumerate() {
             let keep = (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r);
             if keep && r != 0.0 {

@@ -2,6 +2,7 @@
 //! selector reads the store once for the whole query, then walks its samples with cursors. A subquery
 //! (`subquery`) evaluates its inner expression once, in a nested `Ctx` on its own steps.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -57,6 +58,8 @@ pub(crate) struct Ctx<'a> {
     pub query_end: i64,
     /// What the query may still spend; checked at every node and by the source between series.
     pub budget: &'a super::Budget,
+    /// The warnings and infos the answer will carry, shared by every context of one query.
+    pub notes: &'a RefCell<super::Annotations>,
 }
 
 pub(crate) fn exec(msg: impl Into<String>) -> QueryError {
@@ -86,11 +89,23 @@ impl<'a> Ctx<'a> {
         step: i64,
         lookback: i64,
         budget: &'a super::Budget,
+        notes: &'a RefCell<super::Annotations>,
     ) -> Self {
         let step = step.max(1);
         // i128: start and end may be anywhere in i64; the caller has bounded the number of steps.
         let n = ((end as i128 - start as i128).max(0) / step as i128) as usize + 1;
-        Ctx { src, start, step, n, lookback, query_start: start, query_end: end, budget }
+        Ctx { src, start, step, n, lookback, query_start: start, query_end: end, budget, notes }
+    }
+
+    /// Adds a warning to the answer: it may be wrong (a quantile outside [0, 1], a bucket without a
+    /// bound).
+    pub fn warn(&self, message: String) {
+        self.notes.borrow_mut().warn(message);
+    }
+
+    /// Adds an info to the answer: it may not be what was meant (`rate` of a gauge).
+    pub fn info(&self, message: String) {
+        self.notes.borrow_mut().info(message);
     }
 
     /// A context for a subquery's inner expression: steps start, start+step, ... <= end, same query.
@@ -99,7 +114,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             query_start: self.query_start,
             query_end: self.query_end,
-            ..Ctx::new(self.src, start, end, step, self.lookback, self.budget)
+            ..Ctx::new(self.src, start, end, step, self.lookback, self.budget, self.notes)
         }
     }
 

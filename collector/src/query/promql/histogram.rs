@@ -17,6 +17,9 @@ pub(crate) fn histogram_quantile(ctx: &Ctx, args: &[Box<Expr>]) -> Result<Val, Q
         return Err(exec("histogram_quantile needs a quantile and a vector"));
     };
     let q = ctx.eval_scalar(q)?;
+    for &q in &q {
+        invalid_quantile(ctx, q);
+    }
     let input = ctx.eval_vector(v)?;
     // Group the bucket series by their labels without `le` (the name is part of a histogram's
     // identity); skip those whose `le` is not a number (Prometheus only warns about them). Buckets of
@@ -25,6 +28,11 @@ pub(crate) fn histogram_quantile(ctx: &Ctx, args: &[Box<Expr>]) -> Result<Val, Q
     let mut groups: Vec<(LabelSet, Vec<(f64, usize)>)> = Vec::new();
     for (k, s) in input.iter().enumerate() {
         let Some(le) = s.labels.get("le").and_then(parse_go_float) else {
+            ctx.warn(format!(
+                "PromQL warning: bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}",
+                s.labels.get("le").unwrap_or_default(),
+                s.labels.get(METRIC_NAME).unwrap_or_default()
+            ));
             continue;
         };
         let key = s.labels.filtered(|l| l != "le");
@@ -40,11 +48,20 @@ pub(crate) fn histogram_quantile(ctx: &Ctx, args: &[Box<Expr>]) -> Result<Val, Q
     let idx: Vec<usize> = groups.iter().map(|(l, _)| out.idx(l.filtered(|l| l != METRIC_NAME))).collect();
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for (i, &q) in q.iter().enumerate() {
-        for ((_, members), &o) in groups.iter().zip(&idx) {
+        for ((labels, members), &o) in groups.iter().zip(&idx) {
             buckets.clear();
             buckets.extend(members.iter().filter_map(|&(le, k)| input[k].vals[i].map(|c| (le, c))));
             if !buckets.is_empty() {
-                out.put(o, i, bucket_quantile(q, &mut buckets))?;
+                let (v, forced) = bucket_quantile(q, &mut buckets);
+                if forced {
+                    ctx.info(format!(
+                        "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see \
+                         https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) \
+                         for metric name {:?}",
+                        labels.get(METRIC_NAME).unwrap_or_default()
+                    ));
+                }
+                out.put(o, i, v)?;
             }
         }
     }
@@ -60,23 +77,36 @@ fn parse_go_float(s: &str) -> Option<f64> {
     }
 }
 
-/// Prometheus's BucketQuantile over (upper bound, cumulative count) pairs.
-pub(crate) fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+/// Warns of a quantile outside [0, 1] (or NaN), as Prometheus does where it reads one.
+pub(crate) fn invalid_quantile(ctx: &Ctx, q: f64) {
+    if q.is_nan() || !(0.0..=1.0).contains(&q) {
+        ctx.warn(format!("PromQL warning: quantile value should be between 0 and 1, got {}", super::go_g(q)));
+    }
+}
+
+/// Prometheus's BucketQuantile over (upper bound, cumulative count) pairs, and whether the counts
+/// had to be made monotonic (a bucket below the one before it: counters scraped apart, or a reset).
+pub(crate) fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
     if q.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
     if q < 0.0 {
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, false);
     }
     if q > 1.0 {
-        return f64::INFINITY;
+        return (f64::INFINITY, false);
     }
     buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
     if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
     coalesce(buckets);
-    ensure_monotonic(buckets);
+    let forced = ensure_monotonic(buckets);
+    (quantile_of(q, buckets), forced)
+}
+
+/// The interpolation of BucketQuantile over sorted, coalesced, monotonic buckets.
+fn quantile_of(q: f64, buckets: &[(f64, f64)]) -> f64 {
     if buckets.len() < 2 {
         return f64::NAN;
     }
@@ -115,20 +145,28 @@ fn coalesce(buckets: &mut Vec<(f64, f64)>) {
     *buckets = out;
 }
 
-/// Raises any count below an earlier one to it, and flattens differences that are float noise.
-fn ensure_monotonic(buckets: &mut [(f64, f64)]) {
+/// Raises any count below an earlier one to it, and flattens differences that are float noise;
+/// whether a count was below an earlier one (noise alone is not reported, as in Prometheus).
+fn ensure_monotonic(buckets: &mut [(f64, f64)]) -> bool {
     let mut prev = buckets[0].1;
+    let mut forced = false;
     for b in buckets.iter_mut().skip(1) {
         let curr = b.1;
         if curr == prev {
             continue;
         }
-        if almost_equal(prev, curr, SMALL_DELTA_TOLERANCE) || curr < prev {
+        if almost_equal(prev, curr, SMALL_DELTA_TOLERANCE) {
             b.1 = prev;
+            continue;
+        }
+        if curr < prev {
+            b.1 = prev;
+            forced = true;
             continue;
         }
         prev = curr;
     }
+    forced
 }
 
 /// Prometheus's util/almost.Equal.

@@ -18,6 +18,8 @@ mod tests_prop;
 #[cfg(test)]
 mod tests_subquery;
 
+use std::cell::RefCell;
+
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::Expr;
 
@@ -60,6 +62,51 @@ pub struct InstantSample {
     pub labels: LabelSet,
     pub t_ms: i64,
     pub v: f64,
+}
+
+/// Prometheus's annotations beside an answer, each message once, in the order found: warnings (the
+/// answer may be wrong: a quantile outside [0, 1], a bucket without a bound) and infos (it may not be
+/// what was meant: `rate` of a series whose name says it is no counter). The HTTP API returns them as
+/// `warnings` and `infos`, where Grafana shows them on the panel.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Annotations {
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+}
+
+impl Annotations {
+    /// Prometheus caps what one answer carries; so does this (a quantile per step could make one each).
+    const MAX: usize = 10;
+
+    fn warn(&mut self, message: String) {
+        if self.warnings.len() < Self::MAX && !self.warnings.contains(&message) {
+            self.warnings.push(message);
+        }
+    }
+
+    fn info(&mut self, message: String) {
+        if self.infos.len() < Self::MAX && !self.infos.contains(&message) {
+            self.infos.push(message);
+        }
+    }
+}
+
+/// A number as Go's `%g` writes it in Prometheus's messages (`2`, `-0.1`, `NaN`, `+Inf`, `1e+21`).
+pub(crate) fn go_g(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else if v != 0.0 && (v.abs() >= 1e21 || v.abs() < 1e-4) {
+        let e = format!("{v:e}");
+        match e.split_once('e') {
+            Some((m, x)) if x.starts_with('-') => format!("{m}e-{:02}", &x[1..]),
+            Some((m, x)) => format!("{m}e+{x:0>2}"),
+            None => e,
+        }
+    } else {
+        format!("{v}")
+    }
 }
 
 /// Evaluates PromQL. Stateless apart from its settings, so one can be shared by all requests.
@@ -111,17 +158,29 @@ impl Engine {
         t_ms: i64,
         budget: &Budget,
     ) -> Result<Value, QueryError> {
+        self.instant_annotated(src, query, t_ms, budget).map(|(v, _)| v)
+    }
+
+    /// [`Self::instant_within`] with the answer's annotations.
+    pub fn instant_annotated(
+        &self,
+        src: &dyn Queryable,
+        query: &str,
+        t_ms: i64,
+        budget: &Budget,
+    ) -> Result<(Value, Annotations), QueryError> {
         let expr = self.parse_within("query", query)?;
-        let ctx = Ctx::new(src, t_ms, t_ms, 1, self.lookback_ms, budget);
+        let notes = RefCell::new(Annotations::default());
+        let ctx = Ctx::new(src, t_ms, t_ms, 1, self.lookback_ms, budget, &notes);
         if let Expr::MatrixSelector(_) | Expr::Subquery(_) = unwrap_parens(&expr) {
             let m = ctx.raw_matrix(&ctx.range_arg(&expr)?)?;
             budget.check()?;
-            return Ok(Value::Matrix(m));
+            return Ok((Value::Matrix(m), notes.take()));
         }
         let value = ctx.eval(&expr)?;
         // Loops that found the budget spent stopped early; what they made is not an answer.
         budget.check()?;
-        Ok(match value {
+        let value = match value {
             Val::Scalar(v) => Value::Scalar { t_ms, v: v[0] },
             Val::Str(s) => Value::String { t_ms, s },
             Val::Vector(series) => {
@@ -132,7 +191,8 @@ impl Engine {
                 sort_instant(&expr, &mut out);
                 Value::Vector(out)
             }
-        })
+        };
+        Ok((value, notes.take()))
     }
 
     /// Range query with no deadline (decisions and tests).
@@ -159,6 +219,19 @@ impl Engine {
         step_ms: i64,
         budget: &Budget,
     ) -> Result<Vec<SeriesData>, QueryError> {
+        self.range_annotated(src, query, start_ms, end_ms, step_ms, budget).map(|(m, _)| m)
+    }
+
+    /// [`Self::range_within`] with the answer's annotations.
+    pub fn range_annotated(
+        &self,
+        src: &dyn Queryable,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        budget: &Budget,
+    ) -> Result<(Vec<SeriesData>, Annotations), QueryError> {
         if end_ms < start_ms {
             return Err(QueryError::BadData("end timestamp must not be before start time".into()));
         }
@@ -184,7 +257,8 @@ impl Engine {
                 )))
             }
         }
-        let ctx = Ctx::new(src, start_ms, end_ms, step_ms, self.lookback_ms, budget);
+        let notes = RefCell::new(Annotations::default());
+        let ctx = Ctx::new(src, start_ms, end_ms, step_ms, self.lookback_ms, budget, &notes);
         let value = ctx.eval(&expr)?;
         budget.check()?;
         let mut out = match value {
@@ -212,7 +286,7 @@ impl Engine {
                 .collect::<Vec<_>>(),
         };
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+        Ok((out, notes.take()))
     }
 }
 

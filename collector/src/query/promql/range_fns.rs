@@ -111,7 +111,10 @@ pub(crate) fn eval_range_fn(ctx: &Ctx, name: &str, args: &[Box<Expr>]) -> Result
                 "present_over_time" => Some(1.0),
                 "stdvar_over_time" => Some(variance(vs)),
                 "stddev_over_time" => Some(variance(vs).sqrt()),
-                "quantile_over_time" => Some(quantile(param[i], &mut vs.to_vec())),
+                "quantile_over_time" => {
+                    super::histogram::invalid_quantile(ctx, param[i]);
+                    Some(quantile(param[i], &mut vs.to_vec()))
+                }
                 "mad_over_time" => {
                     let median = quantile(0.5, &mut vs.to_vec());
                     Some(quantile(0.5, &mut vs.iter().map(|v| (v - median).abs()).collect::<Vec<_>>()))
@@ -120,10 +123,24 @@ pub(crate) fn eval_range_fn(ctx: &Ctx, name: &str, args: &[Box<Expr>]) -> Result
                 _ => None,
             };
         });
+        if matches!(name, "rate" | "increase") && vals.iter().any(Option::is_some) {
+            possible_non_counter(ctx, &s.labels);
+        }
         let labels = if keep_name { s.labels.clone() } else { s.labels.without_name() };
         out.push(Series { labels, vals });
     }
     Ok(Val::Vector(merge_series(out, true)?))
+}
+
+/// Prometheus's info on `rate` or `increase` of a series whose name does not end as a counter's (or a
+/// classic histogram's parts) do: it is likely a gauge, whose rate means little.
+fn possible_non_counter(ctx: &Ctx, labels: &crate::model::LabelSet) {
+    let name = labels.get(crate::model::METRIC_NAME).unwrap_or_default();
+    if !name.is_empty() && !["_total", "_sum", "_count", "_bucket"].iter().any(|s| name.ends_with(s)) {
+        ctx.info(format!(
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}"
+        ));
+    }
 }
 
 /// Holt's linear smoothing of a window's values with smoothing factor `sf` and trend factor `tf`,

@@ -6,9 +6,10 @@
 //! <t> <expr>` or `eval range from <t> to <t> step <d> <expr>` then indented expected results, one
 //! per line (`{labels} value` for instant vectors, a bare value for a scalar, `{labels} v1 v2 _ ...`
 //! per step for ranges); `eval_fail` expects an error, `eval_ordered` the given order; `eval_warn`
-//! and `eval_info` expect Prometheus's annotations, which this engine does not produce, so only
-//! their values are compared. As in Prometheus, an instant evaluation is also run as a range query
-//! from t-1m to t+1m in steps of 1m, and its middle step must give the same result.
+//! expects at least one warning beside the answer and `eval_info` at least one info and no warning,
+//! as Prometheus 3.0's test runner checks (an `eval` must give no warning; the messages' text is not
+//! compared). As in Prometheus, an instant evaluation is also run as a range query from t-1m to
+//! t+1m in steps of 1m, and its middle step must give the same result.
 
 use super::{Engine, Queryable, Value};
 use crate::model::{LabelSet, Matcher, Samples, SeriesData, METRIC_NAME, STALE_NAN_BITS};
@@ -99,6 +100,27 @@ enum Expect {
     Fail,
 }
 
+/// The annotations an evaluation must carry.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Notes {
+    NoWarning,
+    Warning,
+    Info,
+}
+
+impl Notes {
+    fn check(self, got: &super::Annotations) -> Result<(), String> {
+        match self {
+            Notes::Warning if got.warnings.is_empty() => Err("expected a warning, got none".into()),
+            Notes::NoWarning | Notes::Info if !got.warnings.is_empty() => {
+                Err(format!("unexpected warnings: {:?}", got.warnings))
+            }
+            Notes::Info if got.infos.is_empty() => Err("expected an info annotation, got none".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
 enum When {
     Instant(i64),
     Range { start: i64, end: i64, step: i64 },
@@ -171,10 +193,12 @@ pub fn run(engine: &Engine, text: &str) -> FileReport {
                 }
             }
             c if c.starts_with("eval") => {
-                let expect = match c {
-                    "eval" | "eval_warn" | "eval_info" => Expect::Values,
-                    "eval_ordered" => Expect::Ordered,
-                    "eval_fail" => Expect::Fail,
+                let (expect, notes) = match c {
+                    "eval" => (Expect::Values, Notes::NoWarning),
+                    "eval_warn" => (Expect::Values, Notes::Warning),
+                    "eval_info" => (Expect::Values, Notes::Info),
+                    "eval_ordered" => (Expect::Ordered, Notes::NoWarning),
+                    "eval_fail" => (Expect::Fail, Notes::NoWarning),
                     other => {
                         report.failures.push(fail(format!("unknown command {other}")));
                         continue;
@@ -218,7 +242,7 @@ pub fn run(engine: &Engine, text: &str) -> FileReport {
                 }
                 // A panic is an answer too (a wrong one): reported, and the file goes on.
                 let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    check(engine, &store, &when, query, expect, &expected)
+                    check(engine, &store, &when, query, expect, notes, &expected)
                 }));
                 if store.touched_histograms.swap(false, std::sync::atomic::Ordering::Relaxed) {
                     report.skipped += 1;
@@ -488,19 +512,22 @@ fn check(
     when: &When,
     query: &str,
     expect: Expect,
+    notes: Notes,
     expected: &[Expected],
 ) -> Result<(), String> {
+    let unlimited = crate::query::Budget::unlimited();
     match *when {
         When::Instant(t) => {
-            let got = engine.instant(store, query, t);
+            let got = engine.instant_annotated(store, query, t, &unlimited);
             if expect == Expect::Fail {
                 return match got {
                     Err(_) => Ok(()),
-                    Ok(v) => Err(format!("expected an error, got {}", show_value(&v))),
+                    Ok((v, _)) => Err(format!("expected an error, got {}", show_value(&v))),
                 };
             }
-            let got = got.map_err(|e| format!("error: {e}"))?;
+            let (got, annotations) = got.map_err(|e| format!("error: {e}"))?;
             compare_instant(&got, expected, expect == Expect::Ordered)?;
+            notes.check(&annotations)?;
             if matches!(got, Value::Matrix(_) | Value::String { .. }) || expect == Expect::Ordered {
                 return Ok(());
             }
@@ -525,14 +552,15 @@ fn check(
             compare_instant(&as_value, expected, false).map_err(|e| format!("range mode: {e}"))
         }
         When::Range { start, end, step } => {
-            let got = engine.range(store, query, start, end, step);
+            let got = engine.range_annotated(store, query, start, end, step, &unlimited);
             if expect == Expect::Fail {
                 return match got {
                     Err(_) => Ok(()),
-                    Ok(m) => Err(format!("expected an error, got {} series", m.len())),
+                    Ok((m, _)) => Err(format!("expected an error, got {} series", m.len())),
                 };
             }
-            let got = got.map_err(|e| format!("error: {e}"))?;
+            let (got, annotations) = got.map_err(|e| format!("error: {e}"))?;
+            notes.check(&annotations)?;
             let mut unmatched: Vec<&SeriesData> = got.iter().collect();
             for e in expected {
                 let labels = e.labels.clone().unwrap_or_default();
