@@ -51,11 +51,7 @@ mod tests {
         // The layout of a host with the acpi-cpufreq driver, whose cpu1 has no policy and whose
         // driver cannot tell cpu2's current frequency. Hand-made: this machine has no cpufreq driver.
         let tmp = tempfile::tempdir().unwrap();
-        let put = |rel: &str, v: &str| {
-            let p = tmp.path().join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, v).unwrap();
-        };
+        let put = |rel: &str, v: &str| sysfs::write_tree(tmp.path(), &[(rel, v)]);
         for (f, v) in [
             ("cpuinfo_cur_freq", "1800000\n"),
             ("cpuinfo_min_freq", "800000\n"),

@@ -221,11 +221,7 @@ mod tests {
         // lays them out. Hand-made: this machine has no
         // /sys/class/hwmon.
         let tmp = tempfile::tempdir().unwrap();
-        let put = |rel: &str, v: &str| {
-            let p = tmp.path().join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, v).unwrap();
-        };
+        let put = |rel: &str, v: &str| sysfs::write_tree(tmp.path(), &[(rel, v)]);
         let class = tmp.path().join("class/hwmon");
         std::fs::create_dir_all(&class).unwrap();
         let link = |hwmon: &str, device: &str| {

@@ -30,6 +30,16 @@ pub fn number(path: &Path) -> Result<Option<i64>, Bad> {
     }
 }
 
+/// Writes a tree of attribute files under `root` (path relative to it, content), for fixtures.
+#[cfg(test)]
+pub fn write_tree(root: &Path, files: &[(&str, &str)]) {
+    for (rel, content) in files {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().expect("a file below root")).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
 /// The entries of `dir` named `prefix` then digits, as (digits, path), in name order; none if `dir`
 /// is absent.
 pub fn numbered(dir: &Path, prefix: &str) -> Vec<(String, PathBuf)> {

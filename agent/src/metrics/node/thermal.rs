@@ -51,11 +51,7 @@ mod tests {
         // A laptop's layout: an ACPI zone, a package sensor below zero, a disabled zone, a fan and a
         // processor's throttle states. Hand-made: this machine's /sys/class/thermal is empty.
         let tmp = tempfile::tempdir().unwrap();
-        let put = |rel: &str, v: &str| {
-            let p = tmp.path().join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, v).unwrap();
-        };
+        let put = |rel: &str, v: &str| sysfs::write_tree(tmp.path(), &[(rel, v)]);
         put("thermal_zone0/type", "acpitz\n");
         put("thermal_zone0/temp", "27800\n");
         put("thermal_zone0/policy", "step_wise\n");
