@@ -32,10 +32,8 @@ pub fn read(cpu_dir: &Path, out: &mut Vec<Sample>) -> Vec<Bad> {
             continue;
         }
         for (file, family) in FILES {
-            match sysfs::number(&freq.join(file)) {
-                Ok(Some(khz)) => out.push(Sample::with(family, vec![("cpu", cpu.clone())], khz as f64 * 1000.0)),
-                Ok(None) => {}
-                Err(b) => bad.push(b),
+            if let Some(khz) = sysfs::number(&freq.join(file), &mut bad) {
+                out.push(Sample::with(family, vec![("cpu", cpu.clone())], khz as f64 * 1000.0));
             }
         }
     }

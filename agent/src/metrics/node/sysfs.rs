@@ -20,14 +20,15 @@ pub fn attr(path: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-/// An attribute holding one integer (surrounding whitespace allowed). Absent: `Ok(None)`; present but
-/// not a number: `Err` with what it held.
-pub fn number(path: &Path) -> Result<Option<i64>, Bad> {
-    let Some(text) = attr(path) else { return Ok(None) };
-    match text.trim().parse::<i64>() {
-        Ok(v) => Ok(Some(v)),
-        Err(_) => Err(Bad { path: path.to_path_buf(), text: text.trim().to_string() }),
+/// An attribute holding one integer (surrounding whitespace allowed); `None` if it is absent, or
+/// present but not a number, which is noted in `bad` with what it held.
+pub fn number(path: &Path, bad: &mut Vec<Bad>) -> Option<i64> {
+    let text = attr(path)?;
+    let v = text.trim().parse::<i64>().ok();
+    if v.is_none() {
+        bad.push(Bad { path: path.to_path_buf(), text: text.trim().to_string() });
     }
+    v
 }
 
 /// Writes a tree of attribute files under `root` (path relative to it, content), for fixtures.

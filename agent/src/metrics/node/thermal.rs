@@ -16,13 +16,9 @@ pub fn read(dir: &Path, out: &mut Vec<Sample>) -> Vec<Bad> {
     let mut bad = Vec::new();
     let text = |p: &Path| sysfs::attr(p).map(|t| t.trim().to_string()).unwrap_or_default();
     for (zone, path) in sysfs::numbered(dir, "thermal_zone") {
-        match sysfs::number(&path.join("temp")) {
-            Ok(Some(milli)) => {
-                let labels = vec![("type", text(&path.join("type"))), ("zone", zone)];
-                out.push(Sample::with("node_thermal_zone_temp", labels, milli as f64 / 1000.0));
-            }
-            Ok(None) => {}
-            Err(b) => bad.push(b),
+        if let Some(milli) = sysfs::number(&path.join("temp"), &mut bad) {
+            let labels = vec![("type", text(&path.join("type"))), ("zone", zone)];
+            out.push(Sample::with("node_thermal_zone_temp", labels, milli as f64 / 1000.0));
         }
     }
     for (name, path) in sysfs::numbered(dir, "cooling_device") {
@@ -30,12 +26,8 @@ pub fn read(dir: &Path, out: &mut Vec<Sample>) -> Vec<Bad> {
         for (file, family) in
             [("cur_state", "node_cooling_device_cur_state"), ("max_state", "node_cooling_device_max_state")]
         {
-            match sysfs::number(&path.join(file)) {
-                Ok(Some(v)) => {
-                    out.push(Sample::with(family, vec![("name", name.clone()), ("type", kind.clone())], v as f64))
-                }
-                Ok(None) => {}
-                Err(b) => bad.push(b),
+            if let Some(v) = sysfs::number(&path.join(file), &mut bad) {
+                out.push(Sample::with(family, vec![("name", name.clone()), ("type", kind.clone())], v as f64));
             }
         }
     }
