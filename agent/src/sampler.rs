@@ -185,6 +185,7 @@ impl Sampler {
     }
 
     /// Samples at every multiple of the interval until `shutdown`, handing each tick to `deliver`.
+    /// Runs on a blocking thread of a tokio runtime (`spawn_blocking`), whose timer it sleeps on.
     pub fn run(
         mut self,
         shutdown: CancellationToken,
@@ -192,20 +193,20 @@ impl Sampler {
         mut deliver: impl FnMut(Arc<Tick>),
     ) {
         let interval_ms = self.cfg.interval.as_millis().max(1) as i64;
+        let rt = tokio::runtime::Handle::current();
         // The first tick comes at the next whole second, so that a rate has its two samples one
         // interval after start; the rest fall on multiples of the interval.
         let mut next = (now_ms() / 1000 + 1) * 1000;
         loop {
             let wait = Duration::from_millis((next - now_ms()).max(0) as u64);
-            // Sleep in short steps so a shutdown is noticed within 100 ms.
-            let deadline = std::time::Instant::now() + wait;
-            while std::time::Instant::now() < deadline {
-                if shutdown.is_cancelled() {
-                    return;
+            // One wake-up a tick, and a shutdown is noticed at once.
+            let stopped = rt.block_on(async {
+                tokio::select! {
+                    _ = shutdown.cancelled() => true,
+                    _ = tokio::time::sleep(wait) => false,
                 }
-                std::thread::sleep((deadline - std::time::Instant::now()).min(Duration::from_millis(100)));
-            }
-            if shutdown.is_cancelled() {
+            });
+            if stopped || shutdown.is_cancelled() {
                 return;
             }
             let started = std::time::Instant::now();
