@@ -145,7 +145,7 @@ pub fn store(gib: f64, runs: usize) -> anyhow::Result<()> {
                         let i = lines + (c * per_stream + k) as u64;
                         let mut line = realistic_line(&mut rng, i);
                         // One line in about 1.3 million carries the needle.
-                        if rng.next() % 1_300_000 == 0 {
+                        if rng.next().is_multiple_of(1_300_000) {
                             line.push_str(" needle-7f3a");
                             needles += 1;
                         }

@@ -5,13 +5,18 @@ use std::path::{Path, PathBuf};
 
 use lookout_collector::query::promql::{testfile, Engine};
 
-pub fn run(paths: &[PathBuf], verbose: bool) -> anyhow::Result<()> {
+/// `delayed_name_removal`: as Prometheus's test engine runs these files.
+pub fn run(paths: &[PathBuf], verbose: bool, delayed_name_removal: bool) -> anyhow::Result<()> {
     let mut files = Vec::new();
     for p in paths {
         collect(p, &mut files)?;
     }
     anyhow::ensure!(!files.is_empty(), "no .test files under {}", paths_list(paths));
-    let engine = Engine::default();
+    let engine = Engine { delayed_name_removal, ..Engine::default() };
+    println!(
+        "delayed name removal: {}",
+        if delayed_name_removal { "on, as Prometheus's test engine" } else { "off, as a Prometheus server by default" }
+    );
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     println!("{:<28} {:>8} {:>8} {:>8} {:>9}", "file", "agree", "differ", "skipped", "agreement");
     for f in &files {

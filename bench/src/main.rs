@@ -183,6 +183,10 @@ pub enum Bench {
         /// List every evaluation that disagrees, with its line and why.
         #[arg(long)]
         verbose: bool,
+        /// Run as a Prometheus server does by default, without delayed name removal (Prometheus's
+        /// own test engine, which these files are written for, has it on).
+        #[arg(long)]
+        names_dropped_at_once: bool,
     },
     /// The agent's log reading path on one core: tail, parse and join a json-file log of 100-byte
     /// lines, beside reading the file and a serde_json parse of every line.
@@ -304,7 +308,9 @@ pub fn run(what: Bench) -> std::process::ExitCode {
         Bench::Panels { dashboards, lookout, prometheus, range, verbose } => {
             crate::bench_panels::run(&dashboards, &lookout, prometheus.as_deref(), range.as_secs(), verbose)
         }
-        Bench::Promqltest { paths, verbose } => crate::bench_promqltest::run(&paths, verbose),
+        Bench::Promqltest { paths, verbose, names_dropped_at_once } => {
+            crate::bench_promqltest::run(&paths, verbose, !names_dropped_at_once)
+        }
         Bench::Logread { lines } => crate::bench_logs::run(lines),
         Bench::Logstore { gib, runs } => crate::bench_logs::store(gib, runs),
         Bench::Logship { lines, rate, seconds } => crate::bench_logs::ship(lines, rate, seconds),

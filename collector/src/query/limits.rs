@@ -46,6 +46,11 @@ pub struct QueryLimits {
     /// The longest time range a log query may scan (Loki's `max_query_length`, 30d1h).
     #[serde(default = "defaults::max_query_length", with = "humantime_serde")]
     pub max_query_length: Duration,
+    /// Prometheus's `--enable-feature=promql-delayed-name-removal`: an operation that drops a
+    /// series' `__name__` marks it instead, and the answer drops it, so `label_replace` and
+    /// `by (__name__)` can still use it. Off, as in Prometheus.
+    #[serde(default)]
+    pub delayed_name_removal: bool,
 }
 
 mod defaults {

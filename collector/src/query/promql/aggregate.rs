@@ -132,6 +132,21 @@ fn groups(grouping: &Grouping, input: &[Series]) -> (Vec<usize>, Vec<LabelSet>) 
     (member, labels)
 }
 
+/// Which groups' output series lose their name with delayed name removal (a name kept by
+/// `by (__name__)`): those with a member marked so (Prometheus 3.9's rule).
+fn group_marks(input: &[Series], member: &[usize], ngroups: usize) -> Vec<bool> {
+    let mut marks = vec![false; ngroups];
+    for (s, &g) in input.iter().zip(member) {
+        marks[g] |= s.drop_name;
+    }
+    marks
+}
+
+/// An empty output series for each input series, keeping its labels and mark.
+fn empty_like(input: &[Series], n: usize) -> Vec<Series> {
+    input.iter().map(|s| Series { labels: s.labels.clone(), vals: vec![None; n], drop_name: s.drop_name }).collect()
+}
+
 /// One group's running state at one step, as Prometheus's groupedAggregation keeps it.
 #[derive(Clone, Copy, Default)]
 struct Acc {
@@ -215,12 +230,15 @@ fn simple(ctx: &Ctx, op: &str, grouping: &Grouping, input: Vec<Series>) -> Resul
             }
         }
     }
+    let marks = group_marks(&input, &member, labels.len());
     let out = labels
         .into_iter()
+        .zip(marks)
         .enumerate()
-        .map(|(g, labels)| Series {
+        .map(|(g, (labels, drop_name))| Series {
             labels,
             vals: acc[g * n..(g + 1) * n].iter().map(|a| a.seen.then(|| a.result(op))).collect(),
+            drop_name,
         })
         .collect();
     Ok(Val::Vector(out))
@@ -238,7 +256,12 @@ fn members(member: &[usize], ngroups: usize) -> Vec<Vec<usize>> {
 fn quantile_agg(ctx: &Ctx, grouping: &Grouping, input: Vec<Series>, phi: &[f64]) -> Result<Val, QueryError> {
     let (member, labels) = groups(grouping, &input);
     let by_group = members(&member, labels.len());
-    let mut out: Vec<Series> = labels.into_iter().map(|labels| Series { labels, vals: vec![None; ctx.n] }).collect();
+    let marks = group_marks(&input, &member, labels.len());
+    let mut out: Vec<Series> = labels
+        .into_iter()
+        .zip(marks)
+        .map(|(labels, drop_name)| Series { labels, vals: vec![None; ctx.n], drop_name })
+        .collect();
     let mut buf = Vec::new();
     for (i, &phi) in phi.iter().enumerate() {
         for (g, ms) in by_group.iter().enumerate() {
@@ -266,8 +289,7 @@ fn k_param(k: f64) -> Result<usize, QueryError> {
 fn top_bottom(ctx: &Ctx, top: bool, grouping: &Grouping, input: Vec<Series>, k: &[f64]) -> Result<Val, QueryError> {
     let (member, labels) = groups(grouping, &input);
     let by_group = members(&member, labels.len());
-    let mut out: Vec<Series> =
-        input.iter().map(|s| Series { labels: s.labels.clone(), vals: vec![None; ctx.n] }).collect();
+    let mut out = empty_like(&input, ctx.n);
     let mut buf: Vec<(f64, usize)> = Vec::new();
     for (i, &k) in k.iter().enumerate() {
         let kk = k_param(k)?;
@@ -302,8 +324,7 @@ fn limitk(ctx: &Ctx, grouping: &Grouping, input: Vec<Series>, k: &[f64]) -> Resu
     for ms in &mut by_group {
         ms.sort_by(|a, b| input[*a].labels.cmp(&input[*b].labels));
     }
-    let mut out: Vec<Series> =
-        input.iter().map(|s| Series { labels: s.labels.clone(), vals: vec![None; ctx.n] }).collect();
+    let mut out = empty_like(&input, ctx.n);
     for (i, &k) in k.iter().enumerate() {
         let kk = k_param(k)?;
         for ms in &by_group {
@@ -320,8 +341,7 @@ fn limitk(ctx: &Ctx, grouping: &Grouping, input: Vec<Series>, k: &[f64]) -> Resu
 /// a negative r keeps the complement of -r's choice. |r| is capped at 1.
 fn limit_ratio(ctx: &Ctx, input: Vec<Series>, r: &[f64]) -> Result<Val, QueryError> {
     let offsets: Vec<f64> = input.iter().map(|s| label_hash(&s.labels) as f64 / u64::MAX as f64).collect();
-    let mut out: Vec<Series> =
-        input.iter().map(|s| Series { labels: s.labels.clone(), vals: vec![None; ctx.n] }).collect();
+    let mut out = empty_like(&input, ctx.n);
     for (i, &r) in r.iter().enumerate() {
         if r.is_nan() {
             return Err(exec("Ratio value is NaN"));

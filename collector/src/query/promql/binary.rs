@@ -113,8 +113,8 @@ pub(crate) fn eval_binary(ctx: &Ctx, b: &BinaryExpr) -> Result<Val, QueryError> 
                 })
                 .collect(),
         )),
-        (Val::Vector(l), Val::Scalar(r)) => vector_scalar(op, l, &r, false, return_bool),
-        (Val::Scalar(l), Val::Vector(r)) => vector_scalar(op, r, &l, true, return_bool),
+        (Val::Vector(l), Val::Scalar(r)) => vector_scalar(ctx, op, l, &r, false, return_bool),
+        (Val::Scalar(l), Val::Vector(r)) => vector_scalar(ctx, op, r, &l, true, return_bool),
         (Val::Vector(l), Val::Vector(r)) => {
             let (on, names) = match m.and_then(|m| m.matching.as_ref()) {
                 Some(LabelModifier::Include(ls)) => (true, ls.labels.clone()),
@@ -135,7 +135,14 @@ pub(crate) fn eval_binary(ctx: &Ctx, b: &BinaryExpr) -> Result<Val, QueryError> 
 }
 
 /// A vector against a scalar at each step. `swap` means the scalar was on the left.
-fn vector_scalar(op: Op, vec: Vec<Series>, sc: &[f64], swap: bool, return_bool: bool) -> Result<Val, QueryError> {
+fn vector_scalar(
+    ctx: &Ctx,
+    op: Op,
+    vec: Vec<Series>,
+    sc: &[f64],
+    swap: bool,
+    return_bool: bool,
+) -> Result<Val, QueryError> {
     if matches!(op, Op::And | Op::Or | Op::Unless) {
         return Err(exec("set operator not allowed in binary scalar expression"));
     }
@@ -143,7 +150,6 @@ fn vector_scalar(op: Op, vec: Vec<Series>, sc: &[f64], swap: bool, return_bool: 
     let out = vec
         .into_iter()
         .map(|s| {
-            let labels = if drop { s.labels.without_name() } else { s.labels };
             let vals = s
                 .vals
                 .into_iter()
@@ -163,7 +169,12 @@ fn vector_scalar(op: Op, vec: Vec<Series>, sc: &[f64], swap: bool, return_bool: 
                     }
                 })
                 .collect();
-            Series { labels, vals }
+            // A comparison without `bool` keeps the series as it was, name or mark.
+            if drop {
+                ctx.unnamed(s.labels, vals)
+            } else {
+                Series { labels: s.labels, vals, drop_name: s.drop_name }
+            }
         })
         .collect();
     Ok(Val::Vector(merge_series(out, false)?))
@@ -204,9 +215,12 @@ fn signature_ids(m: &Matching, a: &[Series], b: &[Series]) -> (Vec<usize>, Vec<u
 fn set_op(ctx: &Ctx, op: Op, l: Vec<Series>, r: Vec<Series>, m: &Matching) -> Result<Val, QueryError> {
     let (lid, rid, sigs) = signature_ids(m, &l, &r);
     let mut out = Out::new(ctx.n);
-    let lout: Vec<usize> = l.iter().map(|s| out.idx(s.labels.clone())).collect();
-    let rout: Vec<usize> =
-        if op == Op::Or { r.iter().map(|s| out.idx(s.labels.clone())).collect() } else { Vec::new() };
+    let lout: Vec<usize> = l.iter().map(|s| out.idx_marked(s.labels.clone(), s.drop_name)).collect();
+    let rout: Vec<usize> = if op == Op::Or {
+        r.iter().map(|s| out.idx_marked(s.labels.clone(), s.drop_name)).collect()
+    } else {
+        Vec::new()
+    };
     let mut seen = vec![false; sigs.len()];
     let mut touched = Vec::new();
     for i in 0..ctx.n {
@@ -307,10 +321,19 @@ fn vector_vector(
             }
             let idx = *result_idx.entry((k, j)).or_insert_with(|| {
                 let mut labels = result_metric(&many[k].labels, &one[j].labels, op, m, one_to_one, &include);
+                // Arithmetic has dropped the name at once (`result_metric`), as Prometheus does even
+                // with delayed name removal; `bool` drops it, or marks it; a plain comparison keeps
+                // the series' mark. (Prometheus forgets the mark there and so brings back a name its
+                // left side had dropped; without delayed removal the name is gone.)
+                let mut drop_name = !return_bool && many[k].drop_name;
                 if return_bool {
-                    labels.remove(METRIC_NAME);
+                    if ctx.delayed_names {
+                        drop_name = true;
+                    } else {
+                        labels.remove(METRIC_NAME);
+                    }
                 }
-                out.idx(labels)
+                out.idx_marked(labels, drop_name)
             });
             if one_to_one {
                 if matched[g] {

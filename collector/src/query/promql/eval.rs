@@ -21,6 +21,15 @@ pub(crate) use crate::query::TOO_MANY_SAMPLES;
 pub(crate) struct Series {
     pub labels: LabelSet,
     pub vals: Vec<Option<f64>>,
+    /// With delayed name removal: an operation has dropped the metric name, which stays in `labels`
+    /// (for `label_replace`, `by (__name__)`, `on (__name__)`) until the answer is made.
+    pub drop_name: bool,
+}
+
+impl Series {
+    pub fn new(labels: LabelSet, vals: Vec<Option<f64>>) -> Self {
+        Series { labels, vals, drop_name: false }
+    }
 }
 
 /// The value of an expression at every step of the query.
@@ -43,6 +52,15 @@ pub(crate) struct RangeData {
     pub series: Vec<SeriesData>,
     pub range: i64,
     pub st: SelTime,
+    /// Which of `series` a subquery's inner expression marked to lose their name (delayed name
+    /// removal); empty for a selector's.
+    pub drop_name: Vec<bool>,
+}
+
+impl RangeData {
+    pub fn drops_name(&self, i: usize) -> bool {
+        self.drop_name.get(i).copied().unwrap_or(false)
+    }
 }
 
 /// The evaluation of one query, or of a subquery's inner expression: its steps and where it reads from.
@@ -60,6 +78,9 @@ pub(crate) struct Ctx<'a> {
     pub budget: &'a super::Budget,
     /// The warnings and infos the answer will carry, shared by every context of one query.
     pub notes: &'a RefCell<super::Annotations>,
+    /// Prometheus's delayed name removal (`--enable-feature=promql-delayed-name-removal`): operations
+    /// mark a series' name to be dropped, and the answer drops it.
+    pub delayed_names: bool,
 }
 
 pub(crate) fn exec(msg: impl Into<String>) -> QueryError {
@@ -94,7 +115,21 @@ impl<'a> Ctx<'a> {
         let step = step.max(1);
         // i128: start and end may be anywhere in i64; the caller has bounded the number of steps.
         let n = ((end as i128 - start as i128).max(0) / step as i128) as usize + 1;
-        Ctx { src, start, step, n, lookback, query_start: start, query_end: end, budget, notes }
+        Ctx { src, start, step, n, lookback, query_start: start, query_end: end, budget, notes, delayed_names: false }
+    }
+
+    pub fn with_delayed_names(self, delayed_names: bool) -> Self {
+        Ctx { delayed_names, ..self }
+    }
+
+    /// A result without its input's metric name: without `__name__` now or, with delayed name
+    /// removal, marked to lose it in the answer.
+    pub fn unnamed(&self, labels: LabelSet, vals: Vec<Option<f64>>) -> Series {
+        if self.delayed_names {
+            Series { labels, vals, drop_name: true }
+        } else {
+            Series::new(labels.without_name(), vals)
+        }
     }
 
     /// Adds a warning to the answer: it may be wrong (a quantile outside [0, 1], a bucket without a
@@ -114,6 +149,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             query_start: self.query_start,
             query_end: self.query_end,
+            delayed_names: self.delayed_names,
             ..Ctx::new(self.src, start, end, step, self.lookback, self.budget, self.notes)
         }
     }
@@ -133,10 +169,7 @@ impl<'a> Ctx<'a> {
                 Val::Vector(series) => {
                     let negated = series
                         .into_iter()
-                        .map(|s| Series {
-                            labels: s.labels.without_name(),
-                            vals: s.vals.into_iter().map(|v| v.map(|x| -x)).collect(),
-                        })
+                        .map(|s| self.unnamed(s.labels, s.vals.into_iter().map(|v| v.map(|x| -x)).collect()))
                         .collect();
                     Ok(Val::Vector(merge_series(negated, true)?))
                 }
@@ -243,8 +276,7 @@ impl<'a> Ctx<'a> {
                 }
             }
             if any {
-                let labels = if timestamps { s.labels.without_name() } else { s.labels };
-                out.push(Series { labels, vals });
+                out.push(if timestamps { self.unnamed(s.labels, vals) } else { Series::new(s.labels, vals) });
             }
         }
         if timestamps {
@@ -268,7 +300,7 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        Ok(RangeData { series, range, st })
+        Ok(RangeData { series, range, st, drop_name: Vec::new() })
     }
 
     /// Calls `f(step, timestamps, values, t)` with each step's window (t - range, t] of `s`, where t is the
@@ -300,17 +332,21 @@ impl<'a> Ctx<'a> {
     /// A range vector at the top level of an instant query: the raw points of each window.
     pub fn raw_matrix(&self, rd: &RangeData) -> Result<Vec<SeriesData>, QueryError> {
         let mut out = Vec::new();
-        for s in &rd.series {
+        for (i, s) in rd.series.iter().enumerate() {
             let mut samples = Samples::default();
             self.windows(rd, &s.samples, |_, ts, vs, _| {
                 samples.ts.extend_from_slice(ts);
                 samples.values.extend_from_slice(vs);
             });
             if !samples.ts.is_empty() {
-                out.push(SeriesData { labels: s.labels.clone(), samples });
+                let labels = if rd.drops_name(i) { s.labels.without_name() } else { s.labels.clone() };
+                out.push(SeriesData { labels, samples });
             }
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        if rd.drop_name.iter().any(|&d| d) && out.windows(2).any(|w| w[0].labels == w[1].labels) {
+            return Err(exec(DUPLICATE_LABELSET));
+        }
         Ok(out)
     }
 }
@@ -346,7 +382,7 @@ pub(crate) fn convert_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, Quer
 /// are Prometheus's "same labelset" error; at different steps they are one series.
 pub(crate) struct Out {
     n: usize,
-    index: HashMap<LabelSet, usize>,
+    index: HashMap<(LabelSet, bool), usize>,
     pub series: Vec<Series>,
 }
 
@@ -356,12 +392,18 @@ impl Out {
     }
 
     pub fn idx(&mut self, labels: LabelSet) -> usize {
-        if let Some(&i) = self.index.get(&labels) {
+        self.idx_marked(labels, false)
+    }
+
+    /// The series of these labels and this [`Series::drop_name`].
+    pub fn idx_marked(&mut self, labels: LabelSet, drop_name: bool) -> usize {
+        let key = (labels, drop_name);
+        if let Some(&i) = self.index.get(&key) {
             return i;
         }
         let i = self.series.len();
-        self.series.push(Series { labels: labels.clone(), vals: vec![None; self.n] });
-        self.index.insert(labels, i);
+        self.series.push(Series { labels: key.0.clone(), vals: vec![None; self.n], drop_name });
+        self.index.insert(key, i);
         i
     }
 
@@ -379,19 +421,33 @@ impl Out {
     }
 }
 
+/// Delayed name removal's last step: the marked series lose their name, and series whose labels
+/// became equal are joined; a pair with values at the same step is refused.
+pub(crate) fn drop_marked_names(series: Vec<Series>) -> Result<Vec<Series>, QueryError> {
+    if !series.iter().any(|s| s.drop_name) {
+        return Ok(series);
+    }
+    let unnamed = series
+        .into_iter()
+        .map(|s| if s.drop_name { Series::new(s.labels.without_name(), s.vals) } else { s })
+        .collect();
+    merge_series(unnamed, false)
+}
+
 /// Drops series without points and joins series whose labels became equal. `strict` refuses any such
 /// pair (as Prometheus does after functions over range vectors, unary minus and label_replace); otherwise
 /// only a pair with values at the same step is refused (as its per-step evaluation does).
 pub(crate) fn merge_series(series: Vec<Series>, strict: bool) -> Result<Vec<Series>, QueryError> {
-    let mut index: HashMap<LabelSet, usize> = HashMap::with_capacity(series.len());
+    let mut index: HashMap<(LabelSet, bool), usize> = HashMap::with_capacity(series.len());
     let mut out: Vec<Series> = Vec::with_capacity(series.len());
     for s in series {
         if !s.vals.iter().any(Option::is_some) {
             continue;
         }
-        match index.get(&s.labels) {
+        let key = (s.labels.clone(), s.drop_name);
+        match index.get(&key) {
             None => {
-                index.insert(s.labels.clone(), out.len());
+                index.insert(key, out.len());
                 out.push(s);
             }
             Some(_) if strict => return Err(exec(DUPLICATE_LABELSET)),

@@ -9,7 +9,7 @@ use promql_parser::parser::{Call, Expr};
 use super::eval::{exec, merge_series, unsupported, Ctx, Series, Val};
 use super::range_fns::{eval_range_fn, is_range_fn};
 use super::{unwrap_parens, QueryError};
-use crate::model::LabelSet;
+use crate::model::{LabelSet, METRIC_NAME};
 
 fn arg<'e>(args: &'e [Box<Expr>], i: usize, name: &str) -> Result<&'e Expr, QueryError> {
     args.get(i).map(|b| b.as_ref()).ok_or_else(|| exec(format!("too few arguments to {name}()")))
@@ -101,7 +101,7 @@ pub(crate) fn eval_call(ctx: &Ctx, c: &Call) -> Result<Val, QueryError> {
         "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; ctx.n])),
         "vector" => {
             let v = ctx.eval_scalar(arg(args, 0, name)?)?;
-            Ok(Val::Vector(vec![Series { labels: LabelSet::default(), vals: v.into_iter().map(Some).collect() }]))
+            Ok(Val::Vector(vec![Series::new(LabelSet::default(), v.into_iter().map(Some).collect())]))
         }
         "scalar" => {
             let input = ctx.eval_vector(arg(args, 0, name)?)?;
@@ -126,9 +126,9 @@ pub(crate) fn eval_call(ctx: &Ctx, c: &Call) -> Result<Val, QueryError> {
             let input = ctx.eval_vector(a)?;
             let out = input
                 .into_iter()
-                .map(|s| Series {
-                    labels: s.labels.without_name(),
-                    vals: s.vals.iter().enumerate().map(|(i, v)| v.map(|_| ctx.ts(i) as f64 / 1000.0)).collect(),
+                .map(|s| {
+                    let vals = s.vals.iter().enumerate().map(|(i, v)| v.map(|_| ctx.ts(i) as f64 / 1000.0)).collect();
+                    ctx.unnamed(s.labels, vals)
                 })
                 .collect();
             Ok(Val::Vector(merge_series(out, false)?))
@@ -147,7 +147,7 @@ pub(crate) fn eval_call(ctx: &Ctx, c: &Call) -> Result<Val, QueryError> {
             let a = arg(args, 0, name)?;
             let input = ctx.eval_vector(a)?;
             let vals = (0..ctx.n).map(|i| (!input.iter().any(|s| s.vals[i].is_some())).then_some(1.0)).collect();
-            Ok(Val::Vector(merge_series(vec![Series { labels: absent_labels(a), vals }], false)?))
+            Ok(Val::Vector(merge_series(vec![Series::new(absent_labels(a), vals)], false)?))
         }
         "round" => {
             let input = ctx.eval_vector(arg(args, 0, name)?)?;
@@ -155,7 +155,7 @@ pub(crate) fn eval_call(ctx: &Ctx, c: &Call) -> Result<Val, QueryError> {
                 Some(e) => ctx.eval_scalar(e)?,
                 None => vec![1.0; ctx.n],
             };
-            map_values(input, |i, v| {
+            map_values(ctx, input, |i, v| {
                 let inv = 1.0 / to[i];
                 Some((v * inv + 0.5).floor() / inv)
             })
@@ -164,19 +164,19 @@ pub(crate) fn eval_call(ctx: &Ctx, c: &Call) -> Result<Val, QueryError> {
             let input = ctx.eval_vector(arg(args, 0, name)?)?;
             let lo = ctx.eval_scalar(arg(args, 1, name)?)?;
             let hi = ctx.eval_scalar(arg(args, 2, name)?)?;
-            map_values(input, |i, v| {
+            map_values(ctx, input, |i, v| {
                 (hi[i] >= lo[i] || hi[i].is_nan() || lo[i].is_nan()).then(|| go_max(lo[i], go_min(hi[i], v)))
             })
         }
         "clamp_min" => {
             let input = ctx.eval_vector(arg(args, 0, name)?)?;
             let lo = ctx.eval_scalar(arg(args, 1, name)?)?;
-            map_values(input, |i, v| Some(go_max(v, lo[i])))
+            map_values(ctx, input, |i, v| Some(go_max(v, lo[i])))
         }
         "clamp_max" => {
             let input = ctx.eval_vector(arg(args, 0, name)?)?;
             let hi = ctx.eval_scalar(arg(args, 1, name)?)?;
-            map_values(input, |i, v| Some(go_min(v, hi[i])))
+            map_values(ctx, input, |i, v| Some(go_min(v, hi[i])))
         }
         "year" | "month" | "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute" => {
             // Without an argument: the evaluation time, as `vector(time())`.
@@ -184,13 +184,13 @@ pub(crate) fn eval_call(ctx: &Ctx, c: &Call) -> Result<Val, QueryError> {
                 Some(a) => ctx.eval_vector(a)?,
                 None => {
                     let now = (0..ctx.n).map(|i| Some(ctx.ts(i) as f64 / 1000.0)).collect();
-                    vec![Series { labels: LabelSet::default(), vals: now }]
+                    vec![Series::new(LabelSet::default(), now)]
                 }
             };
-            map_values(input, |_, v| Some(date_part(name, v)))
+            map_values(ctx, input, |_, v| Some(date_part(name, v)))
         }
         _ => match math_fn(name) {
-            Some(f) => map_values(ctx.eval_vector(arg(args, 0, name)?)?, |_, v| Some(f(v))),
+            Some(f) => map_values(ctx, ctx.eval_vector(arg(args, 0, name)?)?, |_, v| Some(f(v))),
             None => Err(unsupported(format!("function \"{name}\" is not supported yet"))),
         },
     }
@@ -237,12 +237,12 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 /// Applies `f(step, value)` to every point, dropping the metric name as Prometheus's functions do.
-fn map_values(input: Vec<Series>, f: impl Fn(usize, f64) -> Option<f64>) -> Result<Val, QueryError> {
+fn map_values(ctx: &Ctx, input: Vec<Series>, f: impl Fn(usize, f64) -> Option<f64>) -> Result<Val, QueryError> {
     let out = input
         .into_iter()
-        .map(|s| Series {
-            labels: s.labels.without_name(),
-            vals: s.vals.iter().enumerate().map(|(i, v)| v.and_then(|v| f(i, v))).collect(),
+        .map(|s| {
+            let vals = s.vals.iter().enumerate().map(|(i, v)| v.and_then(|v| f(i, v))).collect();
+            ctx.unnamed(s.labels, vals)
         })
         .collect();
     Ok(Val::Vector(merge_series(out, false)?))
@@ -273,6 +273,8 @@ fn label_replace(ctx: &Ctx, args: &[Box<Expr>]) -> Result<Val, QueryError> {
             let mut res = String::new();
             caps.expand(&repl, &mut res);
             s.labels.set(&dst, &res);
+            // Writing the name keeps it: it is the series' name now.
+            s.drop_name &= dst != METRIC_NAME;
         }
     }
     Ok(Val::Vector(merge_series(input, true)?))
@@ -293,6 +295,7 @@ fn label_join(ctx: &Ctx, args: &[Box<Expr>]) -> Result<Val, QueryError> {
     for s in &mut input {
         let joined = srcs.iter().map(|l| s.labels.get(l).unwrap_or("")).collect::<Vec<_>>().join(&sep);
         s.labels.set(&dst, &joined);
+        s.drop_name &= dst != METRIC_NAME;
     }
     Ok(Val::Vector(merge_series(input, true)?))
 }

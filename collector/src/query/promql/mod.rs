@@ -116,17 +116,20 @@ pub struct Engine {
     pub lookback_ms: i64,
     /// What one query may cost: its text, its depth, its points (`[query]`).
     pub limits: QueryLimits,
+    /// Prometheus's `promql-delayed-name-removal`: `__name__` leaves a series only in the answer, so
+    /// `label_replace` and `by (__name__)` still see the name an operation dropped (`[query]`).
+    pub delayed_name_removal: bool,
 }
 
 impl Default for Engine {
     fn default() -> Self {
-        Engine { lookback_ms: 300_000, limits: QueryLimits::default() }
+        Engine { lookback_ms: 300_000, limits: QueryLimits::default(), delayed_name_removal: false }
     }
 }
 
 impl Engine {
     pub fn new(limits: QueryLimits) -> Self {
-        Engine { limits, ..Engine::default() }
+        Engine { delayed_name_removal: limits.delayed_name_removal, limits, ..Engine::default() }
     }
 
     /// Parses `query` within the limits: its text first (length, bracket depth), then the parsed
@@ -171,7 +174,8 @@ impl Engine {
     ) -> Result<(Value, Annotations), QueryError> {
         let expr = self.parse_within("query", query)?;
         let notes = RefCell::new(Annotations::default());
-        let ctx = Ctx::new(src, t_ms, t_ms, 1, self.lookback_ms, budget, &notes);
+        let ctx = Ctx::new(src, t_ms, t_ms, 1, self.lookback_ms, budget, &notes)
+            .with_delayed_names(self.delayed_name_removal);
         if let Expr::MatrixSelector(_) | Expr::Subquery(_) = unwrap_parens(&expr) {
             let m = ctx.raw_matrix(&ctx.range_arg(&expr)?)?;
             budget.check()?;
@@ -184,7 +188,7 @@ impl Engine {
             Val::Scalar(v) => Value::Scalar { t_ms, v: v[0] },
             Val::Str(s) => Value::String { t_ms, s },
             Val::Vector(series) => {
-                let mut out: Vec<InstantSample> = series
+                let mut out: Vec<InstantSample> = eval::drop_marked_names(series)?
                     .into_iter()
                     .filter_map(|s| s.vals[0].map(|v| InstantSample { labels: s.labels, t_ms, v }))
                     .collect();
@@ -258,7 +262,8 @@ impl Engine {
             }
         }
         let notes = RefCell::new(Annotations::default());
-        let ctx = Ctx::new(src, start_ms, end_ms, step_ms, self.lookback_ms, budget, &notes);
+        let ctx = Ctx::new(src, start_ms, end_ms, step_ms, self.lookback_ms, budget, &notes)
+            .with_delayed_names(self.delayed_name_removal);
         let value = ctx.eval(&expr)?;
         budget.check()?;
         let mut out = match value {
@@ -271,7 +276,7 @@ impl Engine {
                     "invalid expression type \"string\" for range query, must be Scalar or instant Vector".into(),
                 ))
             }
-            Val::Vector(series) => series
+            Val::Vector(series) => eval::drop_marked_names(series)?
                 .into_iter()
                 .filter_map(|s| {
                     let mut samples = Samples::default();

@@ -70,12 +70,12 @@ pub(crate) fn eval_range_fn(ctx: &Ctx, name: &str, args: &[Box<Expr>]) -> Result
         }
         let vals: Vec<Option<f64>> = any.into_iter().map(|a| (!a).then_some(1.0)).collect();
         let labels = absent_labels(&args[0]);
-        return Ok(Val::Vector(merge_series(vec![Series { labels, vals }], false)?));
+        return Ok(Val::Vector(merge_series(vec![Series::new(labels, vals)], false)?));
     }
     let range_s = rd.range as f64 / 1000.0;
     let keep_name = name == "last_over_time";
     let mut out = Vec::with_capacity(rd.series.len());
-    for s in &rd.series {
+    for (k, s) in rd.series.iter().enumerate() {
         let mut vals = vec![None; ctx.n];
         ctx.windows(&rd, &s.samples, |i, ts, vs, e| {
             if ts.is_empty() {
@@ -126,8 +126,14 @@ pub(crate) fn eval_range_fn(ctx: &Ctx, name: &str, args: &[Box<Expr>]) -> Result
         if matches!(name, "rate" | "increase") && vals.iter().any(Option::is_some) {
             possible_non_counter(ctx, &s.labels);
         }
-        let labels = if keep_name { s.labels.clone() } else { s.labels.without_name() };
-        out.push(Series { labels, vals });
+        // last_over_time keeps the name, unless a subquery's inner expression had dropped it.
+        out.push(if keep_name && !rd.drops_name(k) {
+            Series::new(s.labels.clone(), vals)
+        } else if keep_name {
+            Series { labels: s.labels.clone(), vals, drop_name: true }
+        } else {
+            ctx.unnamed(s.labels.clone(), vals)
+        });
     }
     Ok(Val::Vector(merge_series(out, true)?))
 }

@@ -24,7 +24,7 @@ impl Ctx<'_> {
             _ => DEFAULT_STEP_MS,
         };
         let st = self.sel_time(&sq.offset, &sq.at);
-        let mut rd = RangeData { series: Vec::new(), range, st };
+        let mut rd = RangeData { series: Vec::new(), range, st, drop_name: Vec::new() };
         // Outer steps only move forward in time, so the first and last windows bound all others.
         let lo = self.eff(&st, 0).saturating_sub(range) as i128;
         let hi = self.eff(&st, self.n - 1) as i128;
@@ -54,6 +54,7 @@ impl Ctx<'_> {
             }
             if !samples.ts.is_empty() {
                 rd.series.push(SeriesData { labels: s.labels, samples });
+                rd.drop_name.push(s.drop_name);
             }
         }
         Ok(rd)

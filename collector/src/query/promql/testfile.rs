@@ -700,7 +700,9 @@ mod tests {
         assert_eq!(rest.trim(), "1");
     }
 
-    /// The engine's own test files, under collector/testdata/promql: every evaluation agrees.
+    /// The engine's own test files, under collector/testdata/promql: every evaluation agrees, with
+    /// names dropped at once (Prometheus's default) and with delayed name removal, except the files
+    /// written for one of the two (`names_*`, `delayed_names*`).
     #[test]
     fn the_engines_test_files_agree() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/promql");
@@ -708,7 +710,20 @@ mod tests {
         for entry in std::fs::read_dir(&dir).expect("collector/testdata/promql exists") {
             let path = entry.expect("a directory entry").path();
             let text = std::fs::read_to_string(&path).expect("a readable test file");
-            let report = run(&Engine::default(), &text);
+            let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let mut report = FileReport::default();
+            for delayed_name_removal in [false, true] {
+                if file.starts_with(if delayed_name_removal { "names_" } else { "delayed_names" }) {
+                    continue;
+                }
+                let r = run(&Engine { delayed_name_removal, ..Engine::default() }, &text);
+                report.passed += r.passed;
+                report.failures.extend(r.failures.into_iter().map(|mut f| {
+                    f.why =
+                        format!("(delayed name removal {}) {}", if delayed_name_removal { "on" } else { "off" }, f.why);
+                    f
+                }));
+            }
             let failures: Vec<String> = report
                 .failures
                 .iter()

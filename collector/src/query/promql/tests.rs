@@ -447,3 +447,25 @@ fn date_functions_read_utc_dates_from_values_or_the_evaluation_time() {
     assert_eq!(one(&s, "minute(vector(-1))", 0.0), 59.0);
     assert!(one(&s, "year(vector(NaN))", 0.0).is_nan());
 }
+
+/// `[query] delayed_name_removal = true` reaches the engine: `sum` over the rates of two metrics that
+/// differ only in their names answers instead of refusing the duplicate label sets.
+#[test]
+fn delayed_name_removal_is_a_query_setting() {
+    let s = VecStore::new(vec![
+        series(&[("__name__", "requests_total"), ("job", "api")], &pts(0, 600, 60, |t| t)),
+        series(&[("__name__", "errors_total"), ("job", "api")], &pts(0, 600, 60, |t| t / 10.0)),
+    ]);
+    let q = r#"sum(rate({job="api"}[5m]))"#;
+    let err = Engine::default().instant(&s, q, 600_000).unwrap_err();
+    assert!(err.to_string().contains("same labelset"), "{err}");
+    let limits: crate::query::QueryLimits = toml::from_str("delayed_name_removal = true").unwrap();
+    match Engine::new(limits).instant(&s, q, 600_000).unwrap() {
+        Value::Vector(v) => {
+            assert_eq!(v.len(), 1);
+            assert!(v[0].labels.is_empty(), "{:?}", v[0].labels);
+            assert!((v[0].v - 1.1).abs() < 1e-9, "{}", v[0].v);
+        }
+        other => panic!("expected a vector, got {other:?}"),
+    }
+}
