@@ -238,6 +238,7 @@ fn every_line_once_when_the_collector_is_away_for_a_minute_under_load() {
     let lines = all_lines(&collector.url(), &format!(r#"{{container="{}"}}"#, c.name), from, now_ns() + 1_000_000_000);
     check(&lines, n, &c);
     let _ = agent.kill();
+    let _ = agent.wait();
     // The minute away really outlasted what Docker keeps: all five files exist.
     let out = std::process::Command::new("docker").args(["inspect", "-f", "{{.LogPath}}", &c.id]).output().unwrap();
     let log_path = String::from_utf8_lossy(&out.stdout).trim().to_string();

@@ -24,7 +24,7 @@ fn dist(prefix: &str, suffix: &str) -> PathBuf {
 }
 
 fn dist_in(dir: &Path, prefix: &str, suffix: &str) -> PathBuf {
-    let found = std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()).find(|p| {
+    let found = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).find(|p| {
         let name = p.file_name().unwrap().to_string_lossy();
         name.starts_with(prefix) && name.ends_with(suffix)
     });
@@ -124,7 +124,7 @@ fn packages_pass_lintian_and_rpmlint_need_glibc_2_28_at_most_and_their_units_are
         let (ok, requires) = sh("rpm", &["-qp", "--requires", path]);
         assert!(ok, "{requires}");
         let needed = glibc_max(&requires);
-        assert!(needed >= (2, 2) && needed <= (2, 28), "{path} requires GLIBC_{}.{}:\n{requires}", needed.0, needed.1);
+        assert!(((2, 2)..=(2, 28)).contains(&needed), "{path} requires GLIBC_{}.{}:\n{requires}", needed.0, needed.1);
         // rpmlint's errors that do not matter here, each with its reason.
         let allowed = [
             // Packages are signed by whoever publishes them, with their key, not by the build.
