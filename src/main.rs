@@ -84,6 +84,10 @@ struct UpArgs {
     /// How often each container's writable layer and own volumes are walked for `container_fs_usage_bytes`.
     #[arg(long, default_value = "60s", value_parser = humantime_duration)]
     fs_usage_refresh: Duration,
+    /// A directory of `*.prom` files (Prometheus's text format) to send as host metrics, as
+    /// node_exporter's `--collector.textfile.directory`.
+    #[arg(long, value_name = "DIR")]
+    textfile_directory: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -421,8 +425,17 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let UpArgs { data_dir, http, grpc, agent_metrics, interval, docker_socket, include_labels, fs_usage_refresh } =
-        args;
+    let UpArgs {
+        data_dir,
+        http,
+        grpc,
+        agent_metrics,
+        interval,
+        docker_socket,
+        include_labels,
+        fs_usage_refresh,
+        textfile_directory,
+    } = args;
     let shutdown = CancellationToken::new();
     let collector_cfg = lookout_collector::CollectorConfig {
         data_dir: data_dir.clone(),
@@ -441,6 +454,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         docker_socket,
         fs_usage_refresh,
         labels: lookout_agent::config::LabelsConfig { include: include_labels, ..Default::default() },
+        node: lookout_agent::config::NodeConfig { textfile_directory, ..Default::default() },
         ..Default::default()
     };
     let problems = agent_cfg.validate();

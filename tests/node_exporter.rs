@@ -92,7 +92,7 @@ impl Drop for NodeExporter {
 }
 
 impl NodeExporter {
-    fn start() -> NodeExporter {
+    fn start(textfiles: &std::path::Path) -> NodeExporter {
         assert!(
             std::path::Path::new(NODE_EXPORTER).exists(),
             "{NODE_EXPORTER} is missing; install it with: apt-get install prometheus-node-exporter"
@@ -105,6 +105,7 @@ impl NodeExporter {
             .arg(format!("--web.listen-address={addr}"))
             .arg("--collector.netdev.device-exclude=^veth")
             .arg("--collector.netclass.ignored-devices=^veth")
+            .arg(format!("--collector.textfile.directory={}", textfiles.display()))
             .arg("--collector.filesystem.mount-points-exclude=^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -181,9 +182,18 @@ fn tolerance(name: &str, hi: f64) -> f64 {
 #[test]
 fn every_family_both_export_agrees_with_node_exporter() {
     let _serial = serial();
-    let ne = NodeExporter::start();
     let dir = tempfile::tempdir().unwrap();
-    let lookout = Lookout::up(dir.path(), &[]);
+    // What a cron job writes for both to read: samples, and a file each refuses.
+    let textfiles = dir.path().join("textfiles");
+    std::fs::create_dir(&textfiles).unwrap();
+    std::fs::write(
+        textfiles.join("backup.prom"),
+        "# HELP backup_last_success_seconds When it last succeeded.\n# TYPE backup_last_success_seconds gauge\nbackup_last_success_seconds{target=\"s3\"} 1.7e+09\nbackup_bytes 12345\n",
+    )
+    .unwrap();
+    std::fs::write(textfiles.join("broken.prom"), "half_written{target=\"s3\n").unwrap();
+    let ne = NodeExporter::start(&textfiles);
+    let lookout = Lookout::up(dir.path(), &["--textfile-directory", textfiles.to_str().unwrap()]);
     let agent = format!("http://{}/metrics", lookout.agent_metrics.unwrap());
     // The agent's /metrics holds its last tick (1 s interval); reading node_exporter before it, waiting
     // for a newer tick, and reading node_exporter again brackets what the agent read.
@@ -234,6 +244,20 @@ fn every_family_both_export_agrees_with_node_exporter() {
     let only_ours: Vec<&&String> = ours_node.iter().filter(|n| !before.samples.contains_key(**n)).collect();
     assert!(only_ours.is_empty(), "node_* names node_exporter does not have: {only_ours:?}");
     assert!(shared.len() >= 150, "only {} names in common", shared.len());
+
+    // The textfiles: both send the good file's samples and its mtime, and flag the broken one.
+    for name in
+        ["backup_last_success_seconds", "backup_bytes", "node_textfile_mtime_seconds", "node_textfile_scrape_error"]
+    {
+        assert!(shared.contains(&name.to_string()), "{name} is not sent by both");
+    }
+    assert_eq!(ours.samples["node_textfile_scrape_error"].values().collect::<Vec<_>>(), [&1.0]);
+    assert_eq!(
+        ours.samples["node_textfile_mtime_seconds"].len(),
+        1,
+        "{:?}",
+        ours.samples["node_textfile_mtime_seconds"]
+    );
 
     let mut problems = Vec::new();
     for name in shared {

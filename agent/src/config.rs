@@ -115,11 +115,15 @@ pub struct NodeConfig {
     /// under the container's name, and 100 containers would add 3,600 host series. `""` keeps all.
     #[serde(default = "defaults::net_device_exclude")]
     pub net_device_exclude: Pattern,
+    /// node_exporter's `--collector.textfile.directory`: the `*.prom` files there (Prometheus's
+    /// text format, written by cron jobs and scripts) are read every interval. None by default.
+    #[serde(default)]
+    pub textfile_directory: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { net_device_exclude: defaults::net_device_exclude() }
+        NodeConfig { net_device_exclude: defaults::net_device_exclude(), textfile_directory: None }
     }
 }
 

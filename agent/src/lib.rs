@@ -153,6 +153,7 @@ pub async fn start(cfg: AgentConfig, shutdown: CancellationToken) -> anyhow::Res
             scrape: cfg.labels.scrape(),
             fs_usage_refresh: cfg.fs_usage_refresh,
             net_device_exclude: cfg.node.net_device_exclude(),
+            textfile_directory: cfg.node.textfile_directory.clone(),
         },
         containers,
         metrics.clone(),

@@ -50,14 +50,32 @@ impl Sample {
 /// process's life, so only bounded sets may pass through here: the fields of one kernel's
 /// `/proc/net/netstat`, never values or anything a container chooses.
 pub fn intern(name: &str) -> &'static str {
+    intern_impl(name, None).expect("unbounded")
+}
+
+/// [`intern`] for names from outside the agent (textfiles): a name not yet kept counts against
+/// `used`, and past `max` such names there is none.
+pub fn intern_within(name: &str, used: &std::sync::atomic::AtomicUsize, max: usize) -> Option<&'static str> {
+    intern_impl(name, Some((used, max)))
+}
+
+fn intern_impl(name: &str, bound: Option<(&std::sync::atomic::AtomicUsize, usize)>) -> Option<&'static str> {
     use std::collections::HashSet;
+    use std::sync::atomic::Ordering;
     use std::sync::{Mutex, OnceLock};
     static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
     let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     if let Some(n) = names.get(name) {
-        return n;
+        return Some(n);
+    }
+    if let Some((used, max)) = bound {
+        // Under the lock: no two callers pass the bound together.
+        if used.load(Ordering::Relaxed) >= max {
+            return None;
+        }
+        used.fetch_add(1, Ordering::Relaxed);
     }
     let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
     names.insert(leaked);
-    leaked
+    Some(leaked)
 }

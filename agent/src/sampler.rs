@@ -50,6 +50,8 @@ pub struct SamplerConfig {
     pub fs_usage_refresh: Duration,
     /// Interfaces the host's `node_network_*` families leave out.
     pub net_device_exclude: Option<regex::Regex>,
+    /// Where node_exporter's textfile collector reads `*.prom` files, if anywhere.
+    pub textfile_directory: Option<PathBuf>,
 }
 
 struct Watched {
@@ -84,7 +86,9 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(cfg: SamplerConfig, containers: ContainerSet, metrics: AgentMetrics) -> Self {
         let layout = cgroup::detect(&cfg.cgroup_root);
-        let host = HostReader::new(&cfg.proc_root).excluding_net_devices(cfg.net_device_exclude.clone());
+        let host = HostReader::new(&cfg.proc_root)
+            .excluding_net_devices(cfg.net_device_exclude.clone())
+            .with_textfile_directory(cfg.textfile_directory.clone());
         let host_identity = Arc::new(host_metric_labels(&cfg.host, &cfg.scrape));
         let layers = LayerUsage::new(cfg.fs_usage_refresh, &cfg.proc_root);
         let fds = FdCounts::new(cfg.fs_usage_refresh);

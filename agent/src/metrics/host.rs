@@ -148,6 +148,9 @@ pub struct HostReader {
     /// Each collector's run this tick: its node_exporter name, seconds, and whether it gave samples
     /// without an error.
     runs: Vec<(&'static str, f64, bool)>,
+    textfile_dir: Option<PathBuf>,
+    /// The textfiles refused last tick, logged when they change rather than every tick.
+    textfile_problems: Vec<(PathBuf, String)>,
 }
 
 impl HostReader {
@@ -166,7 +169,15 @@ impl HostReader {
             online_cpus: 0,
             errors: Vec::new(),
             runs: Vec::new(),
+            textfile_dir: None,
+            textfile_problems: Vec::new(),
         }
+    }
+
+    /// Reads node_exporter's textfiles (`*.prom`) from `dir`.
+    pub fn with_textfile_directory(mut self, dir: Option<PathBuf>) -> Self {
+        self.textfile_dir = dir;
+        self
     }
 
     /// Leaves the interfaces `exclude` matches out of `node_network_*`.
@@ -238,6 +249,17 @@ impl HostReader {
             true
         });
         self.collect_any("hwmon", out, |r, out| node::hwmon::read(&r.sys_root.join("class/hwmon"), out));
+        // As node_exporter's: a refused file is `node_textfile_scrape_error 1`, not a failed collector.
+        self.collect_any("textfile", out, |r, out| {
+            let problems = node::textfile::read(r.textfile_dir.as_deref(), out);
+            if problems != r.textfile_problems {
+                for (path, why) in &problems {
+                    tracing::warn!(file = %path.display(), error = %why, "textfile refused; none of its samples are sent");
+                }
+                r.textfile_problems = problems;
+            }
+            true
+        });
         self.read_machine(out);
         for (collector, seconds, ok) in self.runs.drain(..) {
             let labels = vec![("collector", collector.to_string())];

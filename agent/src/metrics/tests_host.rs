@@ -196,8 +196,10 @@ fn container_veths_are_host_interfaces_only_when_asked_for() {
     };
     let families = ["node_network_receive_bytes_total", "node_network_mtu_bytes", "node_network_info"];
     let by_default = read(NodeConfig::default().net_device_exclude());
-    let everything =
-        read(NodeConfig { net_device_exclude: Pattern(regex::Regex::new("").unwrap()) }.net_device_exclude());
+    let everything = read(
+        NodeConfig { net_device_exclude: Pattern(regex::Regex::new("").unwrap()), textfile_directory: None }
+            .net_device_exclude(),
+    );
     for family in families {
         let devices =
             |out: &[Sample]| labelled(out, family, "device").iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>();

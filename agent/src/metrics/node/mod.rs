@@ -19,6 +19,7 @@ pub mod pressure;
 pub mod sockstat;
 pub mod stat;
 pub mod sysfs;
+pub mod textfile;
 pub mod thermal;
 pub mod timex;
 pub mod uname;
