@@ -218,12 +218,14 @@ fn missing_files_are_skipped() {
     let mut host = HostReader::new(tmp.path());
     let mut out = Vec::new();
     host.read(&mut out);
-    // The clock comes from system calls, not files; SELinux is off where selinuxfs is not there.
+    // The clock comes from system calls, not files; SELinux is off where selinuxfs is not there; no
+    // textfile directory is no textfile error.
     assert!(
         out.iter().all(|s| s.name.starts_with("node_time_")
             || s.name.starts_with("node_timex_")
             || s.name.starts_with("node_scrape_collector_")
-            || (s.name, s.value) == ("node_selinux_enabled", 0.0)),
+            || (s.name, s.value) == ("node_selinux_enabled", 0.0)
+            || (s.name, s.value) == ("node_textfile_scrape_error", 0.0)),
         "only the clock without files: {out:?}"
     );
     assert!(host.last_errors().is_empty(), "{:?}", host.last_errors());
@@ -235,9 +237,9 @@ fn missing_files_are_skipped() {
             .collect()
     };
     let ok: Vec<String> = success(&out).into_iter().filter(|(_, v)| *v == 1.0).map(|(c, _)| c).collect();
-    assert_eq!(ok, ["time", "timex", "selinux", "cpufreq", "thermal_zone"], "{out:?}");
-    assert_eq!(success(&out).len(), 26, "{out:?}");
-    assert_eq!(out.iter().filter(|s| s.name == "node_scrape_collector_duration_seconds").count(), 26);
+    assert_eq!(ok, ["time", "timex", "selinux", "cpufreq", "thermal_zone", "textfile"], "{out:?}");
+    assert_eq!(success(&out).len(), 27, "{out:?}");
+    assert_eq!(out.iter().filter(|s| s.name == "node_scrape_collector_duration_seconds").count(), 27);
     out.clear();
     // A garbled file is skipped and reported; the others still count.
     std::fs::write(tmp.path().join("loadavg"), "not a load average\n").unwrap();
