@@ -1,7 +1,7 @@
 //! The log reader: follows every json-file container log on its own thread, hands tagged lines to
 //! shipping with the checkpoints they reach, and saves a checkpoint only once the collector has it.
 //! Flow control: at most `in_flight_bytes` of lines wait for acks; beyond that the files are the buffer.
-//! File events (inotify through `notify`) say which logs to read; a slow full look is the safety net.
+//! File events (inotify through `notify`) say which logs to read; a slow poll is the safety net.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,14 +21,9 @@ use crate::telemetry::AgentMetrics;
 
 /// Lines read in one round from one container at most, so that a flood does not starve the others.
 const ROUND_BYTES: usize = 256 * 1024;
-/// How soon a new container's log is opened, and how often a log whose directory cannot be watched
-/// is read.
-const LOOK_AGAIN: Duration = Duration::from_millis(500);
-/// How often every log is read although no file event named it: the safety net for an event that
-/// never came. (A full inotify queue is not such a case: it says so, and every log is read at once.)
-/// Each look at a quiet log is four system calls, and reading 100 quiet logs every 500 ms was a third
-/// of the agent's CPU.
-const FULL_LOOK: Duration = Duration::from_secs(10);
+/// How often every file is looked at when no file event came (events can be lost: a full inotify
+/// queue, a file system without inotify); also how soon a new container's log is opened.
+const SAFETY_POLL: Duration = Duration::from_millis(500);
 /// How often files are looked at when file events are not available at all.
 const POLL: Duration = Duration::from_millis(100);
 /// Acknowledged checkpoints are written to the state dir at most this often.
@@ -97,9 +92,6 @@ struct Followed {
     tailer: Tailer,
     asm: Assembler,
     labels: Vec<(String, String)>,
-    /// Whether file events name this log (its directory is watched); if not, it is read every
-    /// [`LOOK_AGAIN`].
-    watched: bool,
     /// Counts this container's lines for its `log_error_rate` probe, if it has one.
     error_rates: Arc<crate::probe::errors::ErrorRates>,
 }
@@ -174,21 +166,16 @@ pub fn run(
     // Stopped containers whose logs this run has read to their end (until they start again).
     let mut done: std::collections::HashSet<String> = Default::default();
     let mut in_flight = 0usize;
-    // A path an event named, or `Wake::Rescan` when events were lost.
-    let (wake_tx, wake) = std::sync::mpsc::channel::<Wake>();
+    let (wake_tx, wake) = std::sync::mpsc::channel::<PathBuf>();
     let mut watcher = match notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let Ok(ev) = ev else { return };
-        if ev.need_rescan() {
-            let _ = wake_tx.send(Wake::Rescan);
-            return;
-        }
         // Opens and closes say nothing new, and the reader's own opens of a log would otherwise wake
         // it again and again (a loop that keeps a core busy at the end of every file).
         if matches!(ev.kind, notify::EventKind::Access(_)) {
             return;
         }
         for p in ev.paths {
-            let _ = wake_tx.send(Wake::Path(p));
+            let _ = wake_tx.send(p);
         }
     }) {
         Ok(w) => Some(w),
@@ -202,7 +189,6 @@ pub fn run(
     // A followed log's directory to its container (an event names a file in it).
     let mut by_dir: HashMap<PathBuf, String> = HashMap::new();
     let mut last_full = std::time::Instant::now();
-    let mut last_look = std::time::Instant::now();
     let mut early_ack: Option<LogAck> = None;
     let mut unsaved = false;
     let mut last_save = std::time::Instant::now();
@@ -287,14 +273,10 @@ pub fn run(
                         None => Assembler::new(rule),
                     };
                     let labels = identity::identity_labels(&cfg.host, c, &cfg.include_labels);
-                    let mut watched = false;
                     if let (Some(w), Some(dir)) = (watcher.as_mut(), path.parent()) {
                         use notify::Watcher;
-                        match w.watch(dir, notify::RecursiveMode::NonRecursive) {
-                            Ok(()) => watched = true,
-                            Err(e) => {
-                                tracing::debug!(container = %c.name, error = %e, "no file events for this log; polled")
-                            }
+                        if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+                            tracing::debug!(container = %c.name, error = %e, "no file events for this log; polled");
                         }
                     }
                     dirty.insert(id.clone());
@@ -302,30 +284,23 @@ pub fn run(
                         by_dir.insert(dir.to_path_buf(), id.clone());
                     }
                     let error_rates = cfg.error_rates.clone();
-                    followed.insert(id, Followed { path: path.clone(), tailer, asm, labels, watched, error_rates });
+                    followed.insert(id, Followed { path: path.clone(), tailer, asm, labels, error_rates });
                 }
                 Err(e) => {
                     tracing::warn!(container = %c.name, path = %path.display(), error = %e, "cannot open the log")
                 }
             }
         }
-        let running: std::collections::HashSet<&str> = current.iter().map(|c| c.id.as_str()).collect();
-        let gone: Vec<String> = followed.keys().filter(|id| !running.contains(id.as_str())).cloned().collect();
+        let gone: Vec<String> =
+            followed.keys().filter(|id| !current.iter().any(|c| c.id.as_str() == id.as_str())).cloned().collect();
 
-        // Which logs to look at: those with file events, those without events now and then, and all
-        // of them seldom or when events were lost.
-        let mut rescan = false;
-        while let Ok(w) = wake.try_recv() {
-            rescan |= mark(&by_dir, w, &mut dirty);
+        // Which logs to look at: those with file events, all of them now and then.
+        while let Ok(p) = wake.try_recv() {
+            mark(&by_dir, &p, &mut dirty);
         }
-        let look_every = if watcher.is_some() { LOOK_AGAIN } else { POLL };
-        if rescan || last_full.elapsed() >= FULL_LOOK {
+        if watcher.is_none() || last_full.elapsed() >= SAFETY_POLL {
             dirty.extend(followed.keys().cloned());
             last_full = std::time::Instant::now();
-            last_look = last_full;
-        } else if last_look.elapsed() >= look_every {
-            dirty.extend(followed.iter().filter(|(_, f)| !f.watched).map(|(id, _)| id.clone()));
-            last_look = std::time::Instant::now();
         }
         let mut batch = LogBatch::default();
         let now = now_ns();
@@ -364,22 +339,18 @@ pub fn run(
         if batch.streams.is_empty() && batch.ack.finished.is_empty() {
             if in_flight >= cfg.in_flight_bytes {
                 // The files are the buffer until the collector acknowledges something.
-                match acks.recv_timeout(LOOK_AGAIN) {
+                match acks.recv_timeout(SAFETY_POLL) {
                     Ok(a) => early_ack = Some(a),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             } else if watcher.is_some() {
-                // Until the next look for new containers and unwatched logs, or until a multiline
-                // entry in hand is due.
+                // Until the next full look, or until a multiline entry in hand is due.
                 let due = followed.values().filter_map(|f| f.asm.due_at()).min();
-                let until_due = due.map_or(LOOK_AGAIN, |t| Duration::from_nanos((t - now_ns()).max(0) as u64));
-                let wait = LOOK_AGAIN.saturating_sub(last_look.elapsed()).min(until_due);
-                if let Ok(w) = wake.recv_timeout(wait) {
-                    if mark(&by_dir, w, &mut dirty) {
-                        dirty.extend(followed.keys().cloned());
-                        last_full = std::time::Instant::now();
-                    }
+                let until_due = due.map_or(SAFETY_POLL, |t| Duration::from_nanos((t - now_ns()).max(0) as u64));
+                let wait = SAFETY_POLL.saturating_sub(last_full.elapsed()).min(until_due);
+                if let Ok(p) = wake.recv_timeout(wait) {
+                    mark(&by_dir, &p, &mut dirty);
                 }
             } else {
                 std::thread::sleep(POLL);
@@ -406,27 +377,17 @@ pub fn run(
 }
 
 /// Marks the container whose log directory `event_path` is in (or is) as having something to read.
-/// What the file watcher says.
-enum Wake {
-    /// An event in this file or directory.
-    Path(PathBuf),
-    /// Events were lost (the inotify queue overflowed): every log must be read.
-    Rescan,
-}
-
-/// Marks the log an event names as to be read. True when events were lost and every log must be.
-fn mark(by_dir: &HashMap<PathBuf, String>, wake: Wake, dirty: &mut std::collections::HashSet<String>) -> bool {
-    let event_path = match wake {
-        Wake::Path(p) => p,
-        Wake::Rescan => return true,
-    };
-    let id = event_path.parent().and_then(|d| by_dir.get(d)).or_else(|| by_dir.get(&event_path));
+fn mark(
+    by_dir: &HashMap<PathBuf, String>,
+    event_path: &std::path::Path,
+    dirty: &mut std::collections::HashSet<String>,
+) {
+    let id = event_path.parent().and_then(|d| by_dir.get(d)).or_else(|| by_dir.get(event_path));
     if let Some(id) = id {
         if !dirty.contains(id) {
             dirty.insert(id.clone());
         }
     }
-    false
 }
 
 /// Reads one container's new lines into `batch`; `finishing` reads to the end and flushes lines
@@ -505,7 +466,3 @@ fn log_event(container: &str, e: &Event) {
         Event::Rotated | Event::Truncated => tracing::debug!(container, event = ?e, "log file changed"),
     }
 }
-
-#[cfg(test)]
-#[path = "tests_reader.rs"]
-mod tests;
